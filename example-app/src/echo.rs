@@ -1,0 +1,34 @@
+//! `POST /echo`: answers with the text, `n + 1`, and the instance that ran it.
+
+use cohort::prelude::*;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+pub struct EchoIn {
+    pub text: String,
+    pub n: i64,
+}
+
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+pub struct EchoOut {
+    pub text: String,
+    pub n: i64,
+    /// The instance that executed the command.
+    pub instance: String,
+}
+
+/// Echoes the text back with `n + 1`.
+#[command(service = "echo", version = 1)]
+#[http(POST, "/echo")]
+pub async fn echo(ctx: Ctx, input: EchoIn) -> Result<EchoOut, Error> {
+    let n = input
+        .n
+        .checked_add(1)
+        .ok_or_else(|| Error::invalid("n", "n + 1 overflows a 64-bit integer"))?;
+    Ok(EchoOut {
+        text: input.text,
+        n,
+        instance: ctx.instance_id().to_owned(),
+    })
+}

@@ -1,0 +1,19 @@
+//! A small shop built with Cohort: every feature of the framework, used the way it is meant to be.
+//!
+//! - `echo`: the smallest command, and the one the benchmarks drive.
+//! - `accounts`: sign-up, log-in with a session cookie, `GET /me`, log-out.
+//! - `orders`: stock per SKU, orders that take stock atomically and emit `OrderPlaced`.
+//! - `audit`: subscriptions that count the orders, and which instance saw each.
+//!
+//! Nothing here keeps state in memory: everything goes through `ctx.state()` and `ctx.session()`,
+//! so any instance can run any command.
+
+pub mod accounts;
+pub mod audit;
+pub mod echo;
+pub mod orders;
+
+/// The app as configured by the environment. `main` runs it; tests start it in-process.
+pub fn app() -> Result<cohort::App, cohort::Error> {
+    cohort::App::from_env()
+}

@@ -1,0 +1,4 @@
+#[tokio::main]
+async fn main() -> Result<(), cohort::Error> {
+    example_app::app()?.run().await
+}

@@ -1,0 +1,146 @@
+//! Stock and orders. Taking stock is one atomic update in the shared store, so concurrent orders
+//! on any number of instances never sell more than there is.
+
+use cohort::prelude::*;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::accounts::current_user;
+
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+pub struct SetStock {
+    pub sku: String,
+    pub qty: u64,
+}
+
+#[derive(Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub struct Stock {
+    pub sku: String,
+    pub qty: u64,
+}
+
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+pub struct PlaceOrder {
+    pub sku: String,
+    pub qty: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub struct Order {
+    pub id: u64,
+    pub sku: String,
+    pub qty: u64,
+    /// The user who placed it, if they were logged in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placed_by: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+pub struct OrderId {
+    pub id: u64,
+}
+
+/// Published when an order has been placed.
+#[derive(Debug, Clone, Deserialize, Serialize, Event)]
+#[event(name = "order_placed")]
+pub struct OrderPlaced {
+    pub id: u64,
+    pub sku: String,
+    pub qty: u64,
+}
+
+/// Sets the stock of a SKU.
+#[command(service = "orders", version = 1)]
+#[http(PUT, "/stock/{sku}")]
+pub async fn set_stock(ctx: Ctx, input: SetStock) -> Result<Stock, Error> {
+    ctx.state().put(&stock_key(&input.sku), &input.qty).await?;
+    Ok(Stock {
+        sku: input.sku,
+        qty: input.qty,
+    })
+}
+
+/// The stock of a SKU (0 when never set).
+#[command(service = "orders", version = 1)]
+#[http(GET, "/stock/{sku}")]
+pub async fn get_stock(ctx: Ctx, input: StockQuery) -> Result<Stock, Error> {
+    let qty = ctx.state().get::<u64>(&stock_key(&input.sku)).await?.unwrap_or(0);
+    Ok(Stock { sku: input.sku, qty })
+}
+
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+pub struct StockQuery {
+    pub sku: String,
+}
+
+/// Takes `qty` of a SKU's stock, or fails with 409 leaving it untouched. Called by `place_order`
+/// through the broker, so it can run on any instance.
+#[command(service = "orders", version = 1, timeout = "5s")]
+pub async fn take_stock(ctx: Ctx, input: PlaceOrder) -> Result<Stock, Error> {
+    let qty = input.qty;
+    let left = ctx
+        .state()
+        .update::<u64, _>(&stock_key(&input.sku), |stock| {
+            let stock = stock.unwrap_or(0);
+            stock.checked_sub(qty).ok_or_else(|| {
+                Error::conflict(format!("only {stock} left of `{}`", input.sku)).with_code("insufficient_stock")
+            })
+        })
+        .await?;
+    Ok(Stock {
+        sku: input.sku,
+        qty: left,
+    })
+}
+
+/// Places an order: takes the stock, records the order and announces it.
+#[command(service = "orders", version = 1)]
+#[http(POST, "/orders", status = 201)]
+pub async fn place_order(ctx: Ctx, input: PlaceOrder) -> Result<Order, Error> {
+    if input.qty == 0 {
+        return Err(Error::invalid("qty", "must be at least 1"));
+    }
+    let placed_by = current_user(&ctx).await.ok().map(|user| user.username);
+    let ctx = match &placed_by {
+        Some(user) => ctx.with_principal(user),
+        None => ctx,
+    };
+    ctx.call::<take_stock>(PlaceOrder {
+        sku: input.sku.clone(),
+        qty: input.qty,
+    })
+    .await?;
+    let id = ctx.state().increment("order:next_id", 1).await? as u64;
+    let order = Order {
+        id,
+        sku: input.sku,
+        qty: input.qty,
+        placed_by,
+    };
+    ctx.state().put(&order_key(id), &order).await?;
+    ctx.emit(&OrderPlaced {
+        id,
+        sku: order.sku.clone(),
+        qty: order.qty,
+    })
+    .await?;
+    Ok(order)
+}
+
+/// An order by id.
+#[command(service = "orders", version = 1)]
+#[http(GET, "/orders/{id}")]
+pub async fn get_order(ctx: Ctx, input: OrderId) -> Result<Order, Error> {
+    ctx.state()
+        .get(&order_key(input.id))
+        .await?
+        .ok_or_else(|| Error::not_found(format!("no order {}", input.id)))
+}
+
+fn stock_key(sku: &str) -> String {
+    format!("stock:{sku}")
+}
+
+fn order_key(id: u64) -> String {
+    format!("order:{id}")
+}

@@ -1,0 +1,182 @@
+//! The embedded broker: commands and events inside one process, through the same envelope,
+//! headers and deadlines as over NATS. Events are kept in memory only: they do not survive a
+//! restart of the process (use NATS for that).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+use super::{Broker, Endpoint, EventHandler, RequestHandler, SubscriptionSpec, Work, subject_matches};
+use crate::error::{Error, ErrorKind};
+use crate::message::Message;
+
+/// Commands and events within this process. Clones share the same broker.
+#[derive(Clone, Default)]
+pub struct MemoryBroker {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Subject → the handlers serving it (one per serving app in this process), taken in turn.
+    endpoints: RwLock<HashMap<String, Served>>,
+    subscriptions: Mutex<Vec<Subscriber>>,
+    dead_letters: Mutex<Vec<(String, Message)>>,
+}
+
+#[derive(Default)]
+struct Served {
+    handlers: Vec<(usize, RequestHandler)>,
+    next: AtomicUsize,
+}
+
+struct Subscriber {
+    filter: String,
+    queue: mpsc::UnboundedSender<Message>,
+}
+
+/// Each `serve` call's handlers are removed together when its work stops.
+static SERVE_IDS: AtomicUsize = AtomicUsize::new(0);
+
+impl MemoryBroker {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The events that exhausted their attempts, with the subject they were dead-lettered to.
+    pub fn dead_letters(&self) -> Vec<(String, Message)> {
+        lock(&self.inner.dead_letters).clone()
+    }
+}
+
+impl Inner {
+    fn pick(&self, subject: &str) -> Option<RequestHandler> {
+        let endpoints = self.endpoints.read().unwrap_or_else(|p| p.into_inner());
+        let served = endpoints.get(subject)?;
+        let turn = served.next.fetch_add(1, Ordering::Relaxed);
+        served
+            .handlers
+            .get(turn % served.handlers.len().max(1))
+            .map(|(_, handler)| handler.clone())
+    }
+
+    fn unserve(&self, serve_id: usize) {
+        let mut endpoints = self.endpoints.write().unwrap_or_else(|p| p.into_inner());
+        endpoints.retain(|_, served| {
+            served.handlers.retain(|(id, _)| *id != serve_id);
+            !served.handlers.is_empty()
+        });
+    }
+}
+
+impl std::fmt::Debug for MemoryBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryBroker").finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Nothing holds these locks across a panic point that could leave the data inconsistent.
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[async_trait]
+impl Broker for MemoryBroker {
+    async fn request(&self, subject: &str, msg: Message, timeout: Duration) -> Result<Message, Error> {
+        let handler = self.inner.pick(subject).ok_or_else(|| no_responders(subject))?;
+        tokio::time::timeout(timeout, handler(msg))
+            .await
+            .map_err(|_| Error::new(ErrorKind::Timeout, format!("`{subject}` did not answer in {timeout:?}")))
+    }
+
+    async fn publish(&self, subject: &str, msg: Message) -> Result<(), Error> {
+        let mut subscribers = lock(&self.inner.subscriptions);
+        subscribers.retain(|s| !s.queue.is_closed());
+        for subscriber in subscribers.iter().filter(|s| subject_matches(&s.filter, subject)) {
+            // A closed queue was dropped by a stopping instance; retain() above clears it next time.
+            let _ = subscriber.queue.send(msg.clone());
+        }
+        Ok(())
+    }
+
+    async fn serve(&self, endpoints: Vec<(Endpoint, RequestHandler)>, work: &Work) -> Result<(), Error> {
+        let serve_id = SERVE_IDS.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut served = self.inner.endpoints.write().unwrap_or_else(|p| p.into_inner());
+            for (endpoint, handler) in endpoints {
+                served.entry(endpoint.subject).or_default().handlers.push((serve_id, handler));
+            }
+        }
+        let stop = work.stop.clone();
+        // A weak reference, so that a broker nobody uses any more is freed.
+        let inner = Arc::downgrade(&self.inner);
+        work.tasks.spawn(async move {
+            stop.cancelled().await;
+            if let Some(inner) = inner.upgrade() {
+                inner.unserve(serve_id);
+            }
+        });
+        Ok(())
+    }
+
+    async fn subscribe(&self, spec: SubscriptionSpec, handler: EventHandler, work: &Work) -> Result<(), Error> {
+        let (queue, mut deliveries) = mpsc::unbounded_channel::<Message>();
+        lock(&self.inner.subscriptions).push(Subscriber {
+            filter: spec.filter_subject.clone(),
+            queue,
+        });
+        let spec = Arc::new(spec);
+        let work_inner = work.clone();
+        let dead_letters = Arc::downgrade(&self.inner);
+        work.tasks.spawn(async move {
+            loop {
+                let msg = tokio::select! {
+                    _ = work_inner.stop.cancelled() => break,
+                    msg = deliveries.recv() => match msg { Some(msg) => msg, None => break },
+                };
+                let (spec, handler, broker) = (spec.clone(), handler.clone(), dead_letters.clone());
+                work_inner.tasks.spawn(deliver(msg, spec, handler, broker));
+            }
+        });
+        Ok(())
+    }
+
+    fn is_distributed(&self) -> bool {
+        false
+    }
+
+    fn is_ready(&self) -> bool {
+        true
+    }
+}
+
+/// Delivers one event until the handler succeeds or the attempts run out.
+async fn deliver(msg: Message, spec: Arc<SubscriptionSpec>, handler: EventHandler, broker: Weak<Inner>) {
+    for attempt in 1..=spec.max_attempts.max(1) {
+        match handler(msg.clone()).await {
+            Ok(()) => return,
+            Err(err) if attempt < spec.max_attempts => {
+                tracing::warn!(subscription = %spec.durable, attempt, error = %err, "event handler failed; will retry");
+                tokio::time::sleep(spec.backoff_after(attempt)).await;
+            }
+            Err(err) => {
+                tracing::error!(subscription = %spec.durable, attempts = attempt, error = %err, dead_letter = %spec.dead_letter_subject, "event handler gave up; event dead-lettered");
+                let mut letter = msg.clone();
+                letter.meta.error = Some(err.to_string());
+                if let Some(broker) = broker.upgrade() {
+                    lock(&broker.dead_letters).push((spec.dead_letter_subject.clone(), letter));
+                }
+                return;
+            }
+        }
+    }
+}
+
+fn no_responders(subject: &str) -> Error {
+    Error::new(ErrorKind::NoResponders, format!("no instance serves `{subject}`"))
+        .with_code("no_responders")
+}

@@ -1,0 +1,219 @@
+//! Configuration: read from `COHORT_*` environment variables, overridable in code.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::error::Error;
+use crate::message::random_hex;
+
+/// Everything an instance can be told. [`Config::default`] is a complete single-instance
+/// deployment: embedded broker and store, HTTP on 127.0.0.1:8080.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `COHORT_HTTP_ADDR` (default `127.0.0.1:8080`; `off` runs a worker without HTTP).
+    pub http_addr: Option<SocketAddr>,
+    /// `COHORT_INSTANCE_ID` (default: generated, unique per process).
+    pub instance_id: String,
+    /// `COHORT_NATS_URL`: comma-separated NATS servers. Unset: the embedded broker.
+    pub nats_url: Option<String>,
+    /// `COHORT_REDIS_URL`: the Redis server. Unset: the embedded store.
+    pub redis_url: Option<String>,
+    /// `COHORT_SUBJECT_PREFIX` (default `cohort`): the first token of every subject and key.
+    pub subject_prefix: String,
+    /// `COHORT_SERVICES`: comma list; this instance runs only these services' commands and
+    /// subscriptions (its HTTP layer still routes every command). Unset: all.
+    pub services: Option<Vec<String>>,
+    /// `COHORT_ALLOW_LOCAL_STATE=true`: start a distributed broker with the embedded store anyway.
+    pub allow_local_state: bool,
+    /// `COHORT_COMMAND_TIMEOUT` (default `30s`): deadline of a command that sets none.
+    pub command_timeout: Duration,
+    /// `COHORT_SHUTDOWN_GRACE` (default `30s`): how long shutdown waits for work in flight.
+    pub shutdown_grace: Duration,
+    /// `COHORT_BODY_LIMIT` (default `1048576` bytes): larger HTTP bodies get a 413.
+    pub body_limit: usize,
+    /// `COHORT_SESSION_TTL` (default `24h`): a session expires this long after its last write.
+    pub session_ttl: Duration,
+    /// `COHORT_SESSION_SECURE=true`: the session cookie is sent over HTTPS only.
+    pub session_cookie_secure: bool,
+    /// `COHORT_EVENT_MAX_ATTEMPTS` (default `5`): deliveries before an event is dead-lettered.
+    pub event_max_attempts: u32,
+    /// `COHORT_EVENT_BACKOFF` (default `1s,5s,30s`): waits before redeliveries; the last repeats.
+    pub event_backoff: Vec<Duration>,
+    /// `COHORT_EVENT_ACK_WAIT` (default `30s`): how long an instance may hold an event before
+    /// the broker assumes it died and hands the event to another.
+    pub event_ack_wait: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            http_addr: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            instance_id: random_hex(4),
+            nats_url: None,
+            redis_url: None,
+            subject_prefix: "cohort".to_owned(),
+            services: None,
+            allow_local_state: false,
+            command_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(30),
+            body_limit: 1 << 20,
+            session_ttl: Duration::from_secs(24 * 3600),
+            session_cookie_secure: false,
+            event_max_attempts: 5,
+            event_backoff: vec![Duration::from_secs(1), Duration::from_secs(5), Duration::from_secs(30)],
+            event_ack_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Config {
+    /// Reads every `COHORT_*` variable that is set; a value that does not parse is an error
+    /// naming the variable.
+    pub fn from_env() -> Result<Config, Error> {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`Config::from_env`], from any source of variables (tests use a map).
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Config, Error> {
+        let mut config = Config::default();
+        let var = |name: &str| var(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        if let Some(addr) = var("COHORT_HTTP_ADDR") {
+            config.http_addr = parse_http_addr(&addr)?;
+        }
+        if let Some(id) = var("COHORT_INSTANCE_ID") {
+            config.instance_id = id;
+        }
+        config.nats_url = var("COHORT_NATS_URL");
+        config.redis_url = var("COHORT_REDIS_URL");
+        if let Some(prefix) = var("COHORT_SUBJECT_PREFIX") {
+            config.subject_prefix = prefix;
+        }
+        config.services = var("COHORT_SERVICES").map(|list| split_list(&list));
+        if let Some(flag) = var("COHORT_ALLOW_LOCAL_STATE") {
+            config.allow_local_state = parse_bool("COHORT_ALLOW_LOCAL_STATE", &flag)?;
+        }
+        if let Some(flag) = var("COHORT_SESSION_SECURE") {
+            config.session_cookie_secure = parse_bool("COHORT_SESSION_SECURE", &flag)?;
+        }
+        let duration = |name: &str, target: &mut Duration| -> Result<(), Error> {
+            if let Some(value) = var(name) {
+                *target = parse_duration(name, &value)?;
+            }
+            Ok(())
+        };
+        duration("COHORT_COMMAND_TIMEOUT", &mut config.command_timeout)?;
+        duration("COHORT_SHUTDOWN_GRACE", &mut config.shutdown_grace)?;
+        duration("COHORT_SESSION_TTL", &mut config.session_ttl)?;
+        duration("COHORT_EVENT_ACK_WAIT", &mut config.event_ack_wait)?;
+        if let Some(list) = var("COHORT_EVENT_BACKOFF") {
+            config.event_backoff = split_list(&list)
+                .iter()
+                .map(|v| parse_duration("COHORT_EVENT_BACKOFF", v))
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(limit) = var("COHORT_BODY_LIMIT") {
+            config.body_limit = parse_number("COHORT_BODY_LIMIT", &limit)?;
+        }
+        if let Some(attempts) = var("COHORT_EVENT_MAX_ATTEMPTS") {
+            config.event_max_attempts = parse_number("COHORT_EVENT_MAX_ATTEMPTS", &attempts)?;
+        }
+        Ok(config)
+    }
+
+    /// Whether this instance runs `service`'s commands and subscriptions.
+    pub fn runs_service(&self, service: &str) -> bool {
+        self.services
+            .as_ref()
+            .is_none_or(|services| services.iter().any(|s| s == service))
+    }
+}
+
+fn config_error(name: &str, value: &str, expected: &str) -> Error {
+    Error::bad_request(format!("{name}={value:?} is not valid: expected {expected}"))
+        .with_code("invalid_config")
+}
+
+fn parse_http_addr(value: &str) -> Result<Option<SocketAddr>, Error> {
+    if value.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    value
+        .parse()
+        .map(Some)
+        .map_err(|_| config_error("COHORT_HTTP_ADDR", value, "an address such as `0.0.0.0:8080`, or `off`"))
+}
+
+fn parse_bool(name: &str, value: &str) -> Result<bool, Error> {
+    match value.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(config_error(name, value, "`true` or `false`")),
+    }
+}
+
+fn parse_number<N: std::str::FromStr>(name: &str, value: &str) -> Result<N, Error> {
+    value
+        .parse()
+        .map_err(|_| config_error(name, value, "a whole number"))
+}
+
+fn parse_duration(name: &str, value: &str) -> Result<Duration, Error> {
+    humantime::parse_duration(value)
+        .map_err(|_| config_error(name, value, "a duration such as `250ms`, `5s` or `2m`"))
+}
+
+fn split_list(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(vars: &[(&str, &str)]) -> Result<Config, Error> {
+        let vars: HashMap<String, String> =
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_vars(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_are_a_complete_single_instance() {
+        let config = from(&[]).expect("defaults parse");
+        assert_eq!(config.http_addr, Some(SocketAddr::from(([127, 0, 0, 1], 8080))));
+        assert!(config.nats_url.is_none() && config.redis_url.is_none());
+        assert!(config.runs_service("anything"));
+    }
+
+    #[test]
+    fn reads_every_variable() {
+        let config = from(&[
+            ("COHORT_HTTP_ADDR", "off"),
+            ("COHORT_INSTANCE_ID", "a"),
+            ("COHORT_NATS_URL", "nats://x:1,nats://y:2"),
+            ("COHORT_SERVICES", "orders, audit"),
+            ("COHORT_COMMAND_TIMEOUT", "250ms"),
+            ("COHORT_EVENT_BACKOFF", "10ms,1s"),
+            ("COHORT_ALLOW_LOCAL_STATE", "true"),
+        ])
+        .expect("valid");
+        assert_eq!(config.http_addr, None);
+        assert_eq!(config.instance_id, "a");
+        assert!(config.runs_service("audit") && !config.runs_service("echo"));
+        assert_eq!(config.command_timeout, Duration::from_millis(250));
+        assert_eq!(config.event_backoff, vec![Duration::from_millis(10), Duration::from_secs(1)]);
+        assert!(config.allow_local_state);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let err = from(&[("COHORT_COMMAND_TIMEOUT", "soon")]).expect_err("invalid");
+        assert!(err.message().contains("COHORT_COMMAND_TIMEOUT"), "{err}");
+        let err = from(&[("COHORT_HTTP_ADDR", "localhost")]).expect_err("invalid");
+        assert!(err.message().contains("COHORT_HTTP_ADDR"), "{err}");
+    }
+}

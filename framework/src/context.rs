@@ -1,0 +1,217 @@
+//! `Ctx`: what every handler receives — shared state, events, calls to other commands, the
+//! session, and who and what the work is for.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::dispatch::{Runtime, Target, reply_result};
+use crate::error::Error;
+use crate::message::{self, JSON, Message, Metadata};
+use crate::registry::{Command, Event};
+use crate::session::{Session, SessionCell};
+use crate::state::State;
+
+/// The context of one command or event delivery. Cheap to clone.
+///
+/// Everything a handler may keep beyond the call goes through it: [`Ctx::state`] for data,
+/// [`Ctx::session`] for the caller's session. Both live in the shared store, so whichever instance
+/// runs the next command sees them.
+#[derive(Clone)]
+pub struct Ctx {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    runtime: Arc<Runtime>,
+    service: &'static str,
+    meta: Metadata,
+    session: Arc<SessionCell>,
+}
+
+impl Ctx {
+    pub(crate) fn new(runtime: Arc<Runtime>, service: &'static str, meta: Metadata) -> Ctx {
+        let session = Arc::new(SessionCell::new(meta.session.clone()));
+        Ctx {
+            inner: Arc::new(Inner {
+                runtime,
+                service,
+                meta,
+                session,
+            }),
+        }
+    }
+
+    /// The shared state of this handler's service.
+    pub fn state(&self) -> State {
+        State::new(
+            self.inner.runtime.store.clone(),
+            format!("{}:{}", self.inner.runtime.subjects.prefix(), self.inner.service),
+        )
+    }
+
+    /// The session of the caller (created on first write), stored in the shared store.
+    pub fn session(&self) -> Session {
+        Session::new(
+            self.inner.runtime.store.clone(),
+            format!("{}:session", self.inner.runtime.subjects.prefix()),
+            self.inner.runtime.config.session_ttl,
+            self.inner.session.clone(),
+        )
+    }
+
+    /// Publishes an event as this handler's service, and returns once the broker has stored it.
+    pub async fn emit<E: Event>(&self, event: &E) -> Result<(), Error> {
+        let payload = serde_json::to_vec(event)
+            .map_err(|e| Error::internal(format!("cannot encode event `{}`: {e}", E::NAME)))?;
+        let mut meta = self.outgoing_meta();
+        meta.message_id = Some(message::random_hex(12));
+        meta.instance = Some(self.instance_id().to_owned());
+        meta.content_type = Some(JSON.to_owned());
+        let subject = self.inner.runtime.subjects.event(self.inner.service, E::NAME);
+        self.inner
+            .runtime
+            .broker
+            .publish(&subject, Message {
+                meta,
+                payload: Bytes::from(payload),
+            })
+            .await
+    }
+
+    /// Calls another command, on whichever instance serves it, with its input and output types
+    /// checked at compile time: `ctx.call::<place_order>(input).await?`. The principal, tenant,
+    /// trace, session and deadline travel along.
+    pub async fn call<C>(&self, input: C::Input) -> Result<C::Output, Error>
+    where
+        C: Command,
+        C::Input: Serialize,
+        C::Output: DeserializeOwned,
+    {
+        let payload = serde_json::to_vec(&input)
+            .map_err(|e| Error::internal(format!("cannot encode the input of `{}`: {e}", C::NAME)))?;
+        let target = Target {
+            service: C::SERVICE,
+            version: C::VERSION,
+            name: C::NAME,
+            timeout_ms: C::TIMEOUT_MS,
+        };
+        let reply = self
+            .inner
+            .runtime
+            .invoke(target, Bytes::from(payload), self.outgoing_meta())
+            .await?;
+        self.inner.session.absorb(&reply.meta);
+        let body = reply_result(&reply)?;
+        serde_json::from_slice(body).map_err(|e| {
+            Error::internal(format!("the reply of `{}` does not decode as its output type: {e}", C::NAME))
+        })
+    }
+
+    /// A context whose calls and events carry `principal`: call it once you have authenticated
+    /// the caller, and every command it reaches sees who it is.
+    pub fn with_principal(&self, principal: impl Into<String>) -> Ctx {
+        self.with_meta(|meta| meta.principal = Some(principal.into()))
+    }
+
+    /// A context whose calls and events carry `tenant`.
+    pub fn with_tenant(&self, tenant: impl Into<String>) -> Ctx {
+        self.with_meta(|meta| meta.tenant = Some(tenant.into()))
+    }
+
+    fn with_meta(&self, change: impl FnOnce(&mut Metadata)) -> Ctx {
+        let mut meta = self.inner.meta.clone();
+        change(&mut meta);
+        Ctx {
+            inner: Arc::new(Inner {
+                runtime: self.inner.runtime.clone(),
+                service: self.inner.service,
+                meta,
+                session: self.inner.session.clone(),
+            }),
+        }
+    }
+
+    /// Who the work is for, if the caller said so.
+    pub fn principal(&self) -> Option<&str> {
+        self.inner.meta.principal.as_deref()
+    }
+
+    /// The tenant the work belongs to, if the caller said so.
+    pub fn tenant(&self) -> Option<&str> {
+        self.inner.meta.tenant.as_deref()
+    }
+
+    /// The W3C trace id shared by everything this request caused.
+    pub fn trace_id(&self) -> Option<&str> {
+        self.inner.meta.trace_id()
+    }
+
+    /// The W3C `traceparent` this work arrived with.
+    pub fn traceparent(&self) -> Option<&str> {
+        self.inner.meta.traceparent.as_deref()
+    }
+
+    /// The id of the message being handled.
+    pub fn message_id(&self) -> Option<&str> {
+        self.inner.meta.message_id.as_deref()
+    }
+
+    /// The instance that runs this handler.
+    pub fn instance_id(&self) -> &str {
+        &self.inner.runtime.instance_id
+    }
+
+    /// The instance that sent the command or event.
+    pub fn sender_instance(&self) -> Option<&str> {
+        self.inner.meta.instance.as_deref()
+    }
+
+    /// The service this handler belongs to.
+    pub fn service(&self) -> &str {
+        self.inner.service
+    }
+
+    /// When the caller stops waiting, if it set a deadline.
+    pub fn deadline(&self) -> Option<SystemTime> {
+        self.inner
+            .meta
+            .deadline
+            .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
+    }
+
+    pub(crate) fn meta(&self) -> &Metadata {
+        &self.inner.meta
+    }
+
+    pub(crate) fn session_effects(&self) -> &SessionCell {
+        &self.inner.session
+    }
+
+    /// The metadata a call or event made from here carries.
+    fn outgoing_meta(&self) -> Metadata {
+        let meta = &self.inner.meta;
+        Metadata {
+            traceparent: Some(message::child_traceparent(meta.traceparent.as_deref())),
+            principal: meta.principal.clone(),
+            tenant: meta.tenant.clone(),
+            session: self.inner.session.id(),
+            deadline: meta.deadline,
+            service: Some(self.inner.service.to_owned()),
+            ..Metadata::default()
+        }
+    }
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("service", &self.inner.service)
+            .field("instance", &self.inner.runtime.instance_id)
+            .field("meta", &self.inner.meta)
+            .finish()
+    }
+}

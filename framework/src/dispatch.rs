@@ -1,0 +1,206 @@
+//! Both ends of a command: sending one over the broker ([`Runtime::invoke`]) and running one that
+//! arrived ([`command_handler`]), plus the delivery of events to subscriptions ([`event_handler`]).
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+
+use crate::broker::{Broker, EventHandler, RequestHandler};
+use crate::config::Config;
+use crate::context::Ctx;
+use crate::error::{Error, ErrorKind};
+use crate::message::{self, JSON, Message, Metadata, PROBLEM_JSON, Subjects};
+use crate::registry::{CommandDescriptor, SubscriptionDescriptor};
+use crate::state::StateStore;
+
+/// What every handler of an instance shares: the broker, the store and the configuration.
+pub(crate) struct Runtime {
+    pub broker: Arc<dyn Broker>,
+    pub store: Arc<dyn StateStore>,
+    pub subjects: Subjects,
+    pub instance_id: Arc<str>,
+    pub config: Config,
+    /// False once shutdown begins, so `/readyz` tells the load balancer to stop sending.
+    pub accepting: AtomicBool,
+}
+
+/// The command to send: where it goes and how long it may take.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Target<'a> {
+    pub service: &'a str,
+    pub version: u32,
+    pub name: &'a str,
+    pub timeout_ms: Option<u64>,
+}
+
+impl Runtime {
+    /// Sends a command and returns its reply, an error reply included. `Err` means the command
+    /// never ran to an answer: nobody serves it, the deadline passed, or the broker is down.
+    pub async fn invoke(&self, target: Target<'_>, payload: Bytes, mut meta: Metadata) -> Result<Message, Error> {
+        let timeout = target
+            .timeout_ms
+            .map_or(self.config.command_timeout, Duration::from_millis);
+        // A call inside a call never outlives its caller's deadline.
+        let deadline = message::unix_millis(SystemTime::now() + timeout);
+        meta.deadline = Some(meta.deadline.map_or(deadline, |outer| outer.min(deadline)));
+        let timeout = meta.time_left().unwrap_or(timeout);
+        meta.message_id = Some(message::random_hex(12));
+        meta.instance = Some(self.instance_id.to_string());
+        meta.content_type = Some(JSON.to_owned());
+        meta.status = None;
+        let subject = self.subjects.command(target.service, target.version, target.name);
+        if timeout.is_zero() {
+            return Err(deadline_passed(&subject));
+        }
+        self.broker
+            .request(&subject, Message { meta, payload }, timeout)
+            .await
+            .map_err(|err| match err.kind() {
+                ErrorKind::NoResponders => Error::new(
+                    ErrorKind::NoResponders,
+                    format!(
+                        "no instance serves `{}.v{}.{}`",
+                        target.service, target.version, target.name
+                    ),
+                )
+                .with_code("no_responders"),
+                _ => err,
+            })
+    }
+}
+
+fn deadline_passed(what: &str) -> Error {
+    Error::new(ErrorKind::Timeout, format!("the deadline of `{what}` passed")).with_code("deadline_exceeded")
+}
+
+/// Turns a reply into the command's result.
+pub(crate) fn reply_result(reply: &Message) -> Result<&Bytes, Error> {
+    match reply.status() {
+        200..=299 => Ok(&reply.payload),
+        status => Err(Error::from_problem_json(status, &reply.payload)),
+    }
+}
+
+/// The broker-facing handler of one command on this instance.
+pub(crate) fn command_handler(runtime: Arc<Runtime>, command: &'static CommandDescriptor) -> RequestHandler {
+    Arc::new(move |msg| execute(runtime.clone(), command, msg).boxed())
+}
+
+async fn execute(runtime: Arc<Runtime>, command: &'static CommandDescriptor, msg: Message) -> Message {
+    let time_left = msg.meta.time_left();
+    if time_left == Some(Duration::ZERO) {
+        let subject = runtime.subjects.command(command.service, command.version, command.name);
+        return error_reply(&runtime, &msg.meta, deadline_passed(&subject), None);
+    }
+    let ctx = Ctx::new(runtime.clone(), command.service, msg.meta);
+    let run = AssertUnwindSafe((command.handler)(ctx.clone(), msg.payload)).catch_unwind();
+    let limit = time_left.unwrap_or(runtime.config.command_timeout);
+    let outcome = match tokio::time::timeout(limit, run).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(panic)) => Err(Error::internal(format!(
+            "command `{}` panicked: {}",
+            command.name,
+            panic_message(panic.as_ref())
+        ))),
+        Err(_) => Err(Error::new(
+            ErrorKind::Timeout,
+            format!("command `{}` did not finish before its deadline", command.name),
+        )),
+    };
+    match outcome {
+        Ok(body) => {
+            let mut meta = reply_meta(&runtime, &ctx);
+            meta.status = Some(200);
+            meta.content_type = Some(JSON.to_owned());
+            Message { meta, payload: body }
+        }
+        Err(err) => error_reply(&runtime, ctx.meta(), err, Some(&ctx)),
+    }
+}
+
+/// A reply carrying `err` as a problem document. A 500 is logged here with its details, under a
+/// trace id the client gets to quote.
+fn error_reply(runtime: &Runtime, request: &Metadata, err: Error, ctx: Option<&Ctx>) -> Message {
+    let err = log_if_internal(request, err, "command failed");
+    let mut meta = match ctx {
+        Some(ctx) => reply_meta(runtime, ctx),
+        None => Metadata {
+            instance: Some(runtime.instance_id.to_string()),
+            ..Metadata::default()
+        },
+    };
+    meta.status = Some(err.status());
+    meta.content_type = Some(PROBLEM_JSON.to_owned());
+    Message {
+        meta,
+        payload: Bytes::from(err.to_problem_json()),
+    }
+}
+
+/// Logs a 500's details and gives it a trace id; other errors pass unchanged.
+pub(crate) fn log_if_internal(request: &Metadata, err: Error, what: &str) -> Error {
+    if err.kind() != ErrorKind::Internal {
+        return err;
+    }
+    let trace_id = request
+        .trace_id()
+        .map(str::to_owned)
+        .unwrap_or_else(|| message::random_hex(16));
+    tracing::error!(trace_id = %trace_id, error = %err, "{what}");
+    err.with_trace_id(trace_id)
+}
+
+fn reply_meta(runtime: &Runtime, ctx: &Ctx) -> Metadata {
+    let mut meta = Metadata {
+        instance: Some(runtime.instance_id.to_string()),
+        ..Metadata::default()
+    };
+    ctx.session_effects().write_to(&mut meta);
+    meta
+}
+
+/// The broker-facing handler of one subscription on this instance. A panic counts as a failure,
+/// so the event is redelivered (and dead-lettered if it keeps failing), and the instance goes on.
+pub(crate) fn event_handler(runtime: Arc<Runtime>, subscription: &'static SubscriptionDescriptor) -> EventHandler {
+    Arc::new(move |msg: Message| {
+        let ctx = Ctx::new(runtime.clone(), subscription.service, msg.meta);
+        let meta = ctx.meta().clone();
+        let run = AssertUnwindSafe((subscription.handler)(ctx, msg.payload)).catch_unwind();
+        async move {
+            let result = run.await.unwrap_or_else(|panic| {
+                Err(Error::internal(format!(
+                    "subscription `{}` panicked: {}",
+                    subscription.name,
+                    panic_message(panic.as_ref())
+                )))
+            });
+            result.map_err(|err| log_if_internal(&meta, err, "subscription failed"))
+        }
+        .boxed()
+    })
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+impl Runtime {
+    /// Whether this instance should get traffic: not shutting down, broker and store answering.
+    pub async fn is_ready(&self) -> Result<(), Error> {
+        if !self.accepting.load(Ordering::Relaxed) {
+            return Err(Error::unavailable("the instance is shutting down"));
+        }
+        if !self.broker.is_ready() {
+            return Err(Error::unavailable("the broker is not connected"));
+        }
+        self.store.ping().await
+    }
+}

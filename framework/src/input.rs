@@ -1,0 +1,114 @@
+//! Decoding inputs and encoding outputs, with errors that name the field at fault.
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::error::Category;
+
+use crate::error::Error;
+
+/// Decodes a command input or an event. Malformed JSON is a 400; JSON of the wrong shape is a 422
+/// whose `field` is the path of the offending field (`items[0].qty`). An empty body reads as `{}`.
+pub fn decode_input<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Error> {
+    let payload = if payload.is_empty() { b"{}" } else { payload };
+    let mut de = serde_json::Deserializer::from_slice(payload);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(path_error)?;
+    de.end().map_err(|e| Error::bad_request(format!("malformed JSON: {e}")))?;
+    Ok(value)
+}
+
+fn path_error(err: serde_path_to_error::Error<serde_json::Error>) -> Error {
+    let path = err.path().to_string();
+    let inner = err.into_inner();
+    match inner.classify() {
+        Category::Syntax | Category::Eof | Category::Io => {
+            Error::bad_request(format!("malformed JSON: {inner}")).with_code("malformed_json")
+        }
+        Category::Data => {
+            let message = strip_position(&inner.to_string());
+            let field = match missing_field(&message) {
+                Some(name) if path == "." => name.to_owned(),
+                Some(name) => format!("{path}.{name}"),
+                None => path,
+            };
+            Error::invalid(field, message)
+        }
+    }
+}
+
+/// serde names a missing field in the message only; the path points at its parent.
+fn missing_field(message: &str) -> Option<&str> {
+    message.strip_prefix("missing field `")?.split('`').next()
+}
+
+/// serde_json appends " at line 1 column 12", which means nothing to an HTTP client.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(at) => message[..at].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// Encodes a handler's result as the reply body.
+pub fn encode_output<T: Serialize, E: Into<Error>>(result: Result<T, E>) -> Result<Bytes, Error> {
+    let output = result.map_err(Into::into)?;
+    serde_json::to_vec(&output)
+        .map(Bytes::from)
+        .map_err(|e| Error::internal(format!("cannot encode the output: {e}")))
+}
+
+/// A subscription's result with its error converted.
+pub fn into_event_result<E: Into<Error>>(result: Result<(), E>) -> Result<(), Error> {
+    result.map_err(Into::into)
+}
+
+/// The input of a command that takes none: whatever was sent is ignored.
+pub fn no_input(_payload: &[u8]) -> Result<(), Error> {
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Order {
+        sku: String,
+        items: Vec<Item>,
+    }
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Item {
+        qty: u32,
+    }
+
+    #[test]
+    fn malformed_json_is_400() {
+        let err = decode_input::<Order>(b"{\"sku\": ").expect_err("must fail");
+        assert_eq!(err.kind(), ErrorKind::BadRequest);
+    }
+
+    #[test]
+    fn wrong_type_names_the_nested_field() {
+        let err = decode_input::<Order>(br#"{"sku":"a","items":[{"qty":"x"}]}"#).expect_err("must fail");
+        assert_eq!(err.kind(), ErrorKind::Invalid);
+        assert_eq!(err.field(), Some("items[0].qty"));
+        assert!(!err.message().contains("line"), "{}", err.message());
+    }
+
+    #[test]
+    fn missing_field_is_named() {
+        let err = decode_input::<Order>(br#"{"items":[]}"#).expect_err("must fail");
+        assert_eq!(err.field(), Some("sku"));
+        let err = decode_input::<Order>(br#"{"sku":"a","items":[{}]}"#).expect_err("must fail");
+        assert_eq!(err.field(), Some("items[0].qty"));
+    }
+
+    #[test]
+    fn trailing_garbage_is_400() {
+        let err = decode_input::<Item>(br#"{"qty":1} x"#).expect_err("must fail");
+        assert_eq!(err.kind(), ErrorKind::BadRequest);
+    }
+}

@@ -1,0 +1,98 @@
+#![doc = include_str!("../../README.md")]
+//!
+//! # The guide
+//!
+//! The user guide lives in `guide/` (an mdBook); its chapters are compiled as doc tests of the
+//! [`guide`] module, so every example in it builds.
+
+pub mod app;
+pub mod broker;
+pub mod context;
+pub mod error;
+pub mod http;
+pub mod message;
+pub mod registry;
+pub mod session;
+pub mod state;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+mod config;
+mod dispatch;
+mod input;
+mod logging;
+
+pub use app::{App, Running};
+pub use config::Config;
+pub use context::Ctx;
+pub use error::{Error, ErrorKind, Problem};
+pub use registry::{Command, Event};
+pub use session::Session;
+pub use state::{State, Versioned};
+
+/// `#[command(service = "...", version = N)]`: makes an async fn a command any instance can run.
+pub use cohort_macros::command;
+/// `#[http(METHOD, "/path/{param}")]`: binds a `#[command]` to an HTTP route.
+pub use cohort_macros::http;
+/// `#[subscription(service = "...")]`: runs an async fn for each event of its argument's type.
+pub use cohort_macros::subscription;
+/// `#[derive(Event)]`: makes a type an event, named by `#[event(name = "...")]` or its snake_case name.
+pub use cohort_macros::Event;
+
+/// A `Result` whose error is [`cohort::Error`](Error).
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What most handlers need: `use cohort::prelude::*;`.
+pub mod prelude {
+    pub use crate::{Ctx, Error, ErrorKind, Event, Session, State, command, http, subscription};
+}
+
+/// The guide's chapters, compiled as doc tests so that every code block in them builds.
+#[cfg(doctest)]
+pub mod guide {
+    #[doc = include_str!("../../guide/src/getting-started.md")]
+    pub struct GettingStarted;
+    #[doc = include_str!("../../guide/src/commands-and-http.md")]
+    pub struct CommandsAndHttp;
+    #[doc = include_str!("../../guide/src/subscriptions-and-events.md")]
+    pub struct SubscriptionsAndEvents;
+    #[doc = include_str!("../../guide/src/state-and-sessions.md")]
+    pub struct StateAndSessions;
+    #[doc = include_str!("../../guide/src/errors.md")]
+    pub struct Errors;
+    #[doc = include_str!("../../guide/src/configuration.md")]
+    pub struct Configuration;
+    #[doc = include_str!("../../guide/src/testing.md")]
+    pub struct Testing;
+    #[doc = include_str!("../../guide/src/many-instances.md")]
+    pub struct ManyInstances;
+    #[doc = include_str!("../../guide/src/performance.md")]
+    pub struct Performance;
+}
+
+/// What the macros' generated code uses. Not a public API: it changes without notice.
+#[doc(hidden)]
+pub mod __private {
+    pub use bytes::Bytes;
+    pub use futures_util::future::BoxFuture;
+    pub use inventory;
+    pub use schemars;
+    pub use serde;
+
+    pub use crate::input::{decode_input, encode_output, into_event_result, no_input};
+    pub use crate::registry::{CommandDescriptor, HttpRoute, Location, SubscriptionDescriptor};
+
+    /// The JSON schema of `T`.
+    pub fn schema_for<T: schemars::JsonSchema>() -> schemars::Schema {
+        schemars::SchemaGenerator::default().into_root_schema_for::<T>()
+    }
+
+    /// Compile-time check, spanned on the user's input type.
+    pub const fn assert_input<T: serde::de::DeserializeOwned + schemars::JsonSchema + Send + 'static>() {}
+    /// Compile-time check, spanned on the user's output type.
+    pub const fn assert_output<T: serde::Serialize + schemars::JsonSchema + Send + 'static>() {}
+    /// Compile-time check, spanned on the user's error type.
+    pub const fn assert_error<E: Into<crate::Error>>() {}
+    /// Compile-time check, spanned on a subscription's event type.
+    pub const fn assert_event<T: crate::Event>() {}
+}

@@ -1,0 +1,338 @@
+//! The envelope every command, reply and event travels in, and its wire form.
+//!
+//! The body is the payload's JSON itself; everything else rides in headers, so that a plain NATS
+//! client in any language can call a command or read an event without Cohort's code.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+/// Header names of the wire protocol.
+pub mod header {
+    /// A unique id per message (also sent as `Nats-Msg-Id` on events, for JetStream dedup).
+    pub const MESSAGE_ID: &str = "Cohort-Message-Id";
+    /// W3C trace context.
+    pub const TRACEPARENT: &str = "traceparent";
+    /// The authenticated principal, as the HTTP layer or the calling handler saw it.
+    pub const PRINCIPAL: &str = "Cohort-Principal";
+    /// The tenant the work belongs to.
+    pub const TENANT: &str = "Cohort-Tenant";
+    /// The session id; the session's data lives in the state store.
+    pub const SESSION: &str = "Cohort-Session";
+    /// Absolute deadline, in milliseconds since the Unix epoch.
+    pub const DEADLINE: &str = "Cohort-Deadline";
+    /// The instance that sent the message (on a reply: the instance that executed the command).
+    pub const INSTANCE: &str = "Cohort-Instance";
+    /// The service that sent the message.
+    pub const SERVICE: &str = "Cohort-Service";
+    /// Always `application/json`, or `application/problem+json` on an error reply.
+    pub const CONTENT_TYPE: &str = "Content-Type";
+    /// The HTTP-like status of a reply.
+    pub const STATUS: &str = "Cohort-Status";
+    /// On a reply: the session id the HTTP layer must now send as its cookie.
+    pub const SESSION_SET: &str = "Cohort-Session-Set";
+    /// On a reply: the session was destroyed; the HTTP layer clears its cookie.
+    pub const SESSION_CLEAR: &str = "Cohort-Session-Clear";
+    /// On a dead-lettered event: the last error.
+    pub const ERROR: &str = "Cohort-Error";
+}
+
+/// Content type of a successful body.
+pub const JSON: &str = "application/json";
+/// Content type of an error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// The metadata of a message. Every field maps to one header of [`header`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Metadata {
+    pub message_id: Option<String>,
+    pub traceparent: Option<String>,
+    pub principal: Option<String>,
+    pub tenant: Option<String>,
+    pub session: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    pub deadline: Option<u64>,
+    pub instance: Option<String>,
+    pub service: Option<String>,
+    pub content_type: Option<String>,
+    pub status: Option<u16>,
+    pub session_set: Option<String>,
+    pub session_clear: bool,
+    pub error: Option<String>,
+}
+
+impl Metadata {
+    /// Every header that is set, as (name, value) pairs, in a fixed order.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::with_capacity(8);
+        let mut push = |name: &'static str, value: &Option<String>| {
+            if let Some(value) = value {
+                out.push((name, value.clone()));
+            }
+        };
+        push(header::MESSAGE_ID, &self.message_id);
+        push(header::TRACEPARENT, &self.traceparent);
+        push(header::PRINCIPAL, &self.principal);
+        push(header::TENANT, &self.tenant);
+        push(header::SESSION, &self.session);
+        push(header::DEADLINE, &self.deadline.map(|d| d.to_string()));
+        push(header::INSTANCE, &self.instance);
+        push(header::SERVICE, &self.service);
+        push(header::CONTENT_TYPE, &self.content_type);
+        push(header::STATUS, &self.status.map(|s| s.to_string()));
+        push(header::SESSION_SET, &self.session_set);
+        push(header::SESSION_CLEAR, &self.session_clear.then(|| "1".to_owned()));
+        push(header::ERROR, &self.error);
+        out
+    }
+
+    /// Reads one header. Unknown names are ignored, so newer senders can add headers freely;
+    /// a number that does not parse is dropped rather than trusted.
+    pub fn set_header(&mut self, name: &str, value: &str) {
+        let value = value.to_owned();
+        match name {
+            header::MESSAGE_ID => self.message_id = Some(value),
+            header::TRACEPARENT => self.traceparent = Some(value),
+            header::PRINCIPAL => self.principal = Some(value),
+            header::TENANT => self.tenant = Some(value),
+            header::SESSION => self.session = Some(value),
+            header::DEADLINE => self.deadline = value.parse().ok(),
+            header::INSTANCE => self.instance = Some(value),
+            header::SERVICE => self.service = Some(value),
+            header::CONTENT_TYPE => self.content_type = Some(value),
+            header::STATUS => self.status = value.parse().ok(),
+            header::SESSION_SET => self.session_set = Some(value),
+            header::SESSION_CLEAR => self.session_clear = value == "1",
+            header::ERROR => self.error = Some(value),
+            _ => {}
+        }
+    }
+
+    /// Builds metadata from (name, value) pairs.
+    pub fn from_headers<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        let mut meta = Metadata::default();
+        for (name, value) in pairs {
+            meta.set_header(name, value);
+        }
+        meta
+    }
+
+    /// Time left until the deadline; `None` without one, zero once it has passed.
+    pub fn time_left(&self) -> Option<Duration> {
+        self.deadline.map(|deadline| {
+            Duration::from_millis(deadline.saturating_sub(unix_millis(SystemTime::now())))
+        })
+    }
+
+    /// The 32-hex-digit trace id of the `traceparent`, if it has one.
+    pub fn trace_id(&self) -> Option<&str> {
+        self.traceparent.as_deref().and_then(trace_id_of)
+    }
+}
+
+/// A command, reply or event: metadata plus the JSON body.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Message {
+    pub meta: Metadata,
+    pub payload: Bytes,
+}
+
+impl Message {
+    /// A message with a body and empty metadata.
+    pub fn new(payload: impl Into<Bytes>) -> Self {
+        Message {
+            meta: Metadata::default(),
+            payload: payload.into(),
+        }
+    }
+
+    /// The status of a reply; a reply without one is a success.
+    pub fn status(&self) -> u16 {
+        self.meta.status.unwrap_or(200)
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_millis(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The subjects and names of the wire protocol under one prefix (default `cohort`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subjects {
+    prefix: String,
+}
+
+impl Subjects {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Subjects {
+            prefix: prefix.into(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `{prefix}.cmd.{service}.v{version}.{command}`
+    pub fn command(&self, service: &str, version: u32, command: &str) -> String {
+        format!("{}.cmd.{service}.v{version}.{command}", self.prefix)
+    }
+
+    /// `{prefix}.{service}.v{version}.{command}`: the queue group all instances share.
+    pub fn queue_group(&self, service: &str, version: u32, command: &str) -> String {
+        format!("{}.{service}.v{version}.{command}", self.prefix)
+    }
+
+    /// `{prefix}.evt.{service}.{event}`: where `service` publishes `event`.
+    pub fn event(&self, service: &str, event: &str) -> String {
+        format!("{}.evt.{service}.{event}", self.prefix)
+    }
+
+    /// `{prefix}.evt.*.{event}`: the event from any service.
+    pub fn event_filter(&self, event: &str) -> String {
+        format!("{}.evt.*.{event}", self.prefix)
+    }
+
+    /// `{prefix}.evt.>`: everything the events stream captures.
+    pub fn all_events(&self) -> String {
+        format!("{}.evt.>", self.prefix)
+    }
+
+    /// `{prefix}.dlq.{service}.{subscription}`
+    pub fn dead_letter(&self, service: &str, subscription: &str) -> String {
+        format!("{}.dlq.{service}.{subscription}", self.prefix)
+    }
+
+    /// `{prefix}.dlq.>`
+    pub fn all_dead_letters(&self) -> String {
+        format!("{}.dlq.>", self.prefix)
+    }
+
+    /// `{PREFIX}_EVENTS`: the JetStream stream of events.
+    pub fn events_stream(&self) -> String {
+        format!("{}_EVENTS", self.stream_base())
+    }
+
+    /// `{PREFIX}_DLQ`: the JetStream stream of dead letters.
+    pub fn dead_letter_stream(&self) -> String {
+        format!("{}_DLQ", self.stream_base())
+    }
+
+    /// Stream names may not contain `.`, `*`, `>` or spaces.
+    fn stream_base(&self) -> String {
+        self.prefix
+            .chars()
+            .map(|c| match c {
+                '.' | '*' | '>' | ' ' | '-' => '_',
+                c => c.to_ascii_uppercase(),
+            })
+            .collect()
+    }
+
+    /// `{service}__{subscription}`: the durable consumer all instances share.
+    pub fn durable(service: &str, subscription: &str) -> String {
+        format!("{service}__{subscription}")
+    }
+}
+
+impl Default for Subjects {
+    fn default() -> Self {
+        Subjects::new("cohort")
+    }
+}
+
+/// Random bytes as lowercase hex: ids for messages, sessions, traces and instances.
+pub fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    // The OS random source does not fail on the platforms Rust's std supports; if it ever does,
+    // an id made of zeros would silently collide, so stop loudly instead.
+    getrandom::fill(&mut buf).expect("the operating system's random source failed");
+    to_hex(&buf)
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 0xf) as usize] as char);
+    }
+    out
+}
+
+/// A fresh W3C `traceparent` with a new trace id.
+pub fn new_traceparent() -> String {
+    format!("00-{}-{}-01", random_hex(16), random_hex(8))
+}
+
+/// A `traceparent` for a child span of `parent`'s trace (or a new trace when it has none).
+pub fn child_traceparent(parent: Option<&str>) -> String {
+    match parent.and_then(trace_id_of) {
+        Some(trace_id) => format!("00-{trace_id}-{}-01", random_hex(8)),
+        None => new_traceparent(),
+    }
+}
+
+fn trace_id_of(traceparent: &str) -> Option<&str> {
+    let mut parts = traceparent.split('-');
+    let (_version, trace_id) = (parts.next()?, parts.next()?);
+    (trace_id.len() == 32 && trace_id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(trace_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_round_trips_through_headers() {
+        let meta = Metadata {
+            message_id: Some("m1".into()),
+            traceparent: Some(new_traceparent()),
+            principal: Some("alice".into()),
+            tenant: Some("acme".into()),
+            session: Some("s1".into()),
+            deadline: Some(1_700_000_000_000),
+            instance: Some("i1".into()),
+            service: Some("orders".into()),
+            content_type: Some(JSON.into()),
+            status: Some(201),
+            session_set: Some("s2".into()),
+            session_clear: true,
+            error: Some("boom".into()),
+        };
+        let headers = meta.headers();
+        let back = Metadata::from_headers(headers.iter().map(|(n, v)| (*n, v.as_str())));
+        assert_eq!(back, meta);
+    }
+
+    #[test]
+    fn subjects_follow_the_wire_protocol() {
+        let s = Subjects::new("shop.prod");
+        assert_eq!(s.command("orders", 1, "place"), "shop.prod.cmd.orders.v1.place");
+        assert_eq!(s.queue_group("orders", 1, "place"), "shop.prod.orders.v1.place");
+        assert_eq!(s.event("orders", "order_placed"), "shop.prod.evt.orders.order_placed");
+        assert_eq!(s.event_filter("order_placed"), "shop.prod.evt.*.order_placed");
+        assert_eq!(s.events_stream(), "SHOP_PROD_EVENTS");
+        assert_eq!(Subjects::durable("audit", "count"), "audit__count");
+    }
+
+    #[test]
+    fn child_trace_keeps_the_trace_id() {
+        let parent = new_traceparent();
+        let child = child_traceparent(Some(&parent));
+        assert_eq!(trace_id_of(&parent), trace_id_of(&child));
+        assert_ne!(parent, child);
+    }
+
+    #[test]
+    fn passed_deadline_leaves_no_time() {
+        let meta = Metadata {
+            deadline: Some(1),
+            ..Metadata::default()
+        };
+        assert_eq!(meta.time_left(), Some(Duration::ZERO));
+    }
+}

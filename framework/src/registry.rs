@@ -1,0 +1,276 @@
+//! The dispatch table: what the macros register, and the checks it must pass before start-up.
+//!
+//! `#[command]` and `#[subscription]` each submit a descriptor with `inventory`; at start the runtime
+//! collects them into a [`Registry`] and refuses to start when two commands or two routes clash, or a
+//! route names a parameter its input type lacks.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::context::Ctx;
+use crate::error::Error;
+
+/// The type-erased body of a command: decodes the input, runs the function, encodes the output.
+pub type CommandFn = fn(Ctx, Bytes) -> BoxFuture<'static, Result<Bytes, Error>>;
+
+/// The type-erased body of a subscription: decodes the event and runs the function.
+pub type EventFn = fn(Ctx, Bytes) -> BoxFuture<'static, Result<(), Error>>;
+
+/// Where a function was declared, for messages that name both places of a clash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    pub file: &'static str,
+    pub line: u32,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
+
+/// An HTTP route bound to a command by `#[http]`.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpRoute {
+    /// Upper-case method name, such as `POST`.
+    pub method: &'static str,
+    /// The path, with `{param}` segments that fill input fields of the same name.
+    pub path: &'static str,
+    /// The status of a success (200 unless the attribute says 201 or 204).
+    pub status: u16,
+}
+
+/// A command, as `#[command]` registers it.
+#[derive(Debug)]
+pub struct CommandDescriptor {
+    pub service: &'static str,
+    pub version: u32,
+    pub name: &'static str,
+    pub description: &'static str,
+    /// The command's own timeout; `None` uses the app's default.
+    pub timeout_ms: Option<u64>,
+    pub input_schema: fn() -> schemars::Schema,
+    pub output_schema: fn() -> schemars::Schema,
+    pub http: Option<HttpRoute>,
+    pub handler: CommandFn,
+    pub location: Location,
+}
+
+/// A subscription, as `#[subscription]` registers it.
+#[derive(Debug)]
+pub struct SubscriptionDescriptor {
+    pub service: &'static str,
+    pub name: &'static str,
+    /// The name of the event type it consumes ([`Event::NAME`]).
+    pub event: &'static str,
+    pub every_instance: bool,
+    pub handler: EventFn,
+    pub location: Location,
+}
+
+inventory::collect!(CommandDescriptor);
+inventory::collect!(SubscriptionDescriptor);
+
+/// A command that can be called with its types checked at compile time:
+/// `ctx.call::<place_order>(input)`. `#[command]` implements it on a type named like the function.
+pub trait Command: 'static {
+    type Input: Send + 'static;
+    type Output: Send + 'static;
+    const SERVICE: &'static str;
+    const VERSION: u32;
+    const NAME: &'static str;
+    /// The command's own timeout in milliseconds, if it sets one.
+    const TIMEOUT_MS: Option<u64>;
+}
+
+/// An event: a type published with `ctx.emit` and consumed by `#[subscription]`s.
+/// Implement it with `#[derive(Event)]` (name defaults to the type name in snake_case).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an event",
+    label = "not an event",
+    note = "add `#[derive(cohort::Event, serde::Serialize, serde::Deserialize)]` to `{Self}`"
+)]
+pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The name in event subjects: `{prefix}.evt.{service}.{NAME}`.
+    const NAME: &'static str;
+}
+
+/// The validated dispatch table of the binary.
+#[derive(Debug)]
+pub struct Registry {
+    pub commands: Vec<&'static CommandDescriptor>,
+    pub subscriptions: Vec<&'static SubscriptionDescriptor>,
+}
+
+impl Registry {
+    /// Everything the macros registered in this binary, validated.
+    pub fn collect() -> Result<Registry, Error> {
+        let registry = Registry {
+            commands: inventory::iter::<CommandDescriptor>.into_iter().collect(),
+            subscriptions: inventory::iter::<SubscriptionDescriptor>.into_iter().collect(),
+        };
+        registry.validate()?;
+        Ok(registry)
+    }
+
+    /// Refuses a table in which two commands, two routes or two subscriptions clash, or a route
+    /// parameter is missing from the command's input. Every problem is listed, not just the first.
+    pub fn validate(&self) -> Result<(), Error> {
+        let mut problems = Vec::new();
+        let mut commands = HashMap::new();
+        let mut routes = HashMap::new();
+        for command in &self.commands {
+            let id = (command.service, command.version, command.name);
+            if let Some(first) = commands.insert(id, command.location) {
+                problems.push(format!(
+                    "command `{}.v{}.{}` is defined twice: at {first} and at {}",
+                    command.service, command.version, command.name, command.location
+                ));
+            }
+            let Some(route) = command.http else { continue };
+            let key = (route.method, route_shape(route.path));
+            if let Some((first_name, first_at)) = routes.insert(key, (command.name, command.location)) {
+                problems.push(format!(
+                    "route `{} {}` is bound twice: to `{first_name}` at {first_at} and to `{}` at {}",
+                    route.method, route.path, command.name, command.location
+                ));
+            }
+            problems.extend(missing_route_params(command, route));
+        }
+        let mut subscriptions = HashMap::new();
+        for sub in &self.subscriptions {
+            if let Some(first) = subscriptions.insert((sub.service, sub.name), sub.location) {
+                problems.push(format!(
+                    "subscription `{}.{}` is defined twice: at {first} and at {}",
+                    sub.service, sub.name, sub.location
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::internal(format!(
+                "the dispatch table is invalid:\n  - {}",
+                problems.join("\n  - ")
+            ))
+            .with_code("invalid_registry"))
+        }
+    }
+
+    /// The services that have a command or a subscription in this binary, sorted.
+    pub fn services(&self) -> Vec<&'static str> {
+        let mut services: Vec<_> = self
+            .commands
+            .iter()
+            .map(|c| c.service)
+            .chain(self.subscriptions.iter().map(|s| s.service))
+            .collect();
+        services.sort_unstable();
+        services.dedup();
+        services
+    }
+}
+
+/// The `{param}` names of a route path.
+pub fn route_params(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/')
+        .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
+        .map(|param| param.trim_start_matches('*'))
+}
+
+/// A path with its parameter names erased: `/a/{x}` and `/a/{y}` are the same route.
+fn route_shape(path: &str) -> String {
+    path.split('/')
+        .map(|segment| if segment.starts_with('{') { "{}" } else { segment })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn missing_route_params(command: &CommandDescriptor, route: HttpRoute) -> Vec<String> {
+    let schema = (command.input_schema)();
+    route_params(route.path)
+        .filter(|param| schema_property(&schema, param).is_none())
+        .map(|param| {
+            format!(
+                "route `{} {}` of `{}` at {} has the parameter `{param}`, but its input type has no field `{param}`",
+                route.method, route.path, command.name, command.location
+            )
+        })
+        .collect()
+}
+
+/// The schema of the property `name` of an object schema.
+pub fn schema_property<'a>(schema: &'a schemars::Schema, name: &str) -> Option<&'a serde_json::Value> {
+    schema.get("properties")?.get(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noop(_: Ctx, _: Bytes) -> BoxFuture<'static, Result<Bytes, Error>> {
+        Box::pin(async { Ok(Bytes::new()) })
+    }
+
+    #[derive(schemars::JsonSchema)]
+    #[allow(dead_code)]
+    struct ById {
+        id: u64,
+    }
+
+    fn command(name: &'static str, path: &'static str, line: u32) -> CommandDescriptor {
+        CommandDescriptor {
+            service: "orders",
+            version: 1,
+            name,
+            description: "",
+            timeout_ms: None,
+            input_schema: || schemars::schema_for!(ById),
+            output_schema: || schemars::schema_for!(()),
+            http: Some(HttpRoute {
+                method: "GET",
+                path,
+                status: 200,
+            }),
+            handler: noop,
+            location: Location { file: "src/orders.rs", line },
+        }
+    }
+
+    fn validate(commands: Vec<CommandDescriptor>) -> Result<(), Error> {
+        let leaked: Vec<&'static CommandDescriptor> =
+            commands.into_iter().map(|c| &*Box::leak(Box::new(c))).collect();
+        Registry {
+            commands: leaked,
+            subscriptions: vec![],
+        }
+        .validate()
+    }
+
+    #[test]
+    fn duplicate_commands_name_both_places() {
+        let err = validate(vec![command("get", "/a/{id}", 10), command("get", "/b/{id}", 20)])
+            .expect_err("duplicate must be refused");
+        assert!(err.message().contains("src/orders.rs:10"), "{err}");
+        assert!(err.message().contains("src/orders.rs:20"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_routes_are_refused_whatever_the_param_names() {
+        let err = validate(vec![command("a", "/o/{id}", 1), command("b", "/o/{id}", 2)])
+            .expect_err("duplicate route must be refused");
+        assert!(err.message().contains("route `GET /o/{id}` is bound twice"), "{err}");
+    }
+
+    #[test]
+    fn route_params_must_be_input_fields() {
+        let err = validate(vec![command("a", "/o/{order_id}", 7)]).expect_err("must be refused");
+        assert!(err.message().contains("no field `order_id`"), "{err}");
+        assert!(validate(vec![command("a", "/o/{id}", 7)]).is_ok());
+    }
+}

@@ -1,0 +1,140 @@
+//! The embedded state store: a map in this process. Complete for one instance; never shared.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::{StateStore, Versioned};
+use crate::error::Error;
+
+/// State in this process's memory. With many instances each would see its own data, which is why
+/// the runtime refuses to combine it with a distributed broker unless told otherwise.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    value: Bytes,
+    version: u64,
+    expires_at: Option<Instant>,
+}
+
+impl Entry {
+    fn is_live(&self, now: Instant) -> bool {
+        self.expires_at.is_none_or(|at| at > now)
+    }
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs `f` on the live entries. The lock is never held across an await, and a panic while
+    /// holding it cannot leave a half-written entry behind, so a poisoned lock is still sound.
+    fn with_entries<R>(&self, f: impl FnOnce(&mut HashMap<String, Entry>) -> R) -> R {
+        let mut entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut entries)
+    }
+
+    /// Writes `key` at the version after `current`, dropping expired entries now and then so a
+    /// store full of session keys does not grow without end.
+    fn write(entries: &mut HashMap<String, Entry>, key: &str, value: Bytes, ttl: Option<Duration>, current: u64) -> u64 {
+        let now = Instant::now();
+        if entries.len() % 1024 == 1023 {
+            entries.retain(|_, entry| entry.is_live(now));
+        }
+        let version = current + 1;
+        entries.insert(
+            key.to_owned(),
+            Entry {
+                value,
+                version,
+                expires_at: ttl.map(|ttl| now + ttl),
+            },
+        );
+        version
+    }
+
+    /// The version of `key` (0 when it does not exist or expired). Versions stay increasing even
+    /// across expiry, so a stale compare-and-swap can never match a recreated key.
+    fn live_version(entries: &HashMap<String, Entry>, key: &str) -> (Option<u64>, u64) {
+        match entries.get(key) {
+            Some(entry) if entry.is_live(Instant::now()) => (Some(entry.version), entry.version),
+            Some(entry) => (None, entry.version),
+            None => (None, 0),
+        }
+    }
+}
+
+#[async_trait]
+impl StateStore for MemoryStore {
+    async fn get(&self, key: &str) -> Result<Option<Versioned<Bytes>>, Error> {
+        let now = Instant::now();
+        Ok(self.with_entries(|entries| {
+            entries.get(key).filter(|e| e.is_live(now)).map(|e| Versioned {
+                value: e.value.clone(),
+                version: e.version,
+            })
+        }))
+    }
+
+    async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<u64, Error> {
+        Ok(self.with_entries(|entries| {
+            let (_, last) = Self::live_version(entries, key);
+            Self::write(entries, key, value, ttl, last)
+        }))
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool, Error> {
+        let now = Instant::now();
+        Ok(self.with_entries(|entries| entries.remove(key).is_some_and(|e| e.is_live(now))))
+    }
+
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<u64>,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> Result<Option<u64>, Error> {
+        Ok(self.with_entries(|entries| {
+            let (live, last) = Self::live_version(entries, key);
+            (live == expected).then(|| Self::write(entries, key, value, ttl, last))
+        }))
+    }
+
+    async fn increment(&self, key: &str, by: i64) -> Result<i64, Error> {
+        self.with_entries(|entries| {
+            let (live, last) = Self::live_version(entries, key);
+            let current = match live.and_then(|_| entries.get(key)) {
+                Some(entry) => serde_json::from_slice::<i64>(&entry.value)
+                    .map_err(|_| Error::conflict(format!("`{key}` does not hold an integer")))?,
+                None => 0,
+            };
+            let next = current
+                .checked_add(by)
+                .ok_or_else(|| Error::conflict(format!("incrementing `{key}` overflows")))?;
+            let expires_at = live.and_then(|_| entries.get(key)).and_then(|e| e.expires_at);
+            Self::write(entries, key, Bytes::from(next.to_string()), None, last);
+            if let Some(entry) = entries.get_mut(key) {
+                entry.expires_at = expires_at;
+            }
+            Ok(next)
+        })
+    }
+
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    async fn ping(&self) -> Result<(), Error> {
+        Ok(())
+    }
+}
