@@ -5,9 +5,11 @@
 //! Enable it with the `testing` feature: `cohort = { version = "...", features = ["testing"] }`.
 
 mod broker_suite;
+mod cluster;
 mod servers;
 mod store_suite;
 
 pub use broker_suite::run_broker_suite;
+pub use cluster::Cluster;
 pub use servers::{NatsServer, RedisServer};
 pub use store_suite::run_store_suite;

@@ -1,0 +1,142 @@
+//! Helpers shared by the end-to-end tests: an HTTP client that keeps the session cookie, and ways
+//! to start the example app.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
+use cohort::{App, Config, Running};
+use reqwest::Method;
+use reqwest::header::{COOKIE, HeaderMap, SET_COOKIE};
+use serde_json::Value;
+
+/// Starts one embedded instance of the example app (memory broker and store) on a free port.
+pub async fn start_embedded(configure: impl FnOnce(&mut Config)) -> Running {
+    // Naming the example app's code keeps its registrations linked into the test binary.
+    let _ = example_app::app;
+    let mut config = Config {
+        http_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        ..Config::default()
+    };
+    configure(&mut config);
+    App::with_config(config).start().await.expect("the example app starts")
+}
+
+/// The base URL of a running instance.
+pub fn base_url(running: &Running) -> String {
+    format!("http://{}", running.http_addr().expect("the instance serves HTTP"))
+}
+
+/// An HTTP client for one user: it keeps the `cohort_session` cookie like a browser would.
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+    cookie: Mutex<Option<String>>,
+}
+
+/// A response, with its body parsed as JSON when it is JSON.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Reply {
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    /// The instance that answered HTTP.
+    pub fn instance(&self) -> Option<&str> {
+        self.header("x-cohort-instance")
+    }
+    /// The instance that ran the command.
+    pub fn executed_by(&self) -> Option<&str> {
+        self.header("x-cohort-executed-by")
+    }
+    /// The content type.
+    pub fn content_type(&self) -> Option<&str> {
+        self.header("content-type")
+    }
+}
+
+impl Client {
+    pub fn new(base: impl Into<String>) -> Self {
+        Client {
+            base: base.into(),
+            http: reqwest::Client::new(),
+            cookie: Mutex::new(None),
+        }
+    }
+
+    /// The same user (same cookie) talking to another instance.
+    pub fn with_base(&self, base: impl Into<String>) -> Self {
+        let cookie = self.cookie();
+        Client {
+            base: base.into(),
+            http: self.http.clone(),
+            cookie: Mutex::new(cookie),
+        }
+    }
+
+    /// This client holding `cookie` (`cohort_session=...`), as a replayed or stolen cookie would.
+    pub fn with_cookie(self, cookie: impl Into<String>) -> Self {
+        *self.cookie.lock().expect("cookie lock") = Some(cookie.into());
+        self
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The session cookie (`cohort_session=...`) the client holds.
+    pub fn cookie(&self) -> Option<String> {
+        self.cookie.lock().expect("cookie lock").clone()
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(Method::GET, path, None).await
+    }
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.send(Method::DELETE, path, None).await
+    }
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.send(Method::POST, path, Some(body.to_string())).await
+    }
+    pub async fn put(&self, path: &str, body: Value) -> Reply {
+        self.send(Method::PUT, path, Some(body.to_string())).await
+    }
+
+    /// Sends `body` as it is (malformed JSON included).
+    pub async fn send(&self, method: Method, path: &str, body: Option<String>) -> Reply {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            request = request.header("content-type", "application/json").body(body);
+        }
+        if let Some(cookie) = self.cookie() {
+            request = request.header(COOKIE, cookie);
+        }
+        let response = request.send().await.expect("the request reaches the server");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        self.keep_cookie(&headers);
+        let text = response.text().await.expect("the body arrives");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    fn keep_cookie(&self, headers: &HeaderMap) {
+        for value in headers.get_all(SET_COOKIE) {
+            let Some(pair) = value.to_str().ok().and_then(|v| v.split(';').next()) else { continue };
+            let Some(id) = pair.strip_prefix("cohort_session=") else { continue };
+            *self.cookie.lock().expect("cookie lock") = (!id.is_empty()).then(|| pair.to_owned());
+        }
+    }
+}
