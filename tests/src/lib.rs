@@ -1,5 +1,7 @@
 //! Helpers shared by the end-to-end tests: an HTTP client that keeps the session cookie, and ways
-//! to start the example app.
+//! to start the example app, in-process or as real processes.
+
+pub mod process;
 
 use std::net::SocketAddr;
 use std::sync::Mutex;

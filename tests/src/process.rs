@@ -1,0 +1,136 @@
+//! Real example-app processes, for tests that kill, freeze or restart an instance.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+
+/// The example-app binary, built once per test run.
+pub fn example_app_binary() -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+            let status = std::process::Command::new(cargo)
+                .args(["build", "--quiet", "-p", "example-app", "--bin", "example-app"])
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "building example-app failed");
+            // Tests run from target/<profile>/deps/; the binary sits in target/<profile>/.
+            let exe = std::env::current_exe().expect("the test binary's path");
+            let profile_dir = exe
+                .parent()
+                .and_then(|deps| deps.parent())
+                .expect("target/<profile>/deps");
+            profile_dir.join("example-app")
+        })
+        .clone()
+}
+
+/// A free TCP port on loopback (the OS picks it; it is free again once we let go of it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// One example-app process. Killed when dropped.
+pub struct AppProcess {
+    pub id: String,
+    pub http: Option<String>,
+    child: Child,
+}
+
+impl AppProcess {
+    /// Starts example-app with `env` (on top of a clean `COHORT_*` environment) and waits until
+    /// it is ready: `/readyz` answers 200, or, for a worker without HTTP, a moment after the
+    /// ready log line.
+    pub async fn start(id: &str, http: bool, env: &[(&str, String)]) -> AppProcess {
+        let port = free_port();
+        let mut command = Command::new(example_app_binary());
+        for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("COHORT_")) {
+            command.env_remove(name);
+        }
+        command
+            .env("COHORT_INSTANCE_ID", id)
+            .env("COHORT_HTTP_ADDR", if http { format!("127.0.0.1:{port}") } else { "off".to_owned() })
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command.spawn().expect("example-app starts");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let ready = wait_for_ready_line(stderr);
+        let process = AppProcess {
+            id: id.to_owned(),
+            http: http.then(|| format!("http://127.0.0.1:{port}")),
+            child,
+        };
+        tokio::time::timeout(Duration::from_secs(30), ready)
+            .await
+            .unwrap_or_else(|_| panic!("{id} did not get ready in 30 s"));
+        if let Some(base) = &process.http {
+            wait_http_ready(base).await;
+        }
+        process
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id().expect("still running") as i32
+    }
+
+    /// Sends `signal` (e.g. "TERM", "KILL", "STOP", "CONT") with kill(1).
+    pub async fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .await
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} {}", self.pid());
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub async fn wait(&mut self) -> Option<i32> {
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("exits within 30 s")
+            .expect("wait works");
+        status.code()
+    }
+}
+
+/// Reads the log until "cohort instance ready", then keeps draining it so the process never
+/// blocks on a full pipe.
+async fn wait_for_ready_line(stderr: tokio::process::ChildStderr) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut lines = BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if line.contains("cohort instance ready") {
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            return;
+        }
+        if line.contains("Error") || line.contains("error") {
+            eprintln!("example-app: {line}");
+        }
+    }
+    panic!("example-app exited before it was ready");
+}
+
+async fn wait_http_ready(base: &str) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(reply) = client.get(format!("{base}/readyz")).send().await
+            && reply.status().is_success()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{base}/readyz never answered 200");
+}

@@ -1,0 +1,130 @@
+//! Real example-app processes against one NATS and one Redis: work spreads, a killed instance's
+//! events are redelivered to the others, and a rolling restart under load loses nothing.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use cohort::testing::{NatsServer, RedisServer};
+use cohort_tests::Client;
+use cohort_tests::process::AppProcess;
+use futures_util::future::join_all;
+use serde_json::{Value, json};
+
+struct Servers {
+    nats: NatsServer,
+    redis: RedisServer,
+}
+
+impl Servers {
+    async fn start() -> Servers {
+        let (nats, redis) = tokio::join!(NatsServer::start(), RedisServer::start());
+        Servers { nats, redis }
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("COHORT_NATS_URL", self.nats.url()),
+            ("COHORT_REDIS_URL", self.redis.url()),
+            ("COHORT_EVENT_ACK_WAIT", "2s".to_owned()),
+            ("COHORT_EVENT_BACKOFF", "50ms,200ms".to_owned()),
+            ("COHORT_LOG", "warn".to_owned()),
+        ]
+    }
+}
+
+#[tokio::test]
+async fn two_processes_share_the_work() {
+    let servers = Servers::start().await;
+    let a = AppProcess::start("pa", true, &servers.env()).await;
+    let _b = AppProcess::start("pb", false, &servers.env()).await;
+    let client = Client::new(a.http.clone().expect("http"));
+    let replies = join_all((0..100).map(|n| {
+        let client = &client;
+        async move { client.post("/echo", json!({"text": "p", "n": n})).await }
+    }))
+    .await;
+    let executed: HashSet<&str> = replies
+        .iter()
+        .map(|r| {
+            assert_eq!(r.status, 200, "{}", r.text);
+            r.executed_by().expect("executed-by")
+        })
+        .collect();
+    assert_eq!(executed, HashSet::from(["pa", "pb"]));
+}
+
+#[tokio::test]
+async fn events_held_by_a_killed_instance_are_redelivered_to_the_others() {
+    let servers = Servers::start().await;
+    let a = AppProcess::start("ka", true, &servers.env()).await;
+    let b = AppProcess::start("kb", false, &servers.env()).await;
+    let client = Client::new(a.http.clone().expect("http"));
+    assert_eq!(client.put("/stock/bolt", json!({"qty": 1000})).await.status, 200);
+    // Frozen, kb still has its pull request open at the server, which keeps handing it events
+    // it will never acknowledge: just what an instance holds when it dies.
+    b.signal("STOP").await;
+    let orders = 40;
+    for _ in 0..orders {
+        assert_eq!(client.post("/orders", json!({"sku": "bolt", "qty": 1})).await.status, 201);
+    }
+    b.signal("KILL").await;
+    let audit = wait_for_orders_seen(&client, orders).await;
+    assert_eq!(audit["by_instance"], json!({"ka": orders}), "the survivor counted them all");
+    let redelivered = consumer_redeliveries(&servers.nats.url(), "COHORT_EVENTS", "audit__count_order").await;
+    assert!(redelivered > 0, "kb held events that had to be redelivered");
+}
+
+#[tokio::test]
+async fn sigterm_exits_cleanly_and_a_rolling_restart_loses_no_request() {
+    let servers = Servers::start().await;
+    let a = AppProcess::start("ra", true, &servers.env()).await;
+    let mut b = AppProcess::start("rb", false, &servers.env()).await;
+    let client = Client::new(a.http.clone().expect("http"));
+    assert_eq!(client.put("/stock/nut", json!({"qty": 100000})).await.status, 200);
+    let load = {
+        let client = Client::new(a.http.clone().expect("http"));
+        tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            let until = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < until {
+                let batch = join_all((0..8).map(|_| client.post("/orders", json!({"sku": "nut", "qty": 1})))).await;
+                statuses.extend(batch.into_iter().map(|r| r.status));
+            }
+            statuses
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    b.signal("TERM").await;
+    assert_eq!(b.wait().await, Some(0), "SIGTERM exits 0 after finishing work in flight");
+    let _b2 = AppProcess::start("rb2", false, &servers.env()).await;
+    let statuses = load.await.expect("load task");
+    let placed = statuses.iter().filter(|s| **s == 201).count() as u64;
+    assert!(placed > 0);
+    assert!(statuses.iter().all(|s| *s == 201), "no request lost: {statuses:?}");
+    wait_for_orders_seen(&client, placed).await;
+}
+
+async fn wait_for_orders_seen(client: &Client, orders: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let audit = client.get("/audit").await.body;
+        if audit["orders_seen"] == orders {
+            return audit;
+        }
+        assert!(Instant::now() < deadline, "the audit never saw {orders} orders: {audit}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn consumer_redeliveries(url: &str, stream: &str, consumer: &str) -> u64 {
+    let client = async_nats::connect(url).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_stream(stream)
+        .await
+        .expect("stream")
+        .get_consumer(consumer)
+        .await
+        .expect("consumer");
+    consumer.info().await.expect("info").num_redelivered as u64
+}
