@@ -104,7 +104,7 @@ impl ErrorKind {
             422 => ErrorKind::Invalid,
             503 => ErrorKind::Unavailable,
             504 => ErrorKind::Timeout,
-            400..=499 => ErrorKind::BadRequest,
+            other if (400..500).contains(&other) => ErrorKind::BadRequest,
             _ => ErrorKind::Internal,
         }
     }

@@ -1,0 +1,399 @@
+//! The Redis state store: what makes N instances see one state.
+//!
+//! Each key is a Redis hash `{d: value bytes, v: version}`. Every write goes through a Lua script,
+//! so reading the version, checking it and writing the value is one atomic step on the server,
+//! whichever instance sends it. Keys arrive fully namespaced from [`State`](super::State); this
+//! store adds no prefix of its own.
+//!
+//! One difference from [`MemoryStore`](super::MemoryStore): Redis forgets an expired key entirely,
+//! so a key written again after it expired starts over at version 1 (as after a delete, in both
+//! stores).
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, RedisError, Script};
+
+use super::{StateStore, Versioned};
+use crate::error::Error;
+
+/// A connection attempt that takes longer than this counts as an outage.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
+/// A command that gets no answer within this counts as an outage. Every command is one short
+/// script, so a healthy server answers far sooner.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Reconnection attempts per request during an outage. Few, so that callers get a 503 at once
+/// instead of waiting out a long backoff; the next request tries again.
+const RECONNECT_RETRIES: usize = 1;
+const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(100);
+
+/// The code of every error that means "Redis cannot be reached".
+const UNAVAILABLE: &str = "state_store_unavailable";
+
+/// Writes the value and bumps the version; a put without a TTL makes the key permanent again.
+/// `KEYS[1]` = key; `ARGV[1]` = value, `ARGV[2]` = TTL in milliseconds or "" for none.
+const PUT: &str = r"
+local version = redis.call('HINCRBY', KEYS[1], 'v', 1)
+redis.call('HSET', KEYS[1], 'd', ARGV[1])
+if ARGV[2] == '' then
+  redis.call('PERSIST', KEYS[1])
+else
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return version
+";
+
+/// The put above, done only when the current version is the expected one ("" = key absent).
+/// `KEYS[1]` = key; `ARGV[1]` = value, `ARGV[2]` = TTL in milliseconds or "", `ARGV[3]` = expected.
+/// Returns the new version, or nil on a mismatch.
+const COMPARE_AND_SWAP: &str = r"
+local current = redis.call('HGET', KEYS[1], 'v')
+if ARGV[3] == '' then
+  if current then return false end
+elseif current ~= ARGV[3] then
+  return false
+end
+local version = redis.call('HINCRBY', KEYS[1], 'v', 1)
+redis.call('HSET', KEYS[1], 'd', ARGV[1])
+if ARGV[2] == '' then
+  redis.call('PERSIST', KEYS[1])
+else
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return version
+";
+
+/// Adds to the integer in `d` (absent counts as 0) and bumps the version; the TTL is untouched.
+/// `KEYS[1]` = key; `ARGV[1]` = amount. Returns {'ok', new value as a string} (a string, because
+/// a Lua number is a double and would round large integers), or {'not_integer'} / {'overflow'}
+/// with nothing written. A key that is not a hash stays an error reply, as in the other scripts.
+const INCREMENT: &str = r"
+local result = redis.pcall('HINCRBY', KEYS[1], 'd', ARGV[1])
+if type(result) == 'table' and result.err then
+  if string.find(result.err, 'WRONGTYPE') then return result end
+  if string.find(result.err, 'overflow') then return {'overflow'} end
+  return {'not_integer'}
+end
+redis.call('HINCRBY', KEYS[1], 'v', 1)
+return {'ok', redis.call('HGET', KEYS[1], 'd')}
+";
+
+/// State in Redis, shared by every instance.
+///
+/// It reconnects by itself: during an outage every operation fails fast with
+/// [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) (a 503 over HTTP), and once Redis is
+/// back the next operations succeed again. Cloning is cheap and shares the connection.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    /// The URL with any password masked, for messages.
+    url: String,
+    /// The current connection and its generation. The manager reconnects after a dropped
+    /// connection by itself, but not after one that merely stopped answering (a frozen server, a
+    /// network that drops packets), so a timeout replaces it with a fresh one.
+    connection: RwLock<(ConnectionManager, u64)>,
+    put: Script,
+    compare_and_swap: Script,
+    increment: Script,
+}
+
+impl RedisStore {
+    /// Connects to `url` (`redis://[user:password@]host:port[/db]`); reconnects by itself after an
+    /// outage. Fails with [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) when the URL is
+    /// malformed or no Redis answers there.
+    pub async fn connect(url: &str) -> Result<RedisStore, Error> {
+        let shown = mask_password(url);
+        let client = Client::open(url).map_err(|e| {
+            Error::unavailable(format!(
+                "invalid Redis URL `{shown}`: {e}; set COHORT_REDIS_URL to redis://host:port[/db]"
+            ))
+            .with_code(UNAVAILABLE)
+        })?;
+        let manager = ConnectionManager::new_with_config(client.clone(), manager_config())
+            .await
+            .map_err(|e| {
+                Error::unavailable(format!(
+                    "cannot reach Redis at `{shown}`: {e}; start Redis there or point \
+                     COHORT_REDIS_URL at a running one"
+                ))
+                .with_code(UNAVAILABLE)
+            })?;
+        Ok(RedisStore {
+            inner: Arc::new(Inner {
+                client,
+                url: shown,
+                connection: RwLock::new((manager, 0)),
+                put: Script::new(PUT),
+                compare_and_swap: Script::new(COMPARE_AND_SWAP),
+                increment: Script::new(INCREMENT),
+            }),
+        })
+    }
+
+    fn connection(&self) -> (ConnectionManager, u64) {
+        // A panic cannot happen while the lock is held (it only clones or swaps), so a poisoned
+        // lock still holds a sound value.
+        let guard = self
+            .inner
+            .connection
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        (guard.0.clone(), guard.1)
+    }
+
+    /// Runs one request; a failure becomes a 503 whose message says what was being done.
+    async fn run<T, F, Fut>(&self, doing: impl FnOnce() -> String, request: F) -> Result<T, Error>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        let (connection, generation) = self.connection();
+        request(connection).await.map_err(|e| {
+            if e.is_timeout() {
+                self.replace_connection(generation);
+            }
+            self.failure(&doing(), &e)
+        })
+    }
+
+    /// Swaps in a fresh connection unless a concurrent request already did.
+    fn replace_connection(&self, generation: u64) {
+        let Ok(fresh) =
+            ConnectionManager::new_lazy_with_config(self.inner.client.clone(), manager_config())
+        else {
+            return;
+        };
+        let mut guard = self
+            .inner
+            .connection
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if guard.1 == generation {
+            *guard = (fresh, generation + 1);
+        }
+    }
+
+    fn failure(&self, doing: &str, e: &RedisError) -> Error {
+        let url = &self.inner.url;
+        if e.code() == Some("WRONGTYPE") {
+            // Retrying cannot help: something other than Cohort wrote this key.
+            return Error::internal(format!(
+                "{doing} on Redis at `{url}` found a key that Cohort did not write: {e}"
+            ));
+        }
+        Error::unavailable(format!(
+            "state store unreachable: {doing} on Redis at `{url}` failed: {e}"
+        ))
+        .with_code(UNAVAILABLE)
+    }
+}
+
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CONNECTION_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_number_of_retries(RECONNECT_RETRIES)
+        .set_min_delay(RECONNECT_MIN_DELAY)
+}
+
+/// The TTL argument of the scripts: whole milliseconds, rounded up so that a sub-millisecond TTL
+/// does not delete the key at once.
+fn ttl_arg(ttl: Option<Duration>) -> String {
+    match ttl {
+        None => String::new(),
+        Some(ttl) => {
+            let millis = ttl.as_nanos().div_ceil(1_000_000);
+            u64::try_from(millis).unwrap_or(u64::MAX).to_string()
+        }
+    }
+}
+
+/// `url` with the password replaced by `***`, so that it can appear in errors and logs.
+fn mask_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    match rest[..at].find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..scheme_end],
+            &rest[..colon],
+            &rest[at..]
+        ),
+        None => url.to_owned(),
+    }
+}
+
+#[async_trait]
+impl StateStore for RedisStore {
+    async fn get(&self, key: &str) -> Result<Option<Versioned<Bytes>>, Error> {
+        // One HMGET reads both fields at once, so it is as atomic as a script.
+        let (value, version): (Option<Vec<u8>>, Option<u64>) = self
+            .run(
+                || format!("reading `{key}`"),
+                |mut c| async move {
+                    redis::cmd("HMGET")
+                        .arg(key)
+                        .arg("d")
+                        .arg("v")
+                        .query_async(&mut c)
+                        .await
+                },
+            )
+            .await?;
+        match (value, version) {
+            (Some(value), Some(version)) => Ok(Some(Versioned {
+                value: Bytes::from(value),
+                version,
+            })),
+            (None, None) => Ok(None),
+            _ => Err(Error::internal(format!(
+                "state key `{key}` in Redis at `{}` lacks its value or version; \
+                 it was not written by Cohort",
+                self.inner.url
+            ))),
+        }
+    }
+
+    async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<u64, Error> {
+        self.run(
+            || format!("writing `{key}`"),
+            |mut c| async move {
+                self.inner
+                    .put
+                    .key(key)
+                    .arg(value.as_ref())
+                    .arg(ttl_arg(ttl))
+                    .invoke_async(&mut c)
+                    .await
+            },
+        )
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool, Error> {
+        let removed: u64 = self
+            .run(
+                || format!("deleting `{key}`"),
+                |mut c| async move { redis::cmd("DEL").arg(key).query_async(&mut c).await },
+            )
+            .await?;
+        Ok(removed > 0)
+    }
+
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<u64>,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> Result<Option<u64>, Error> {
+        let expected = expected.map(|v| v.to_string()).unwrap_or_default();
+        self.run(
+            || format!("writing `{key}`"),
+            |mut c| async move {
+                self.inner
+                    .compare_and_swap
+                    .key(key)
+                    .arg(value.as_ref())
+                    .arg(ttl_arg(ttl))
+                    .arg(expected)
+                    .invoke_async(&mut c)
+                    .await
+            },
+        )
+        .await
+    }
+
+    async fn increment(&self, key: &str, by: i64) -> Result<i64, Error> {
+        let reply: Vec<String> = self
+            .run(
+                || format!("incrementing `{key}`"),
+                |mut c| async move {
+                    self.inner
+                        .increment
+                        .key(key)
+                        .arg(by)
+                        .invoke_async(&mut c)
+                        .await
+                },
+            )
+            .await?;
+        match reply.as_slice() {
+            [status, value] if status == "ok" => value.parse().map_err(|_| {
+                Error::internal(format!(
+                    "Redis returned `{value}` as the new value of `{key}`"
+                ))
+            }),
+            [status] if status == "overflow" => {
+                Err(Error::conflict(format!("incrementing `{key}` overflows")))
+            }
+            [status] if status == "not_integer" => {
+                Err(Error::conflict(format!("`{key}` does not hold an integer")))
+            }
+            other => Err(Error::internal(format!(
+                "unexpected reply {other:?} from the increment script for `{key}`"
+            ))),
+        }
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    async fn ping(&self) -> Result<(), Error> {
+        let _: String = self
+            .run(
+                || "PING".to_owned(),
+                |mut c| async move { redis::cmd("PING").query_async(&mut c).await },
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &self.inner.url)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_masked_in_messages() {
+        assert_eq!(
+            mask_password("redis://user:secret@host:6379/0"),
+            "redis://user:***@host:6379/0"
+        );
+        assert_eq!(mask_password("redis://:secret@host"), "redis://:***@host");
+        assert_eq!(mask_password("redis://host:6379"), "redis://host:6379");
+        assert_eq!(
+            mask_password("redis://user@host/a@b"),
+            "redis://user@host/a@b"
+        );
+    }
+
+    #[test]
+    fn ttls_round_up_to_whole_milliseconds() {
+        assert_eq!(ttl_arg(None), "");
+        assert_eq!(ttl_arg(Some(Duration::from_micros(1))), "1");
+        assert_eq!(ttl_arg(Some(Duration::from_millis(300))), "300");
+    }
+}

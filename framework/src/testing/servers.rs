@@ -1,0 +1,475 @@
+//! Real `nats-server` and `redis-server` processes, one per test.
+//!
+//! Each server gets a free port and its own temporary directory, is probed until it answers (never
+//! a fixed sleep), can be stopped and restarted on the same port to simulate an outage, and is
+//! killed and cleaned up when dropped. A missing binary fails the test with a message saying how to
+//! install it: a test that silently skips would pass on a machine that tests nothing.
+
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::future::Future;
+use std::io;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio::time::{Instant, sleep, timeout};
+
+/// How long a server may take to answer after it was started. Generous, because tests run in
+/// parallel on small CI machines; a healthy server answers within milliseconds.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// The pause between two readiness probes.
+const PROBE_INTERVAL: Duration = Duration::from_millis(20);
+/// How often `RedisServer::start` picks another port when the free one it chose was taken.
+const PORT_ATTEMPTS: u32 = 5;
+/// How much of a server's output a failure shows.
+const LOG_TAIL: usize = 8 * 1024;
+
+/// A binary the harness runs, and what to tell a user who lacks it.
+#[derive(Debug)]
+struct Binary {
+    name: &'static str,
+    env: &'static str,
+    install: &'static str,
+}
+
+const NATS: Binary = Binary {
+    name: "nats-server",
+    env: "NATS_SERVER_BIN",
+    install: "install it with `apt-get install nats-server` (Debian) or from \
+              https://github.com/nats-io/nats-server/releases",
+};
+
+const REDIS: Binary = Binary {
+    name: "redis-server",
+    env: "REDIS_SERVER_BIN",
+    install: "install it with `apt-get install redis-server` (Debian) or from \
+              https://redis.io/downloads",
+};
+
+/// A real `nats-server -js` on a free port of 127.0.0.1, with its own JetStream store directory.
+///
+/// ```no_run
+/// # async fn demo() {
+/// let mut nats = cohort::testing::NatsServer::start().await;
+/// let client = async_nats::connect(nats.url()).await.expect("connect");
+/// nats.stop().await; // an outage
+/// nats.restart().await; // same port, same streams
+/// # drop(client);
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct NatsServer {
+    process: Process,
+    port: u16,
+}
+
+impl NatsServer {
+    /// Starts `nats-server` with JetStream on a random port (set `NATS_SERVER_BIN` to use another
+    /// binary) and returns once it accepts clients and JetStream answers.
+    ///
+    /// # Panics
+    ///
+    /// When the binary is missing or the server does not become ready; the message includes the
+    /// server's output.
+    pub async fn start() -> Self {
+        let mut process = Process::new(&NATS);
+        let ports_dir = process.dir.path().join("ports");
+        if let Err(e) = fs::create_dir_all(&ports_dir) {
+            panic!("cannot create {}: {e}", ports_dir.display());
+        }
+        let mut args = nats_args(&process, "-1");
+        args.extend(["--ports_file_dir".into(), ports_dir.clone().into()]);
+        process.spawn(&args);
+        let port = match process
+            .wait_for(|| std::future::ready(client_port(&ports_dir)))
+            .await
+        {
+            Ok(port) => port,
+            Err(e) => process.fail("writing its ports file", e),
+        };
+        wait_for_nats(&mut process, port).await;
+        NatsServer { process, port }
+    }
+
+    /// The URL clients connect to: `nats://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The client port; it stays the same across [`restart`](Self::restart).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the server (as a crash would) and waits until it is gone. Its store directory is kept
+    /// for [`restart`](Self::restart). Does nothing when it is already stopped.
+    pub async fn stop(&mut self) {
+        self.process.stop().await;
+    }
+
+    /// Starts the server again on the same port with the same store directory (stopping it first
+    /// if it runs) and returns once it is ready.
+    ///
+    /// # Panics
+    ///
+    /// When the server does not become ready, for example because another process took the port.
+    pub async fn restart(&mut self) {
+        self.process.stop().await;
+        let args = nats_args(&self.process, &self.port.to_string());
+        self.process.spawn(&args);
+        wait_for_nats(&mut self.process, self.port).await;
+    }
+}
+
+fn nats_args(process: &Process, port: &str) -> Vec<OsString> {
+    let mut args: Vec<OsString> = ["-js", "-a", "127.0.0.1", "-p", port, "-sd"]
+        .into_iter()
+        .map(OsString::from)
+        .collect();
+    args.push(process.data_dir().into());
+    args
+}
+
+/// The client port that nats-server wrote to its ports file, once the file is complete.
+fn client_port(ports_dir: &Path) -> Option<u16> {
+    let file = fs::read_dir(ports_dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .find(|entry| entry.path().extension().is_some_and(|ext| ext == "ports"))?;
+    let ports: serde_json::Value = serde_json::from_slice(&fs::read(file.path()).ok()?).ok()?;
+    let url = ports.get("nats")?.get(0)?.as_str()?;
+    url.rsplit(':').next()?.parse().ok()
+}
+
+/// Waits until the server at `port` greets clients and JetStream answers for the account: the
+/// port opens before JetStream has recovered its streams.
+async fn wait_for_nats(process: &mut Process, port: u16) {
+    if let Err(e) = process.wait_for(|| greets(port, b"", b"INFO ")).await {
+        process.fail("sending INFO", e);
+    }
+    let url = format!("nats://127.0.0.1:{port}");
+    let client = match process
+        .wait_for(|| async { async_nats::connect(&url).await.ok() })
+        .await
+    {
+        Ok(client) => client,
+        Err(e) => process.fail("accepting a client", e),
+    };
+    // A raw request rather than `jetstream::Context::query_account`: async-nats cannot decode
+    // the account info of nats-server 2.9, which Debian stable ships.
+    let account_info = || async {
+        let reply = client.request("$JS.API.INFO", Bytes::new()).await.ok()?;
+        let info: serde_json::Value = serde_json::from_slice(&reply.payload).ok()?;
+        info.get("error").is_none().then_some(())
+    };
+    if let Err(e) = process.wait_for(account_info).await {
+        process.fail("answering JetStream account info", e);
+    }
+}
+
+/// A real `redis-server` on a free port of 127.0.0.1, without persistence, in its own directory.
+///
+/// ```no_run
+/// # async fn demo() {
+/// let mut redis = cohort::testing::RedisServer::start().await;
+/// let store = cohort::state::RedisStore::connect(&redis.url()).await.expect("connect");
+/// redis.stop().await; // the store now fails with ErrorKind::Unavailable
+/// redis.restart().await; // and serves again
+/// # drop(store);
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct RedisServer {
+    process: Process,
+    port: u16,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` on a free port (set `REDIS_SERVER_BIN` to use another binary) and
+    /// returns once it answers `PING`.
+    ///
+    /// # Panics
+    ///
+    /// When the binary is missing or the server does not become ready; the message includes the
+    /// server's output.
+    pub async fn start() -> Self {
+        let mut process = Process::new(&REDIS);
+        let mut attempt = 1;
+        loop {
+            let port = free_port();
+            let log_start = process.log_len();
+            match start_redis(&mut process, port).await {
+                Ok(()) => return RedisServer { process, port },
+                // Another process took the port between our probe and the server's bind.
+                Err(NotReady::Exited(_))
+                    if attempt < PORT_ATTEMPTS
+                        && process
+                            .log_since(log_start)
+                            .contains("Address already in use") =>
+                {
+                    attempt += 1;
+                }
+                Err(e) => process.fail("answering PING", e),
+            }
+        }
+    }
+
+    /// The URL clients connect to: `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The port; it stays the same across [`restart`](Self::restart).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the server (as a crash would) and waits until it is gone. Its directory is kept, but
+    /// as it persists nothing, a restart begins empty. Does nothing when it is already stopped.
+    pub async fn stop(&mut self) {
+        self.process.stop().await;
+    }
+
+    /// Starts the server again on the same port (stopping it first if it runs) and returns once
+    /// it answers `PING`.
+    ///
+    /// # Panics
+    ///
+    /// When the server does not become ready, for example because another process took the port.
+    pub async fn restart(&mut self) {
+        self.process.stop().await;
+        if let Err(e) = start_redis(&mut self.process, self.port).await {
+            self.process.fail("answering PING", e);
+        }
+    }
+}
+
+/// Spawns redis-server on `port` and waits until it is ready. Its own log must say so too: a PING
+/// alone could be answered by another server that won the port.
+async fn start_redis(process: &mut Process, port: u16) -> Result<(), NotReady> {
+    let port_arg = port.to_string();
+    let mut args: Vec<OsString> = [
+        "--port",
+        &port_arg,
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+    ]
+    .into_iter()
+    .map(OsString::from)
+    .collect();
+    args.push(process.data_dir().into());
+    let log_start = process.log_len();
+    process.spawn(&args);
+    let log = process.log_path();
+    process
+        .wait_for(|| {
+            let log = log.clone();
+            async move {
+                if !read_from(&log, log_start).contains("Ready to accept connections") {
+                    return None;
+                }
+                greets(port, b"PING\r\n", b"+PONG").await
+            }
+        })
+        .await
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+fn free_port() -> u16 {
+    match TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()) {
+        Ok(addr) => addr.port(),
+        Err(e) => panic!("cannot find a free port on 127.0.0.1: {e}"),
+    }
+}
+
+/// `Some` when a server on `port` answers `request` with a reply that starts with `reply`.
+async fn greets(port: u16, request: &[u8], reply: &[u8]) -> Option<()> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
+        if !request.is_empty() {
+            stream.write_all(request).await?;
+        }
+        let mut received = vec![0; reply.len()];
+        stream.read_exact(&mut received).await?;
+        io::Result::Ok(received == reply)
+    };
+    matches!(
+        timeout(Duration::from_secs(1), exchange).await,
+        Ok(Ok(true))
+    )
+    .then_some(())
+}
+
+/// Why a server did not become ready.
+#[derive(Debug)]
+enum NotReady {
+    Exited(ExitStatus),
+    TimedOut,
+}
+
+impl std::fmt::Display for NotReady {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotReady::Exited(status) => write!(f, "it exited with {status}"),
+            NotReady::TimedOut => write!(f, "no answer within {READY_TIMEOUT:?}"),
+        }
+    }
+}
+
+/// One server process: its binary, its directory (data and log) and, while it runs, its child.
+#[derive(Debug)]
+struct Process {
+    binary: &'static Binary,
+    /// Declared before `dir` so that the server is killed before its directory is removed.
+    child: Option<Child>,
+    dir: TempDir,
+}
+
+impl Process {
+    fn new(binary: &'static Binary) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("cohort-{}-", binary.name))
+            .tempdir()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot create a temporary directory for {}: {e}",
+                    binary.name
+                )
+            });
+        let data = dir.path().join("data");
+        if let Err(e) = fs::create_dir_all(&data) {
+            panic!("cannot create {}: {e}", data.display());
+        }
+        Process {
+            binary,
+            child: None,
+            dir,
+        }
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Every run of the server appends its output here, so a failure after a restart still shows
+    /// what happened before it.
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    fn log_len(&self) -> u64 {
+        fs::metadata(self.log_path()).map(|m| m.len()).unwrap_or(0)
+    }
+
+    fn log_since(&self, offset: u64) -> String {
+        read_from(&self.log_path(), offset)
+    }
+
+    fn spawn(&mut self, args: &[OsString]) {
+        let binary = self.binary;
+        let (program, from_env) = match std::env::var_os(binary.env) {
+            Some(path) => (path, true),
+            None => (OsString::from(binary.name), false),
+        };
+        let log = self.open_log();
+        let log_for_stderr = log
+            .try_clone()
+            .unwrap_or_else(|e| panic!("cannot share {}: {e}", self.log_path().display()));
+        let spawned = Command::new(&program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_for_stderr)
+            .kill_on_drop(true)
+            .spawn();
+        match spawned {
+            Ok(child) => self.child = Some(child),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && from_env => panic!(
+                "{}={} does not exist; point {} at a {} binary or unset it to use the one on PATH",
+                binary.env,
+                program.to_string_lossy(),
+                binary.env,
+                binary.name,
+            ),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => panic!(
+                "{} not found on PATH; {} (or set {} to its path)",
+                binary.name, binary.install, binary.env,
+            ),
+            Err(e) => panic!("cannot start {}: {e}", program.to_string_lossy()),
+        }
+    }
+
+    fn open_log(&self) -> File {
+        let path = self.log_path();
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()))
+    }
+
+    /// Polls `probe` until it yields a value, the server exits, or [`READY_TIMEOUT`] passes.
+    async fn wait_for<T, F, Fut>(&mut self, mut probe: F) -> Result<T, NotReady>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(value) = probe().await {
+                return Ok(value);
+            }
+            if let Some(status) = self.exit_status() {
+                return Err(NotReady::Exited(status));
+            }
+            if Instant::now() >= deadline {
+                return Err(NotReady::TimedOut);
+            }
+            sleep(PROBE_INTERVAL).await;
+        }
+    }
+
+    fn exit_status(&mut self) -> Option<ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(status)
+    }
+
+    /// Kills the server, if it runs, and waits for it to exit.
+    async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // An error here means it already exited, which is what we want.
+            let _ = child.kill().await;
+        }
+    }
+
+    fn fail(&self, step: &str, why: NotReady) -> ! {
+        let log = self.log_since(0);
+        let tail_start = log.len().saturating_sub(LOG_TAIL);
+        let tail = log.get(tail_start..).unwrap_or(&log);
+        panic!(
+            "{} did not become ready ({step}): {why}. The end of its output:\n{tail}",
+            self.binary.name
+        )
+    }
+}
+
+fn read_from(path: &Path, offset: u64) -> String {
+    let bytes = fs::read(path).unwrap_or_default();
+    let start = usize::try_from(offset)
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
+    String::from_utf8_lossy(&bytes[start..]).into_owned()
+}
