@@ -1,0 +1,39 @@
+//! The attributes and the derive of Cohort. Use them through `cohort`, which re-exports them and
+//! holds everything their expansion names (`cohort::__private`).
+//!
+//! Each macro goes parse (`ast`, `attr`) → validate (`valid`) → generate (`expand`); on error,
+//! `fallback` emits the user's item unchanged next to the `compile_error!`.
+
+mod ast;
+mod attr;
+mod expand;
+mod fallback;
+mod valid;
+
+use proc_macro::TokenStream;
+
+/// `#[command(service = "...", version = 1, name = "...", timeout = "5s", description = "...")]`
+/// on `async fn f(ctx: Ctx, input: In) -> Result<Out, E>`.
+#[proc_macro_attribute]
+pub fn command(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::command(args.into(), item.into()).into()
+}
+
+/// `#[http(POST, "/orders/{id}", status = 201)]`, stacked on a `#[command]` in either order.
+#[proc_macro_attribute]
+pub fn http(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::http(args.into(), item.into()).into()
+}
+
+/// `#[subscription(service = "...", name = "...", every_instance)]` on
+/// `async fn f(ctx: Ctx, event: Ev) -> Result<(), E>`.
+#[proc_macro_attribute]
+pub fn subscription(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::subscription(args.into(), item.into()).into()
+}
+
+/// `#[derive(Event)]`, named by `#[event(name = "...")]` or the type's name in snake_case.
+#[proc_macro_derive(Event, attributes(event))]
+pub fn derive_event(input: TokenStream) -> TokenStream {
+    expand::event(input.into()).into()
+}

@@ -1,0 +1,6 @@
+use cohort::prelude::*;
+
+#[command(service = "orders")]
+struct PlaceOrder;
+
+fn main() {}

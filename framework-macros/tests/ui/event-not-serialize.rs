@@ -1,0 +1,8 @@
+use cohort::prelude::*;
+
+#[derive(serde::Deserialize, Event)]
+struct OrderPlaced {
+    id: u64,
+}
+
+fn main() {}

@@ -1,0 +1,9 @@
+use cohort::prelude::*;
+
+#[command(service = "orders")]
+#[http(FETCH, "/orders")]
+async fn list_orders(_ctx: Ctx) -> Result<Vec<u64>, Error> {
+    Ok(Vec::new())
+}
+
+fn main() {}
