@@ -1,0 +1,112 @@
+//! Contender "axum + async-nats baseline": what a team would write by hand.
+//!
+//! Every process runs a queue-group responder on `bench.echo`; with an HTTP
+//! address it also serves `POST /echo` by sending a NATS request, so the work
+//! lands on any instance in the group (this one or another process).
+//!
+//! Env: `BENCH_NATS_URL` (default nats://127.0.0.1:4222), `BENCH_ADDR`
+//! (default 127.0.0.1:8090; `off` = responder only), `BENCH_INSTANCE`
+//! (default `baseline`), `BENCH_RESPONDER_SPAWN=1` to handle each message in
+//! its own task instead of inline (inline measured faster, see scripts/bench).
+
+use std::time::Duration;
+
+use async_nats::{Client, Message, RequestErrorKind};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::post;
+use axum::{Router, serve};
+use cohort_bench::{EchoIn, echo_reply, env_or, json_error, json_response};
+
+const SUBJECT: &str = "bench.echo";
+const QUEUE: &str = "bench.echo.q";
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Answers one request message. Malformed payloads get an empty reply so the
+/// requester fails fast instead of waiting for its timeout.
+async fn respond(client: &Client, instance: &str, msg: Message) {
+    let Some(reply) = msg.reply else { return };
+    let out = serde_json::from_slice::<EchoIn>(&msg.payload)
+        .ok()
+        .and_then(|input| echo_reply(&input, instance))
+        .unwrap_or_default();
+    if let Err(e) = client.publish(reply, out.into()).await {
+        eprintln!("baseline {instance}: reply failed: {e}");
+    }
+}
+
+async fn run_responder(client: Client, instance: String, spawn: bool) -> Result<(), BoxError> {
+    use futures_util::StreamExt as _;
+    let mut sub = client.queue_subscribe(SUBJECT, QUEUE.to_owned()).await?;
+    // Make sure the server has registered the subscription before we report ready.
+    client.flush().await?;
+    eprintln!("baseline {instance}: responder ready on {SUBJECT} (queue {QUEUE})");
+    let instance: std::sync::Arc<str> = instance.into();
+    while let Some(msg) = sub.next().await {
+        if spawn {
+            let (client, instance) = (client.clone(), instance.clone());
+            tokio::spawn(async move { respond(&client, &instance, msg).await });
+        } else {
+            respond(&client, &instance, msg).await;
+        }
+    }
+    Err("subscription closed".into())
+}
+
+async fn echo(State(client): State<Client>, body: Bytes) -> Response {
+    // Validate and re-encode as a real app would before putting it on the wire.
+    let Ok(input) = serde_json::from_slice::<EchoIn>(&body) else {
+        return json_error(StatusCode::BAD_REQUEST, "malformed echo request");
+    };
+    if input.n == i64::MAX {
+        return json_error(StatusCode::BAD_REQUEST, "n out of range");
+    }
+    let Ok(payload) = serde_json::to_vec(&input) else {
+        return json_error(StatusCode::INTERNAL_SERVER_ERROR, "encode failed");
+    };
+    match client.request(SUBJECT, payload.into()).await {
+        Ok(msg) if msg.payload.is_empty() => {
+            json_error(StatusCode::BAD_GATEWAY, "responder rejected request")
+        }
+        Ok(msg) => json_response(StatusCode::OK, msg.payload),
+        Err(e) => match e.kind() {
+            RequestErrorKind::NoResponders => {
+                json_error(StatusCode::SERVICE_UNAVAILABLE, "no responders")
+            }
+            RequestErrorKind::TimedOut => json_error(StatusCode::GATEWAY_TIMEOUT, "timed out"),
+            _ => json_error(StatusCode::BAD_GATEWAY, "nats request failed"),
+        },
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let nats_url = env_or("BENCH_NATS_URL", "nats://127.0.0.1:4222");
+    let addr = env_or("BENCH_ADDR", "127.0.0.1:8090");
+    let instance = env_or("BENCH_INSTANCE", "baseline");
+    let spawn = std::env::var("BENCH_RESPONDER_SPAWN").is_ok_and(|v| v == "1");
+
+    let client = async_nats::ConnectOptions::new()
+        .name(format!("bench-baseline-{instance}"))
+        .request_timeout(Some(Duration::from_secs(5)))
+        .connect(&nats_url)
+        .await?;
+
+    let responder = tokio::spawn(run_responder(client.clone(), instance.clone(), spawn));
+
+    if addr == "off" {
+        return responder.await?;
+    }
+
+    let app = Router::new().route("/echo", post(echo)).with_state(client);
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    eprintln!("baseline {instance}: listening on {addr}");
+    tokio::select! {
+        r = serve(listener, app) => r?,
+        r = responder => r??,
+    }
+    Ok(())
+}
