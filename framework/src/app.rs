@@ -104,6 +104,7 @@ impl App {
         let registry = Registry::collect()?;
         let config = self.config;
         validate_instance_id(&config.instance_id)?;
+        validate_services(&config, &registry)?;
         let subjects = Subjects::new(config.subject_prefix.clone());
         let broker = match self.broker {
             Some(broker) => broker,
@@ -156,6 +157,25 @@ fn validate_instance_id(id: &str) -> Result<(), Error> {
         ))
         .with_code("invalid_config"))
     }
+}
+
+/// A name in `COHORT_SERVICES` that no command or subscription has is a typo that would
+/// silently serve nothing.
+fn validate_services(config: &Config, registry: &Registry) -> Result<(), Error> {
+    let known = registry.services();
+    let unknown: Vec<&String> = config
+        .services
+        .iter()
+        .flatten()
+        .filter(|s| !known.contains(&s.as_str()))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(Error::bad_request(format!(
+        "COHORT_SERVICES names {unknown:?}, which this binary does not have; its services are {known:?}"
+    ))
+    .with_code("invalid_config"))
 }
 
 async fn connect_broker(config: &Config, subjects: &Subjects) -> Result<Arc<dyn Broker>, Error> {
@@ -331,6 +351,9 @@ impl Running {
     pub async fn shutdown(self) -> Result<(), Error> {
         let deadline = Instant::now() + self.runtime.config.shutdown_grace;
         self.runtime.accepting.store(false, Ordering::Relaxed);
+        if self.http_task.is_some() {
+            tokio::time::sleep(self.runtime.config.shutdown_delay).await;
+        }
         self.http_stop.cancel();
         if let Some(task) = self.http_task {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -29,6 +29,9 @@ pub struct Config {
     pub command_timeout: Duration,
     /// `COHORT_SHUTDOWN_GRACE` (default `30s`): how long shutdown waits for work in flight.
     pub shutdown_grace: Duration,
+    /// `COHORT_SHUTDOWN_DELAY` (default `0s`): how long `/readyz` answers 503 before the HTTP
+    /// listener closes, so a load balancer notices and stops sending first.
+    pub shutdown_delay: Duration,
     /// `COHORT_BODY_LIMIT` (default `1048576` bytes): larger HTTP bodies get a 413.
     pub body_limit: usize,
     /// `COHORT_SESSION_TTL` (default `24h`): a session expires this long after its last write.
@@ -56,6 +59,7 @@ impl Default for Config {
             allow_local_state: false,
             command_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
+            shutdown_delay: Duration::ZERO,
             body_limit: 1 << 20,
             session_ttl: Duration::from_secs(24 * 3600),
             session_cookie_secure: false,
@@ -103,6 +107,7 @@ impl Config {
         };
         duration("COHORT_COMMAND_TIMEOUT", &mut config.command_timeout)?;
         duration("COHORT_SHUTDOWN_GRACE", &mut config.shutdown_grace)?;
+        duration("COHORT_SHUTDOWN_DELAY", &mut config.shutdown_delay)?;
         duration("COHORT_SESSION_TTL", &mut config.session_ttl)?;
         duration("COHORT_EVENT_ACK_WAIT", &mut config.event_ack_wait)?;
         if let Some(list) = var("COHORT_EVENT_BACKOFF") {

@@ -98,7 +98,12 @@ async fn execute(runtime: Arc<Runtime>, command: &'static CommandDescriptor, msg
     }
     let ctx = Ctx::new(runtime.clone(), command.service, msg.meta);
     let run = AssertUnwindSafe((command.handler)(ctx.clone(), msg.payload)).catch_unwind();
-    let limit = time_left.unwrap_or(runtime.config.command_timeout);
+    // A caller without a deadline (a plain NATS client) gets the command's own timeout.
+    let limit = time_left.unwrap_or_else(|| {
+        command
+            .timeout_ms
+            .map_or(runtime.config.command_timeout, Duration::from_millis)
+    });
     let outcome = match tokio::time::timeout(limit, run).await {
         Ok(Ok(result)) => result,
         Ok(Err(panic)) => Err(Error::internal(format!(

@@ -64,7 +64,7 @@ impl Session {
     pub async fn insert<T: Serialize + ?Sized>(&self, name: &str, value: &T) -> Result<(), Error> {
         let value = serde_json::to_value(value)
             .map_err(|e| Error::internal(format!("cannot encode session value `{name}`: {e}")))?;
-        let id = self.cell.id_or_create();
+        let id = self.cell.id_for_write();
         self.state
             .update_with_ttl(&id, self.ttl, |data: Option<Map<String, Value>>| {
                 let mut data = data.unwrap_or_default();
@@ -153,18 +153,17 @@ impl SessionCell {
         self.lock().id.clone()
     }
 
-    fn id_or_create(&self) -> String {
+    /// The id to write under, created if there is none. The cookie is sent again either way,
+    /// so that its Max-Age follows the session's TTL, which every write renews.
+    fn id_for_write(&self) -> String {
         let mut effects = self.lock();
-        match &effects.id {
-            Some(id) => id.clone(),
-            None => {
-                let id = random_hex(SESSION_ID_BYTES);
-                effects.id = Some(id.clone());
-                effects.set = true;
-                effects.cleared = false;
-                id
-            }
-        }
+        let id = effects
+            .id
+            .get_or_insert_with(|| random_hex(SESSION_ID_BYTES))
+            .clone();
+        effects.set = true;
+        effects.cleared = false;
+        id
     }
 
     fn replace_id(&self) -> String {

@@ -25,6 +25,8 @@ struct Inner {
     /// Subject → the handlers serving it (one per serving app in this process), taken in turn.
     endpoints: RwLock<HashMap<String, Served>>,
     subscriptions: Mutex<Vec<Subscriber>>,
+    /// Turns for picking one subscriber of a shared subscription.
+    next_subscriber: AtomicUsize,
     dead_letters: Mutex<Vec<(String, Message)>>,
 }
 
@@ -36,8 +38,14 @@ struct Served {
 
 struct Subscriber {
     filter: String,
-    queue: mpsc::UnboundedSender<Message>,
+    /// The durable name shared by every instance's subscriber, so that one of them gets each
+    /// event; `None` for an every-instance subscription, whose subscribers each get every event.
+    group: Option<String>,
+    queue: mpsc::UnboundedSender<Delivery>,
 }
+
+/// An event on its way to a subscriber, with the subject it was published to.
+type Delivery = (Arc<str>, Message);
 
 /// Each `serve` call's handlers are removed together when its work stops.
 static SERVE_IDS: AtomicUsize = AtomicUsize::new(0);
@@ -62,6 +70,30 @@ impl Inner {
             .handlers
             .get(turn % served.handlers.len().max(1))
             .map(|(_, handler)| handler.clone())
+    }
+
+    /// Hands `msg` to the matching subscribers: every every-instance subscriber, and one member
+    /// of each shared subscription (`only_group` limits it to that one group).
+    fn route(&self, subject: &Arc<str>, msg: &Message, only_group: Option<&str>) {
+        let mut subscribers = lock(&self.subscriptions);
+        subscribers.retain(|s| !s.queue.is_closed());
+        let mut groups: HashMap<&str, Vec<&Subscriber>> = HashMap::new();
+        for subscriber in subscribers.iter().filter(|s| subject_matches(&s.filter, subject)) {
+            match (&subscriber.group, only_group) {
+                (None, None) => {
+                    let _ = subscriber.queue.send((subject.clone(), msg.clone()));
+                }
+                (Some(group), only) if only.is_none_or(|only| only == group) => {
+                    groups.entry(group).or_default().push(subscriber);
+                }
+                _ => {}
+            }
+        }
+        for members in groups.values() {
+            let turn = self.next_subscriber.fetch_add(1, Ordering::Relaxed);
+            // A send fails only if the member stopped a moment ago; it hands its queue back then.
+            let _ = members[turn % members.len()].queue.send((subject.clone(), msg.clone()));
+        }
     }
 
     fn unserve(&self, serve_id: usize) {
@@ -94,12 +126,7 @@ impl Broker for MemoryBroker {
     }
 
     async fn publish(&self, subject: &str, msg: Message) -> Result<(), Error> {
-        let mut subscribers = lock(&self.inner.subscriptions);
-        subscribers.retain(|s| !s.queue.is_closed());
-        for subscriber in subscribers.iter().filter(|s| subject_matches(&s.filter, subject)) {
-            // A closed queue was dropped by a stopping instance; retain() above clears it next time.
-            let _ = subscriber.queue.send(msg.clone());
-        }
+        self.inner.route(&Arc::from(subject), &msg, None);
         Ok(())
     }
 
@@ -124,23 +151,26 @@ impl Broker for MemoryBroker {
     }
 
     async fn subscribe(&self, spec: SubscriptionSpec, handler: EventHandler, work: &Work) -> Result<(), Error> {
-        let (queue, mut deliveries) = mpsc::unbounded_channel::<Message>();
+        let (queue, mut deliveries) = mpsc::unbounded_channel::<Delivery>();
+        let group = (!spec.every_instance).then(|| spec.durable.clone());
         lock(&self.inner.subscriptions).push(Subscriber {
             filter: spec.filter_subject.clone(),
+            group: group.clone(),
             queue,
         });
         let spec = Arc::new(spec);
         let work_inner = work.clone();
-        let dead_letters = Arc::downgrade(&self.inner);
+        let broker = Arc::downgrade(&self.inner);
         work.tasks.spawn(async move {
             loop {
                 let msg = tokio::select! {
                     _ = work_inner.stop.cancelled() => break,
-                    msg = deliveries.recv() => match msg { Some(msg) => msg, None => break },
+                    delivery = deliveries.recv() => match delivery { Some((_, msg)) => msg, None => break },
                 };
-                let (spec, handler, broker) = (spec.clone(), handler.clone(), dead_letters.clone());
+                let (spec, handler, broker) = (spec.clone(), handler.clone(), broker.clone());
                 work_inner.tasks.spawn(deliver(msg, spec, handler, broker));
             }
+            hand_back(&mut deliveries, group.as_deref(), &broker);
         });
         Ok(())
     }
@@ -151,6 +181,16 @@ impl Broker for MemoryBroker {
 
     fn is_ready(&self) -> bool {
         true
+    }
+}
+
+/// A stopping subscriber passes the events it had not started to the other members of its shared
+/// subscription, as NATS would redeliver unacknowledged ones.
+fn hand_back(deliveries: &mut mpsc::UnboundedReceiver<Delivery>, group: Option<&str>, broker: &Weak<Inner>) {
+    deliveries.close();
+    let (Some(group), Some(broker)) = (group, broker.upgrade()) else { return };
+    while let Ok((subject, msg)) = deliveries.try_recv() {
+        broker.route(&subject, &msg, Some(group));
     }
 }
 
