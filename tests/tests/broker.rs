@@ -1,0 +1,654 @@
+//! The broker contract on both brokers, and the NATS wire protocol as a plain NATS client sees it:
+//! no Cohort code on the other side.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cohort::ErrorKind;
+use cohort::broker::{
+    Broker, Endpoint, EventHandler, MemoryBroker, NatsBroker, RequestHandler, SubscriptionSpec,
+    Work,
+};
+use cohort::message::{JSON, Message, Metadata, Subjects, header, random_hex};
+use cohort::testing::{NatsServer, run_broker_suite};
+use futures_util::{FutureExt, StreamExt};
+use tokio::time::{Instant, sleep};
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+async fn connect(url: &str, instance: &str) -> NatsBroker {
+    NatsBroker::connect(url, Subjects::default(), instance)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to NATS at {url} failed: {e}"))
+}
+
+fn instance() -> String {
+    format!("test-{}", random_hex(4))
+}
+
+fn endpoint(service: &str, command: &str) -> Endpoint {
+    let subjects = Subjects::default();
+    Endpoint {
+        service: service.to_owned(),
+        version: 1,
+        name: command.to_owned(),
+        description: format!("the `{command}` command"),
+        subject: subjects.command(service, 1, command),
+        queue_group: subjects.queue_group(service, 1, command),
+        metadata: HashMap::new(),
+    }
+}
+
+fn spec(service: &str, name: &str, event: &str) -> SubscriptionSpec {
+    let subjects = Subjects::default();
+    SubscriptionSpec {
+        service: service.to_owned(),
+        name: name.to_owned(),
+        filter_subject: subjects.event(service, event),
+        durable: Subjects::durable(service, name),
+        every_instance: false,
+        max_attempts: 3,
+        backoff: vec![Duration::from_millis(50)],
+        ack_wait: Duration::from_secs(2),
+        dead_letter_subject: subjects.dead_letter(service, name),
+    }
+}
+
+fn request_handler<F, Fut>(f: F) -> RequestHandler
+where
+    F: Fn(Message) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Message> + Send + 'static,
+{
+    Arc::new(move |msg| f(msg).boxed())
+}
+
+/// A handler that records every event it gets and succeeds.
+fn recorder() -> (EventHandler, Arc<Mutex<Vec<Message>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let handler: EventHandler = Arc::new({
+        let seen = seen.clone();
+        move |msg| {
+            lock(&seen).push(msg);
+            async { Ok(()) }.boxed()
+        }
+    });
+    (handler, seen)
+}
+
+fn event(id: &str, body: &str) -> Message {
+    Message {
+        meta: Metadata {
+            message_id: Some(id.to_owned()),
+            content_type: Some(JSON.to_owned()),
+            ..Metadata::default()
+        },
+        payload: Bytes::from(body.to_owned()),
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn has_event(seen: &Mutex<Vec<Message>>, id: &str) -> bool {
+    lock(seen)
+        .iter()
+        .any(|m| m.meta.message_id.as_deref() == Some(id))
+}
+
+/// Polls `done` until it holds, panicking with `what` after `within`.
+async fn eventually(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let until = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < until, "{what} (waited {within:?})");
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Retries `attempt` until it succeeds, panicking with `what` and the last error after `within`.
+async fn eventually_ok<T, E: std::fmt::Display, Fut: Future<Output = Result<T, E>>>(
+    what: &str,
+    within: Duration,
+    mut attempt: impl FnMut() -> Fut,
+) -> T {
+    let until = Instant::now() + within;
+    loop {
+        match attempt().await {
+            Ok(value) => return value,
+            Err(err) if Instant::now() >= until => panic!("{what}: {err} (retried for {within:?})"),
+            Err(_) => sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+async fn stop(work: &Work) {
+    work.stop.cancel();
+    work.tasks.close();
+    tokio::time::timeout(PATIENCE, work.tasks.wait())
+        .await
+        .expect("the broker's tasks must finish once the work stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_broker_passes_the_suite() {
+    let broker = MemoryBroker::new();
+    run_broker_suite(|| {
+        let broker = broker.clone();
+        async move { Arc::new(broker) as Arc<dyn Broker> }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_broker_passes_the_suite() {
+    let server = NatsServer::start().await;
+    let url = server.url();
+    run_broker_suite(|| {
+        let url = url.clone();
+        async move { Arc::new(connect(&url, &instance()).await) as Arc<dyn Broker> }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn unreachable_nats_is_a_clear_error_at_start() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let started = Instant::now();
+    let err = NatsBroker::connect(&url, Subjects::default(), "lonely")
+        .await
+        .expect_err("connecting to a port nobody listens on must fail");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(
+        err.message().contains(&url),
+        "the error must name the URL: {err}"
+    );
+    assert!(
+        err.message().contains("COHORT_NATS_URL"),
+        "the error must name the setting: {err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_plain_nats_client_calls_a_command() {
+    let server = NatsServer::start().await;
+    let broker = connect(&server.url(), &instance()).await;
+    let place = endpoint("orders", "place");
+    let subject = place.subject.clone();
+    let handler = request_handler(|msg: Message| async move {
+        let input: serde_json::Value = serde_json::from_slice(&msg.payload).expect("a JSON body");
+        let output = serde_json::json!({ "placed": input["sku"], "by": msg.meta.principal });
+        Message {
+            meta: Metadata {
+                status: Some(201),
+                content_type: Some(JSON.to_owned()),
+                ..Metadata::default()
+            },
+            payload: Bytes::from(output.to_string()),
+        }
+    });
+    let work = Work::default();
+    broker
+        .serve(vec![(place, handler)], &work)
+        .await
+        .expect("serve");
+
+    let plain = async_nats::connect(server.url())
+        .await
+        .expect("a plain client");
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(header::PRINCIPAL, "bob");
+    let reply = plain
+        .request_with_headers(
+            subject.clone(),
+            headers,
+            Bytes::from_static(br#"{"sku":"tea"}"#),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("a plain request to `{subject}` failed: {e}"));
+    let reply_headers = reply.headers.expect("the reply carries headers");
+    assert_eq!(
+        reply_headers.get(header::STATUS).map(|v| v.as_str()),
+        Some("201")
+    );
+    assert_eq!(
+        reply_headers.get(header::CONTENT_TYPE).map(|v| v.as_str()),
+        Some(JSON)
+    );
+    let body: serde_json::Value = serde_json::from_slice(&reply.payload).expect("a JSON reply");
+    assert_eq!(body, serde_json::json!({ "placed": "tea", "by": "bob" }));
+    stop(&work).await;
+}
+
+#[tokio::test]
+async fn a_plain_jetstream_publish_reaches_a_subscription() {
+    let server = NatsServer::start().await;
+    let broker = connect(&server.url(), &instance()).await;
+    let (handler, seen) = recorder();
+    let work = Work::default();
+    let spec = SubscriptionSpec {
+        filter_subject: "cohort.evt.x.y".to_owned(),
+        ..spec("audit", "all_y", "y")
+    };
+    broker
+        .subscribe(spec, handler, &work)
+        .await
+        .expect("subscribe");
+
+    let plain = async_nats::jetstream::new(
+        async_nats::connect(server.url())
+            .await
+            .expect("a plain client"),
+    );
+    plain
+        .publish(
+            "cohort.evt.x.y",
+            Bytes::from_static(br#"{"from":"elsewhere"}"#),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("JetStream stores the event");
+    eventually(
+        "the subscription must receive the plain client's event",
+        PATIENCE,
+        || !lock(&seen).is_empty(),
+    )
+    .await;
+    assert_eq!(lock(&seen)[0].payload.as_ref(), br#"{"from":"elsewhere"}"#);
+    stop(&work).await;
+}
+
+#[tokio::test]
+async fn commands_are_announced_with_the_micro_protocol() {
+    let server = NatsServer::start().await;
+    let broker = connect(&server.url(), &instance()).await;
+    let mut list = endpoint("catalog", "list");
+    list.metadata = HashMap::from([
+        ("input_schema".to_owned(), r#"{"type":"object"}"#.to_owned()),
+        ("output_schema".to_owned(), r#"{"type":"array"}"#.to_owned()),
+    ]);
+    let get = endpoint("catalog", "get");
+    let echo = || request_handler(|msg: Message| async move { msg });
+    let work = Work::default();
+    broker
+        .serve(vec![(list.clone(), echo()), (get.clone(), echo())], &work)
+        .await
+        .expect("serve");
+
+    let plain = async_nats::connect(server.url())
+        .await
+        .expect("a plain client");
+    let ping = plain
+        .request("$SRV.PING.catalog", Bytes::new())
+        .await
+        .expect("the service answers $SRV.PING.catalog");
+    let ping: serde_json::Value = serde_json::from_slice(&ping.payload).expect("JSON");
+    assert_eq!(ping["name"], "catalog");
+    assert_eq!(ping["type"], "io.nats.micro.v1.ping_response");
+
+    let info = plain
+        .request("$SRV.INFO.catalog", Bytes::new())
+        .await
+        .expect("the service answers $SRV.INFO.catalog");
+    let info: serde_json::Value = serde_json::from_slice(&info.payload).expect("JSON");
+    let endpoints = info["endpoints"].as_array().expect("an endpoints list");
+    let listed = endpoints
+        .iter()
+        .find(|e| e["name"] == "list")
+        .unwrap_or_else(|| panic!("`list` is announced: {info}"));
+    assert_eq!(listed["subject"], list.subject.as_str());
+    assert_eq!(listed["queue_group"], list.queue_group.as_str());
+    assert_eq!(listed["metadata"]["input_schema"], r#"{"type":"object"}"#);
+    assert_eq!(listed["metadata"]["output_schema"], r#"{"type":"array"}"#);
+    assert!(
+        endpoints
+            .iter()
+            .any(|e| e["subject"] == get.subject.as_str()),
+        "`get` is announced: {info}"
+    );
+
+    let stats = plain
+        .request("$SRV.STATS.catalog", Bytes::new())
+        .await
+        .expect("the service answers $SRV.STATS.catalog");
+    let stats: serde_json::Value = serde_json::from_slice(&stats.payload).expect("JSON");
+    assert_eq!(stats["name"], "catalog");
+
+    stop(&work).await;
+    let gone = plain.request("$SRV.PING.catalog", Bytes::new()).await;
+    assert!(
+        gone.is_err(),
+        "a stopped service no longer answers $SRV.PING"
+    );
+}
+
+#[tokio::test]
+async fn an_exhausted_event_is_dead_lettered_with_its_error() {
+    let server = NatsServer::start().await;
+    let broker = connect(&server.url(), &instance()).await;
+    let spec = spec("shipping", "label", "packed");
+    let plain = async_nats::connect(server.url())
+        .await
+        .expect("a plain client");
+    let mut letters = plain
+        .subscribe(spec.dead_letter_subject.clone())
+        .await
+        .expect("subscribe to the dead letters");
+    plain.flush().await.expect("flush");
+
+    let handler: EventHandler =
+        Arc::new(|_msg| async { Err(cohort::Error::conflict("out of stock\r\nfor good")) }.boxed());
+    let work = Work::default();
+    broker
+        .subscribe(spec.clone(), handler, &work)
+        .await
+        .expect("subscribe");
+    let subject = Subjects::default().event("shipping", "packed");
+    broker
+        .publish(&subject, event("parcel-7", r#"{"parcel":7}"#))
+        .await
+        .expect("publish");
+
+    let letter = tokio::time::timeout(PATIENCE, letters.next())
+        .await
+        .expect("the event must be dead-lettered after max_attempts")
+        .expect("a dead letter");
+    let headers = letter.headers.expect("the dead letter carries headers");
+    let error = headers
+        .get(header::ERROR)
+        .expect("a Cohort-Error header")
+        .as_str();
+    assert!(
+        error.contains("out of stock"),
+        "Cohort-Error names the error: {error}"
+    );
+    assert_eq!(
+        headers.get(header::MESSAGE_ID).map(|v| v.as_str()),
+        Some("parcel-7")
+    );
+    assert_eq!(letter.payload.as_ref(), br#"{"parcel":7}"#);
+
+    let js = async_nats::jetstream::new(plain);
+    let mut stream = js
+        .get_stream(Subjects::default().dead_letter_stream())
+        .await
+        .expect("the DLQ stream");
+    assert_eq!(
+        stream.info().await.expect("stream info").state.messages,
+        1,
+        "the DLQ stream keeps the letter"
+    );
+    stop(&work).await;
+}
+
+#[tokio::test]
+async fn a_crashed_instance_events_go_to_another_after_the_ack_wait() {
+    let server = NatsServer::start().await;
+    let (a, b) = (
+        connect(&server.url(), "crashing").await,
+        connect(&server.url(), "surviving").await,
+    );
+    let spec = spec("billing", "invoice", "ordered");
+    let started = Arc::new(Mutex::new(Vec::<Message>::new()));
+    let hangs: EventHandler = Arc::new({
+        let started = started.clone();
+        move |msg| {
+            lock(&started).push(msg);
+            futures_util::future::pending().boxed()
+        }
+    });
+    let work_a = Work::default();
+    a.subscribe(spec.clone(), hangs, &work_a)
+        .await
+        .expect("subscribe on A");
+    a.publish(
+        &Subjects::default().event("billing", "ordered"),
+        event("order-1", "{}"),
+    )
+    .await
+    .expect("publish");
+    eventually("instance A must take the event", PATIENCE, || {
+        !lock(&started).is_empty()
+    })
+    .await;
+
+    // The crash: A's connection goes away while its handler holds the event unacknowledged.
+    a.client().drain().await.expect("close A's connection");
+    let (handler, seen) = recorder();
+    let work_b = Work::default();
+    b.subscribe(spec, handler, &work_b)
+        .await
+        .expect("subscribe on B");
+    let crashed_at = Instant::now();
+    eventually(
+        "the crashed instance's event must be delivered to another instance",
+        PATIENCE,
+        || has_event(&seen, "order-1"),
+    )
+    .await;
+    assert!(
+        crashed_at.elapsed() >= Duration::from_millis(500),
+        "the event came back before its ack wait"
+    );
+    stop(&work_b).await;
+}
+
+#[tokio::test]
+async fn every_instance_consumers_belong_to_their_instance() {
+    let server = NatsServer::start().await;
+    let broker = connect(&server.url(), "host-1").await;
+    let (handler, _seen) = recorder();
+    let spec = SubscriptionSpec {
+        every_instance: true,
+        ..spec("cache", "evict", "changed")
+    };
+    let work = Work::default();
+    broker
+        .subscribe(spec, handler, &work)
+        .await
+        .expect("subscribe");
+
+    let js = async_nats::jetstream::new(
+        async_nats::connect(server.url())
+            .await
+            .expect("a plain client"),
+    );
+    let consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_consumer_from_stream("cache__evict__host-1", Subjects::default().events_stream())
+        .await
+        .expect("the instance's own consumer");
+    let config = &consumer.cached_info().config;
+    assert!(
+        !config.inactive_threshold.is_zero(),
+        "an instance's consumer is removed once the instance is gone"
+    );
+    assert_eq!(config.filter_subject, "cohort.evt.cache.changed");
+    stop(&work).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_restart_loses_no_stored_event() {
+    let mut server = NatsServer::start().await;
+    let broker = connect(&server.url(), &instance()).await;
+    let subjects = Subjects::default();
+
+    let echo = endpoint("ledger", "echo");
+    let work = Work::default();
+    broker
+        .serve(
+            vec![(
+                echo.clone(),
+                request_handler(|msg: Message| async move { msg }),
+            )],
+            &work,
+        )
+        .await
+        .expect("serve");
+    // A subscription that keeps running through the restart.
+    let (running, seen_running) = recorder();
+    broker
+        .subscribe(spec("ledger", "running", "posted"), running, &work)
+        .await
+        .expect("subscribe");
+    // A subscription with no instance pulling during the restart: its events wait on the server.
+    let parked_spec = spec("ledger", "parked", "parked");
+    let parked_work = Work::default();
+    let (parked, _) = recorder();
+    broker
+        .subscribe(parked_spec.clone(), parked, &parked_work)
+        .await
+        .expect("subscribe");
+    stop(&parked_work).await;
+
+    broker
+        .publish(&subjects.event("ledger", "posted"), event("before", "{}"))
+        .await
+        .expect("publish before the restart");
+    eventually(
+        "an event published before the restart is delivered",
+        PATIENCE,
+        || has_event(&seen_running, "before"),
+    )
+    .await;
+    broker
+        .publish(&subjects.event("ledger", "parked"), event("waiting", "{}"))
+        .await
+        .expect("publish before the restart");
+
+    server.restart().await;
+
+    eventually_ok("a request after the NATS restart", PATIENCE, || {
+        broker.request(
+            &echo.subject,
+            Message::new(Bytes::from_static(b"{}")),
+            Duration::from_secs(2),
+        )
+    })
+    .await;
+    assert!(
+        broker.is_ready(),
+        "the broker is ready again once reconnected"
+    );
+    let posted = subjects.event("ledger", "posted");
+    eventually_ok("a publish after the NATS restart", PATIENCE, || {
+        broker.publish(&posted, event("after", "{}"))
+    })
+    .await;
+    eventually(
+        "the running subscription resumes after the restart",
+        PATIENCE,
+        || has_event(&seen_running, "after"),
+    )
+    .await;
+
+    let (resumed, seen_resumed) = recorder();
+    let resumed_work = Work::default();
+    broker
+        .subscribe(parked_spec, resumed, &resumed_work)
+        .await
+        .expect("subscribe again after the restart");
+    eventually(
+        "an event stored before the restart is delivered after it",
+        PATIENCE,
+        || has_event(&seen_resumed, "waiting"),
+    )
+    .await;
+    stop(&resumed_work).await;
+    stop(&work).await;
+}
+
+#[tokio::test]
+async fn a_stopped_instance_leaves_new_events_to_the_others() {
+    let server = NatsServer::start().await;
+    let (a, b) = (
+        connect(&server.url(), "leaving").await,
+        connect(&server.url(), "staying").await,
+    );
+    // So long that an event stuck with the stopped instance would fail the test.
+    let spec = SubscriptionSpec {
+        ack_wait: Duration::from_secs(60),
+        ..spec("search", "index", "updated")
+    };
+    let (on_a, seen_a) = recorder();
+    let (on_b, seen_b) = recorder();
+    let (work_a, work_b) = (Work::default(), Work::default());
+    a.subscribe(spec.clone(), on_a, &work_a)
+        .await
+        .expect("subscribe on A");
+    b.subscribe(spec, on_b, &work_b)
+        .await
+        .expect("subscribe on B");
+    stop(&work_a).await;
+
+    let subject = Subjects::default().event("search", "updated");
+    for i in 0..20 {
+        b.publish(&subject, event(&format!("update-{i}"), "{}"))
+            .await
+            .expect("publish");
+    }
+    eventually(
+        "events published after an instance stopped must all go to the others at once",
+        Duration::from_secs(10),
+        || lock(&seen_b).len() == 20,
+    )
+    .await;
+    assert!(
+        lock(&seen_a).is_empty(),
+        "a stopped instance takes no events"
+    );
+    stop(&work_b).await;
+}
+
+#[tokio::test]
+async fn a_command_handler_that_panics_does_not_stop_its_endpoint() {
+    let server = NatsServer::start().await;
+    let broker = connect(&server.url(), &instance()).await;
+    let fragile = endpoint("fragile", "parse");
+    let handler = request_handler(|msg: Message| {
+        assert!(
+            msg.payload.as_ref() != b"\"boom\"",
+            "the handler chokes on boom"
+        );
+        async move { msg }
+    });
+    let work = Work::default();
+    broker
+        .serve(vec![(fragile.clone(), handler)], &work)
+        .await
+        .expect("serve");
+    let boom = broker
+        .request(
+            &fragile.subject,
+            Message::new(Bytes::from_static(b"\"boom\"")),
+            Duration::from_millis(300),
+        )
+        .await;
+    assert!(
+        boom.is_err(),
+        "a request whose handler panicked gets no answer"
+    );
+    let fine = broker
+        .request(
+            &fragile.subject,
+            Message::new(Bytes::from_static(b"\"fine\"")),
+            PATIENCE,
+        )
+        .await
+        .expect("the endpoint still answers after a handler panicked");
+    assert_eq!(fine.payload.as_ref(), b"\"fine\"");
+    stop(&work).await;
+}
