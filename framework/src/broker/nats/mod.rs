@@ -1,0 +1,262 @@
+//! The NATS broker: commands over core request/reply, announced with the NATS micro protocol
+//! (`$SRV.PING`, `$SRV.INFO`, `$SRV.STATS`); events in a JetStream stream, consumed through durable
+//! pull consumers.
+//!
+//! Everything on the wire follows "Wire protocol (NATS)" in the design: metadata in headers, the
+//! body is the payload's JSON, so a NATS client in any language can call a command, publish an
+//! event or read one without Cohort's code.
+//!
+//! It needs nothing newer than nats-server 2.9: one filter subject per consumer, no consumer
+//! metadata, no pull-request pinning.
+
+mod commands;
+mod events;
+mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::connection::State;
+use async_nats::jetstream;
+use async_nats::{Client, ConnectOptions, Event, ServerAddr};
+use async_trait::async_trait;
+use tokio::sync::watch;
+use tokio::time::timeout;
+
+use super::{Broker, Endpoint, EventHandler, RequestHandler, SubscriptionSpec, Work};
+use crate::error::Error;
+use crate::message::{Message, Subjects};
+
+/// How long `connect` tries each server before it reports it unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Bound on flushes at shutdown, so that a lost connection cannot hold shutdown up.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Commands and events over NATS, shared by every instance connected to the same servers.
+/// Clones share one connection.
+#[derive(Clone)]
+pub struct NatsBroker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    jetstream: jetstream::Context,
+    subjects: Subjects,
+    instance_id: String,
+    /// The server addresses as configured, with passwords masked, for error messages.
+    urls: String,
+    /// Bumped on every (re)connection: a pull request sent before it may be gone with the old
+    /// connection or server, so pull loops send a new one.
+    connections: watch::Receiver<u64>,
+}
+
+impl std::fmt::Debug for NatsBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsBroker")
+            .field("urls", &self.inner.urls)
+            .field("instance_id", &self.inner.instance_id)
+            .field("subjects", &self.inner.subjects)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NatsBroker {
+    /// Connects to `urls` (comma-separated for a cluster) and makes sure the streams exist.
+    ///
+    /// A server that cannot be reached now is an error; once connected, the client reconnects by
+    /// itself, for ever, with backoff.
+    pub async fn connect(
+        urls: &str,
+        subjects: Subjects,
+        instance_id: &str,
+    ) -> Result<NatsBroker, Error> {
+        let shown = mask_passwords(urls);
+        let servers = urls
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .map(|url| {
+                url.parse::<ServerAddr>().map_err(|err| {
+                    unavailable(format!(
+                        "`{}` is not a NATS server address ({err}); check COHORT_NATS_URL",
+                        mask_passwords(url)
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if servers.is_empty() {
+            return Err(unavailable(
+                "no NATS server address given; set COHORT_NATS_URL, such as nats://127.0.0.1:4222",
+            ));
+        }
+
+        let (connected, connections) = watch::channel(0u64);
+        let connected = Arc::new(connected);
+        let events_urls = shown.clone();
+        let client = ConnectOptions::new()
+            .name(instance_id)
+            .connection_timeout(CONNECT_TIMEOUT)
+            .event_callback(move |event| {
+                let connected = connected.clone();
+                let urls = events_urls.clone();
+                async move {
+                    match event {
+                        Event::Connected => {
+                            connected.send_modify(|n| *n = n.wrapping_add(1));
+                            tracing::info!(nats = %urls, "connected to NATS");
+                        }
+                        Event::Disconnected => {
+                            tracing::warn!(nats = %urls, "lost the NATS connection; reconnecting")
+                        }
+                        Event::LameDuckMode => {
+                            tracing::warn!(nats = %urls, "the NATS server is shutting down (lame duck mode)")
+                        }
+                        Event::SlowConsumer(sid) => {
+                            tracing::warn!(nats = %urls, sid, "NATS dropped messages: this instance reads too slowly")
+                        }
+                        other => tracing::debug!(nats = %urls, event = %other, "NATS connection event"),
+                    }
+                }
+            })
+            .connect(servers)
+            .await
+            .map_err(|err| {
+                unavailable(format!(
+                    "cannot connect to NATS at `{shown}` (COHORT_NATS_URL): {err}; is nats-server running there, with JetStream (-js)?"
+                ))
+            })?;
+
+        let inner = Inner {
+            jetstream: jetstream::new(client.clone()),
+            client,
+            subjects,
+            instance_id: instance_id.to_owned(),
+            urls: shown,
+            connections,
+        };
+        inner.ensure_streams().await?;
+        Ok(NatsBroker {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The underlying NATS client, for what Cohort does not cover.
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+}
+
+impl Inner {
+    fn is_connected(&self) -> bool {
+        self.client.connection_state() == State::Connected
+    }
+
+    fn not_connected(&self, what: &str) -> Error {
+        unavailable(format!(
+            "cannot {what}: not connected to NATS at `{}` (reconnecting)",
+            self.urls
+        ))
+    }
+}
+
+#[async_trait]
+impl Broker for NatsBroker {
+    async fn request(
+        &self,
+        subject: &str,
+        msg: Message,
+        timeout: Duration,
+    ) -> Result<Message, Error> {
+        commands::request(&self.inner, subject, msg, timeout).await
+    }
+
+    async fn publish(&self, subject: &str, msg: Message) -> Result<(), Error> {
+        events::publish(&self.inner, subject, msg).await
+    }
+
+    async fn serve(
+        &self,
+        endpoints: Vec<(Endpoint, RequestHandler)>,
+        work: &Work,
+    ) -> Result<(), Error> {
+        commands::serve(&self.inner, endpoints, work).await
+    }
+
+    async fn subscribe(
+        &self,
+        spec: SubscriptionSpec,
+        handler: EventHandler,
+        work: &Work,
+    ) -> Result<(), Error> {
+        events::subscribe(self.inner.clone(), spec, handler, work).await
+    }
+
+    fn is_distributed(&self) -> bool {
+        true
+    }
+
+    fn is_ready(&self) -> bool {
+        self.inner.is_connected()
+    }
+
+    async fn close(&self) -> Result<(), Error> {
+        let inner = &*self.inner;
+        match timeout(FLUSH_TIMEOUT, inner.client.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(unavailable(format!(
+                "cannot flush to NATS at `{}`: {err}",
+                inner.urls
+            ))),
+            Err(_) => Err(inner.not_connected("flush what is buffered")),
+        }
+    }
+}
+
+// ---- errors ----
+
+fn unavailable(message: impl Into<String>) -> Error {
+    Error::unavailable(message)
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a non-string panic")
+}
+
+/// `nats://user:secret@host` → `nats://user:***@host`, for messages and logs.
+fn mask_passwords(urls: &str) -> String {
+    urls.split(',')
+        .map(|url| {
+            let Some((scheme, rest)) = url.split_once("://") else {
+                return url.to_owned();
+            };
+            match rest.split_once('@') {
+                Some((credentials, host)) => match credentials.split_once(':') {
+                    Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+                    None => format!("{scheme}://***@{host}"),
+                },
+                None => url.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_masked() {
+        assert_eq!(
+            mask_passwords("nats://a:secret@h1:4222,nats://h2:4222"),
+            "nats://a:***@h1:4222,nats://h2:4222"
+        );
+        assert_eq!(mask_passwords("nats://token@h"), "nats://***@h");
+        assert_eq!(mask_passwords("127.0.0.1:4222"), "127.0.0.1:4222");
+    }
+}

@@ -1,0 +1,109 @@
+//! The wire form: Cohort's metadata in NATS headers, as "Wire protocol (NATS)" in the design
+//! has it.
+
+use async_nats::header::NATS_MESSAGE_ID;
+use async_nats::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::message::Metadata;
+
+/// The headers of `meta`.
+fn header_map(meta: &Metadata) -> HeaderMap {
+    into_header_map(meta.clone())
+}
+
+/// The headers of `meta`, as [`Metadata::headers`] lists them, moving its strings instead of
+/// copying them: every command and reply goes through here.
+pub(super) fn into_header_map(meta: Metadata) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    meta.into_headers(|name, value| {
+        headers.insert(HeaderName::from_static(name), header_value(value));
+    });
+    headers
+}
+
+/// The headers of an event: its metadata, and its message id again as `Nats-Msg-Id`, so that
+/// JetStream drops a second publish of it (a retry) within its duplicate window.
+pub(super) fn event_headers(meta: &Metadata) -> HeaderMap {
+    let mut headers = header_map(meta);
+    if let Some(id) = &meta.message_id {
+        headers.insert(NATS_MESSAGE_ID, header_value(id.clone()));
+    }
+    headers
+}
+
+/// A header value; line breaks (which would end the header) become spaces.
+pub(super) fn header_value(value: String) -> HeaderValue {
+    if value.contains(['\r', '\n']) {
+        HeaderValue::from(value.replace(['\r', '\n'], " "))
+    } else {
+        HeaderValue::from(value)
+    }
+}
+
+/// The metadata carried by `headers`.
+pub(super) fn metadata_of(headers: Option<&HeaderMap>) -> Metadata {
+    match headers {
+        Some(headers) => Metadata::from_headers(headers.iter().flat_map(|(name, values)| {
+            let name: &str = name.as_ref();
+            values.iter().map(move |value| (name, value.as_str()))
+        })),
+        None => Metadata::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nats_headers_are_the_metadata_headers() {
+        let meta = Metadata {
+            message_id: Some("m1".into()),
+            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+            principal: Some("alice".into()),
+            tenant: Some("acme".into()),
+            session: Some("s1".into()),
+            deadline: Some(1_700_000_000_000),
+            instance: Some("i1".into()),
+            service: Some("orders".into()),
+            content_type: Some("application/json".into()),
+            status: Some(201),
+            session_set: Some("s2".into()),
+            session_clear: true,
+            error: Some("boom".into()),
+        };
+        let headers = header_map(&meta);
+        let expected = meta.headers();
+        assert_eq!(headers.len(), expected.len());
+        for (name, value) in expected {
+            assert_eq!(
+                headers.get(name).map(HeaderValue::as_str),
+                Some(value.as_str()),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn metadata_round_trips_through_nats_headers() {
+        let meta = Metadata {
+            message_id: Some("m1".into()),
+            principal: Some("alice".into()),
+            deadline: Some(42),
+            status: Some(409),
+            session_clear: true,
+            error: Some("line one\nline two".into()),
+            ..Metadata::default()
+        };
+        let back = metadata_of(Some(&header_map(&meta)));
+        assert_eq!(back.error.as_deref(), Some("line one line two"));
+        assert_eq!(
+            Metadata {
+                error: meta.error.clone(),
+                ..back
+            },
+            meta
+        );
+        assert_eq!(metadata_of(None), Metadata::default());
+    }
+}
