@@ -3,8 +3,10 @@
 //! The session lives in the shared store, so a user who logged in through one instance is known to
 //! every other.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
 use argon2::Argon2;
+use argon2::password_hash::{
+    PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng,
+};
 use cohort::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -37,18 +39,27 @@ struct Account {
 pub async fn create_account(ctx: Ctx, input: Credentials) -> Result<User, Error> {
     let length = input.username.chars().count();
     if !(3..=32).contains(&length) {
-        return Err(Error::invalid("username", "must be 3 to 32 characters long"));
+        return Err(Error::invalid(
+            "username",
+            "must be 3 to 32 characters long",
+        ));
     }
     if input.password.is_empty() {
         return Err(Error::invalid("password", "must not be empty"));
     }
     let account = Account {
-        password_hash: hash_password(&input.password)?,
+        password_hash: hash_password(input.password).await?,
         username: input.username,
     };
-    if !ctx.state().insert_new(&user_key(&account.username), &account).await? {
-        return Err(Error::conflict(format!("the username `{}` is taken", account.username))
-            .with_code("username_taken"));
+    if !ctx
+        .state()
+        .insert_new(&user_key(&account.username), &account)
+        .await?
+    {
+        return Err(
+            Error::conflict(format!("the username `{}` is taken", account.username))
+                .with_code("username_taken"),
+        );
     }
     Ok(User {
         username: account.username,
@@ -60,12 +71,12 @@ pub async fn create_account(ctx: Ctx, input: Credentials) -> Result<User, Error>
 #[http(POST, "/sessions")]
 pub async fn log_in(ctx: Ctx, input: Credentials) -> Result<User, Error> {
     let account: Option<Account> = ctx.state().get(&user_key(&input.username)).await?;
-    let valid = account
-        .as_ref()
-        .is_some_and(|account| verify_password(&input.password, &account.password_hash));
-    let Some(account) = account.filter(|_| valid) else {
+    let Some(account) = account else {
         return Err(Error::unauthorized("unknown username or wrong password"));
     };
+    if !verify_password(input.password, account.password_hash.clone()).await? {
+        return Err(Error::unauthorized("unknown username or wrong password"));
+    }
     let session = ctx.session();
     // A fresh id at log-in: an id planted before it is worth nothing after it.
     session.renew().await?;
@@ -101,15 +112,34 @@ fn user_key(username: &str) -> String {
     format!("user:{username}")
 }
 
-fn hash_password(password: &str) -> Result<String, Error> {
-    let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|hash| hash.to_string())
-        .map_err(|e| Error::internal(format!("cannot hash a password: {e}")))
+/// Argon2 takes tens of milliseconds of CPU by design: off the async threads, so other commands
+/// on this instance keep flowing meanwhile.
+async fn hash_password(password: String) -> Result<String, Error> {
+    blocking(move || {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|hash| hash.to_string())
+            .map_err(|e| Error::internal(format!("cannot hash a password: {e}")))
+    })
+    .await
 }
 
-fn verify_password(password: &str, hash: &str) -> bool {
-    PasswordHash::new(hash)
-        .is_ok_and(|hash| Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
+async fn verify_password(password: String, hash: String) -> Result<bool, Error> {
+    blocking(move || {
+        Ok(PasswordHash::new(&hash).is_ok_and(|hash| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &hash)
+                .is_ok()
+        }))
+    })
+    .await
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::internal(format!("password hashing failed: {e}")))?
 }

@@ -57,8 +57,15 @@ pub async fn hear_order(ctx: Ctx, _event: OrderPlaced) -> Result<(), Error> {
 pub async fn audit_report(ctx: Ctx) -> Result<AuditReport, Error> {
     let state = ctx.state();
     let mut heard_by_instance = BTreeMap::new();
-    for instance in state.get::<Vec<String>>("heard_instances").await?.unwrap_or_default() {
-        let heard = state.get::<u64>(&format!("heard:{instance}")).await?.unwrap_or(0);
+    for instance in state
+        .get::<Vec<String>>("heard_instances")
+        .await?
+        .unwrap_or_default()
+    {
+        let heard = state
+            .get::<u64>(&format!("heard:{instance}"))
+            .await?
+            .unwrap_or(0);
         heard_by_instance.insert(instance, heard);
     }
     Ok(AuditReport {

@@ -64,8 +64,15 @@ pub async fn set_stock(ctx: Ctx, input: SetStock) -> Result<Stock, Error> {
 #[command(service = "orders", version = 1)]
 #[http(GET, "/stock/{sku}")]
 pub async fn get_stock(ctx: Ctx, input: StockQuery) -> Result<Stock, Error> {
-    let qty = ctx.state().get::<u64>(&stock_key(&input.sku)).await?.unwrap_or(0);
-    Ok(Stock { sku: input.sku, qty })
+    let qty = ctx
+        .state()
+        .get::<u64>(&stock_key(&input.sku))
+        .await?
+        .unwrap_or(0);
+    Ok(Stock {
+        sku: input.sku,
+        qty,
+    })
 }
 
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
@@ -83,7 +90,8 @@ pub async fn take_stock(ctx: Ctx, input: PlaceOrder) -> Result<Stock, Error> {
         .update::<u64, _>(&stock_key(&input.sku), |stock| {
             let stock = stock.unwrap_or(0);
             stock.checked_sub(qty).ok_or_else(|| {
-                Error::conflict(format!("only {stock} left of `{}`", input.sku)).with_code("insufficient_stock")
+                Error::conflict(format!("only {stock} left of `{}`", input.sku))
+                    .with_code("insufficient_stock")
             })
         })
         .await?;

@@ -124,8 +124,9 @@ impl App {
             accepting: AtomicBool::new(true),
         });
         let work = Work::default();
-        serve_commands(&runtime, &registry, &work).await?;
+        // Consumers first: a command served a moment later may already emit events for them.
         subscribe(&runtime, &registry, &work).await?;
+        serve_commands(&runtime, &registry, &work).await?;
         let router = crate::http::router(runtime.clone(), &registry.commands)?;
         let http_stop = CancellationToken::new();
         let (http_addr, http_task) = match runtime.config.http_addr {
@@ -148,7 +149,10 @@ impl App {
 }
 
 fn validate_instance_id(id: &str) -> Result<(), Error> {
-    let valid = !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let valid = !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if valid {
         Ok(())
     } else {
@@ -180,7 +184,9 @@ fn validate_services(config: &Config, registry: &Registry) -> Result<(), Error> 
 
 async fn connect_broker(config: &Config, subjects: &Subjects) -> Result<Arc<dyn Broker>, Error> {
     Ok(match &config.nats_url {
-        Some(url) => Arc::new(NatsBroker::connect(url, subjects.clone(), &config.instance_id).await?),
+        Some(url) => {
+            Arc::new(NatsBroker::connect(url, subjects.clone(), &config.instance_id).await?)
+        }
         None => Arc::new(MemoryBroker::new()),
     })
 }
@@ -194,7 +200,11 @@ async fn connect_store(config: &Config) -> Result<Arc<dyn StateStore>, Error> {
 
 /// Many instances with state in each one's memory would each see different data: refuse, unless
 /// the user says this is really what they want.
-fn check_state_is_shared(config: &Config, broker: &dyn Broker, store: &dyn StateStore) -> Result<(), Error> {
+fn check_state_is_shared(
+    config: &Config,
+    broker: &dyn Broker,
+    store: &dyn StateStore,
+) -> Result<(), Error> {
     if !broker.is_distributed() || store.is_shared() {
         return Ok(());
     }
@@ -215,12 +225,21 @@ fn check_state_is_shared(config: &Config, broker: &dyn Broker, store: &dyn State
     .with_code("local_state_with_distributed_broker"))
 }
 
-async fn serve_commands(runtime: &Arc<Runtime>, registry: &Registry, work: &Work) -> Result<(), Error> {
+async fn serve_commands(
+    runtime: &Arc<Runtime>,
+    registry: &Registry,
+    work: &Work,
+) -> Result<(), Error> {
     let endpoints = registry
         .commands
         .iter()
         .filter(|c| runtime.config.runs_service(c.service))
-        .map(|&command| (endpoint(runtime, command), command_handler(runtime.clone(), command)))
+        .map(|&command| {
+            (
+                endpoint(runtime, command),
+                command_handler(runtime.clone(), command),
+            )
+        })
         .collect::<Vec<_>>();
     if endpoints.is_empty() {
         return Ok(());
@@ -235,8 +254,12 @@ fn endpoint(runtime: &Runtime, command: &CommandDescriptor) -> Endpoint {
         version: command.version,
         name: command.name.to_owned(),
         description: command.description.to_owned(),
-        subject: runtime.subjects.command(command.service, command.version, command.name),
-        queue_group: runtime.subjects.queue_group(command.service, command.version, command.name),
+        subject: runtime
+            .subjects
+            .command(command.service, command.version, command.name),
+        queue_group: runtime
+            .subjects
+            .queue_group(command.service, command.version, command.name),
         metadata: [
             ("input_schema".to_owned(), schema(command.input_schema)),
             ("output_schema".to_owned(), schema(command.output_schema)),
@@ -246,7 +269,11 @@ fn endpoint(runtime: &Runtime, command: &CommandDescriptor) -> Endpoint {
 }
 
 async fn subscribe(runtime: &Arc<Runtime>, registry: &Registry, work: &Work) -> Result<(), Error> {
-    for &subscription in registry.subscriptions.iter().filter(|s| runtime.config.runs_service(s.service)) {
+    for &subscription in registry
+        .subscriptions
+        .iter()
+        .filter(|s| runtime.config.runs_service(s.service))
+    {
         let spec = subscription_spec(runtime, subscription);
         runtime
             .broker
@@ -267,7 +294,9 @@ fn subscription_spec(runtime: &Runtime, subscription: &SubscriptionDescriptor) -
         max_attempts: config.event_max_attempts,
         backoff: config.event_backoff.clone(),
         ack_wait: config.event_ack_wait,
-        dead_letter_subject: runtime.subjects.dead_letter(subscription.service, subscription.name),
+        dead_letter_subject: runtime
+            .subjects
+            .dead_letter(subscription.service, subscription.name),
     }
 }
 
@@ -276,9 +305,9 @@ async fn serve_http(
     router: axum::Router,
     stop: CancellationToken,
 ) -> Result<(SocketAddr, JoinHandle<std::io::Result<()>>), Error> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| Error::unavailable(format!("cannot listen on {addr} (COHORT_HTTP_ADDR): {e}")))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        Error::unavailable(format!("cannot listen on {addr} (COHORT_HTTP_ADDR): {e}"))
+    })?;
     let local = listener
         .local_addr()
         .map_err(|e| Error::unavailable(format!("cannot read the HTTP address: {e}")))?;
@@ -286,7 +315,12 @@ async fn serve_http(
     Ok((local, tokio::spawn(server.into_future())))
 }
 
-fn log_start(runtime: &Runtime, registry: &Registry, http_addr: Option<SocketAddr>, took: Duration) {
+fn log_start(
+    runtime: &Runtime,
+    registry: &Registry,
+    http_addr: Option<SocketAddr>,
+    took: Duration,
+) {
     let config = &runtime.config;
     let commands: Vec<String> = registry
         .commands
@@ -367,8 +401,13 @@ impl Running {
         self.work.stop.cancel();
         self.work.tasks.close();
         let left = deadline.saturating_duration_since(Instant::now());
-        if tokio::time::timeout(left, self.work.tasks.wait()).await.is_err() {
-            tracing::warn!("commands or events still running after the grace period; abandoning them");
+        if tokio::time::timeout(left, self.work.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "commands or events still running after the grace period; abandoning them"
+            );
         }
         self.runtime.broker.close().await?;
         tracing::info!(instance = %self.runtime.instance_id, "shut down");

@@ -64,7 +64,11 @@ impl Default for Config {
             session_ttl: Duration::from_secs(24 * 3600),
             session_cookie_secure: false,
             event_max_attempts: 5,
-            event_backoff: vec![Duration::from_secs(1), Duration::from_secs(5), Duration::from_secs(30)],
+            event_backoff: vec![
+                Duration::from_secs(1),
+                Duration::from_secs(5),
+                Duration::from_secs(30),
+            ],
             event_ack_wait: Duration::from_secs(30),
         }
     }
@@ -80,7 +84,11 @@ impl Config {
     /// Like [`Config::from_env`], from any source of variables (tests use a map).
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Config, Error> {
         let mut config = Config::default();
-        let var = |name: &str| var(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let var = |name: &str| {
+            var(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
         if let Some(addr) = var("COHORT_HTTP_ADDR") {
             config.http_addr = parse_http_addr(&addr)?;
         }
@@ -134,18 +142,23 @@ impl Config {
 }
 
 fn config_error(name: &str, value: &str, expected: &str) -> Error {
-    Error::bad_request(format!("{name}={value:?} is not valid: expected {expected}"))
-        .with_code("invalid_config")
+    Error::bad_request(format!(
+        "{name}={value:?} is not valid: expected {expected}"
+    ))
+    .with_code("invalid_config")
 }
 
 fn parse_http_addr(value: &str) -> Result<Option<SocketAddr>, Error> {
     if value.eq_ignore_ascii_case("off") {
         return Ok(None);
     }
-    value
-        .parse()
-        .map(Some)
-        .map_err(|_| config_error("COHORT_HTTP_ADDR", value, "an address such as `0.0.0.0:8080`, or `off`"))
+    value.parse().map(Some).map_err(|_| {
+        config_error(
+            "COHORT_HTTP_ADDR",
+            value,
+            "an address such as `0.0.0.0:8080`, or `off`",
+        )
+    })
 }
 
 fn parse_bool(name: &str, value: &str) -> Result<bool, Error> {
@@ -181,15 +194,20 @@ mod tests {
     use std::collections::HashMap;
 
     fn from(vars: &[(&str, &str)]) -> Result<Config, Error> {
-        let vars: HashMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_vars(|name| vars.get(name).cloned())
     }
 
     #[test]
     fn defaults_are_a_complete_single_instance() {
         let config = from(&[]).expect("defaults parse");
-        assert_eq!(config.http_addr, Some(SocketAddr::from(([127, 0, 0, 1], 8080))));
+        assert_eq!(
+            config.http_addr,
+            Some(SocketAddr::from(([127, 0, 0, 1], 8080)))
+        );
         assert!(config.nats_url.is_none() && config.redis_url.is_none());
         assert!(config.runs_service("anything"));
     }
@@ -210,7 +228,10 @@ mod tests {
         assert_eq!(config.instance_id, "a");
         assert!(config.runs_service("audit") && !config.runs_service("echo"));
         assert_eq!(config.command_timeout, Duration::from_millis(250));
-        assert_eq!(config.event_backoff, vec![Duration::from_millis(10), Duration::from_secs(1)]);
+        assert_eq!(
+            config.event_backoff,
+            vec![Duration::from_millis(10), Duration::from_secs(1)]
+        );
         assert!(config.allow_local_state);
     }
 

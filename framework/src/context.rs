@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 
 use crate::dispatch::{Runtime, Target, reply_result};
 use crate::error::Error;
-use crate::message::{self, JSON, Message, Metadata};
+use crate::message::{self, Message, Metadata};
 use crate::registry::{Command, Event};
 use crate::session::{Session, SessionCell};
 use crate::state::State;
@@ -49,7 +49,11 @@ impl Ctx {
     pub fn state(&self) -> State {
         State::new(
             self.inner.runtime.store.clone(),
-            format!("{}:{}", self.inner.runtime.subjects.prefix(), self.inner.service),
+            format!(
+                "{}:{}",
+                self.inner.runtime.subjects.prefix(),
+                self.inner.service
+            ),
         )
     }
 
@@ -70,15 +74,21 @@ impl Ctx {
         let mut meta = self.outgoing_meta();
         meta.message_id = Some(message::random_hex(12));
         meta.instance = Some(self.instance_id().to_owned());
-        meta.content_type = Some(JSON.to_owned());
-        let subject = self.inner.runtime.subjects.event(self.inner.service, E::NAME);
+        let subject = self
+            .inner
+            .runtime
+            .subjects
+            .event(self.inner.service, E::NAME);
         self.inner
             .runtime
             .broker
-            .publish(&subject, Message {
-                meta,
-                payload: Bytes::from(payload),
-            })
+            .publish(
+                &subject,
+                Message {
+                    meta,
+                    payload: Bytes::from(payload),
+                },
+            )
             .await
     }
 
@@ -91,12 +101,19 @@ impl Ctx {
         C::Input: Serialize,
         C::Output: DeserializeOwned,
     {
-        let payload = serde_json::to_vec(&input)
-            .map_err(|e| Error::internal(format!("cannot encode the input of `{}`: {e}", C::NAME)))?;
+        let payload = serde_json::to_vec(&input).map_err(|e| {
+            Error::internal(format!("cannot encode the input of `{}`: {e}", C::NAME))
+        })?;
+        let subject = self
+            .inner
+            .runtime
+            .subjects
+            .command(C::SERVICE, C::VERSION, C::NAME);
         let target = Target {
             service: C::SERVICE,
             version: C::VERSION,
             name: C::NAME,
+            subject: &subject,
             timeout_ms: C::TIMEOUT_MS,
         };
         let reply = self
@@ -107,7 +124,10 @@ impl Ctx {
         self.inner.session.absorb(&reply.meta);
         let body = reply_result(&reply)?;
         serde_json::from_slice(body).map_err(|e| {
-            Error::internal(format!("the reply of `{}` does not decode as its output type: {e}", C::NAME))
+            Error::internal(format!(
+                "the reply of `{}` does not decode as its output type: {e}",
+                C::NAME
+            ))
         })
     }
 

@@ -13,7 +13,7 @@ use crate::broker::{Broker, EventHandler, RequestHandler};
 use crate::config::Config;
 use crate::context::Ctx;
 use crate::error::{Error, ErrorKind};
-use crate::message::{self, JSON, Message, Metadata, PROBLEM_JSON, Subjects};
+use crate::message::{self, Message, Metadata, PROBLEM_JSON, Subjects};
 use crate::registry::{CommandDescriptor, SubscriptionDescriptor};
 use crate::state::StateStore;
 
@@ -34,13 +34,20 @@ pub(crate) struct Target<'a> {
     pub service: &'a str,
     pub version: u32,
     pub name: &'a str,
+    /// `{prefix}.cmd.{service}.v{version}.{name}`, made once by whoever sends it often.
+    pub subject: &'a str,
     pub timeout_ms: Option<u64>,
 }
 
 impl Runtime {
     /// Sends a command and returns its reply, an error reply included. `Err` means the command
     /// never ran to an answer: nobody serves it, the deadline passed, or the broker is down.
-    pub async fn invoke(&self, target: Target<'_>, payload: Bytes, mut meta: Metadata) -> Result<Message, Error> {
+    pub async fn invoke(
+        &self,
+        target: Target<'_>,
+        payload: Bytes,
+        mut meta: Metadata,
+    ) -> Result<Message, Error> {
         let timeout = target
             .timeout_ms
             .map_or(self.config.command_timeout, Duration::from_millis);
@@ -50,14 +57,12 @@ impl Runtime {
         let timeout = meta.time_left().unwrap_or(timeout);
         meta.message_id = Some(message::random_hex(12));
         meta.instance = Some(self.instance_id.to_string());
-        meta.content_type = Some(JSON.to_owned());
         meta.status = None;
-        let subject = self.subjects.command(target.service, target.version, target.name);
         if timeout.is_zero() {
-            return Err(deadline_passed(&subject));
+            return Err(deadline_passed(target.subject));
         }
         self.broker
-            .request(&subject, Message { meta, payload }, timeout)
+            .request(target.subject, Message { meta, payload }, timeout)
             .await
             .map_err(|err| match err.kind() {
                 ErrorKind::NoResponders => Error::new(
@@ -74,7 +79,11 @@ impl Runtime {
 }
 
 fn deadline_passed(what: &str) -> Error {
-    Error::new(ErrorKind::Timeout, format!("the deadline of `{what}` passed")).with_code("deadline_exceeded")
+    Error::new(
+        ErrorKind::Timeout,
+        format!("the deadline of `{what}` passed"),
+    )
+    .with_code("deadline_exceeded")
 }
 
 /// Turns a reply into the command's result.
@@ -86,14 +95,23 @@ pub(crate) fn reply_result(reply: &Message) -> Result<&Bytes, Error> {
 }
 
 /// The broker-facing handler of one command on this instance.
-pub(crate) fn command_handler(runtime: Arc<Runtime>, command: &'static CommandDescriptor) -> RequestHandler {
+pub(crate) fn command_handler(
+    runtime: Arc<Runtime>,
+    command: &'static CommandDescriptor,
+) -> RequestHandler {
     Arc::new(move |msg| execute(runtime.clone(), command, msg).boxed())
 }
 
-async fn execute(runtime: Arc<Runtime>, command: &'static CommandDescriptor, msg: Message) -> Message {
+async fn execute(
+    runtime: Arc<Runtime>,
+    command: &'static CommandDescriptor,
+    msg: Message,
+) -> Message {
     let time_left = msg.meta.time_left();
     if time_left == Some(Duration::ZERO) {
-        let subject = runtime.subjects.command(command.service, command.version, command.name);
+        let subject = runtime
+            .subjects
+            .command(command.service, command.version, command.name);
         return error_reply(&runtime, &msg.meta, deadline_passed(&subject), None);
     }
     let ctx = Ctx::new(runtime.clone(), command.service, msg.meta);
@@ -113,15 +131,20 @@ async fn execute(runtime: Arc<Runtime>, command: &'static CommandDescriptor, msg
         ))),
         Err(_) => Err(Error::new(
             ErrorKind::Timeout,
-            format!("command `{}` did not finish before its deadline", command.name),
+            format!(
+                "command `{}` did not finish before its deadline",
+                command.name
+            ),
         )),
     };
     match outcome {
         Ok(body) => {
             let mut meta = reply_meta(&runtime, &ctx);
             meta.status = Some(200);
-            meta.content_type = Some(JSON.to_owned());
-            Message { meta, payload: body }
+            Message {
+                meta,
+                payload: body,
+            }
         }
         Err(err) => error_reply(&runtime, ctx.meta(), err, Some(&ctx)),
     }
@@ -170,7 +193,10 @@ fn reply_meta(runtime: &Runtime, ctx: &Ctx) -> Metadata {
 
 /// The broker-facing handler of one subscription on this instance. A panic counts as a failure,
 /// so the event is redelivered (and dead-lettered if it keeps failing), and the instance goes on.
-pub(crate) fn event_handler(runtime: Arc<Runtime>, subscription: &'static SubscriptionDescriptor) -> EventHandler {
+pub(crate) fn event_handler(
+    runtime: Arc<Runtime>,
+    subscription: &'static SubscriptionDescriptor,
+) -> EventHandler {
     Arc::new(move |msg: Message| {
         let ctx = Ctx::new(runtime.clone(), subscription.service, msg.meta);
         let meta = ctx.meta().clone();

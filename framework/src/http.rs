@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, RawPathParams, Request};
+use axum::extract::{FromRequestParts, RawPathParams, Request};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, get, on};
@@ -33,16 +33,24 @@ pub const SESSION_COOKIE: &str = "cohort_session";
 
 /// The router of every `#[http]` command in the binary, plus `/healthz`, `/readyz`,
 /// `/openapi.json` and problem-document fallbacks for 404 and 405.
-pub(crate) fn router(runtime: Arc<Runtime>, commands: &[&'static CommandDescriptor]) -> Result<Router, Error> {
-    let instance = HeaderValue::from_str(&runtime.instance_id)
-        .map_err(|_| Error::bad_request("COHORT_INSTANCE_ID must be printable ASCII").with_code("invalid_config"))?;
+pub(crate) fn router(
+    runtime: Arc<Runtime>,
+    commands: &[&'static CommandDescriptor],
+) -> Result<Router, Error> {
+    let instance = HeaderValue::from_str(&runtime.instance_id).map_err(|_| {
+        Error::bad_request("COHORT_INSTANCE_ID must be printable ASCII").with_code("invalid_config")
+    })?;
     let mut by_path: HashMap<&'static str, MethodRouter> = HashMap::new();
     for &command in commands {
         let Some(http) = command.http else { continue };
         let route = Arc::new(Route::new(runtime.clone(), command, http, instance.clone()));
         let filter = method_filter(http.method)?;
-        let handler = on(filter, move |request: Request| handle(route.clone(), request));
-        let entry = by_path.remove(http.path).map_or(handler.clone(), |existing| existing.merge(handler));
+        let handler = on(filter, move |request: Request| {
+            handle(route.clone(), request)
+        });
+        let entry = by_path
+            .remove(http.path)
+            .map_or(handler.clone(), |existing| existing.merge(handler));
         by_path.insert(http.path, entry);
     }
     let mut router = Router::new();
@@ -57,12 +65,22 @@ pub(crate) fn router(runtime: Arc<Runtime>, commands: &[&'static CommandDescript
         .route("/readyz", get(move || readyz(ready_runtime.clone())))
         .route("/openapi.json", get(move || serve_openapi(openapi.clone())))
         .fallback(move || async move {
-            problem(&not_found, None, &Error::not_found("no route matches this path"))
+            problem(
+                &not_found,
+                None,
+                &Error::not_found("no route matches this path"),
+            )
         })
         .method_not_allowed_fallback(move || async move {
-            problem(&not_allowed, None, &Error::new(ErrorKind::MethodNotAllowed, "this route does not take that method"))
-        })
-        .layer(DefaultBodyLimit::max(runtime.config.body_limit)))
+            problem(
+                &not_allowed,
+                None,
+                &Error::new(
+                    ErrorKind::MethodNotAllowed,
+                    "this route does not take that method",
+                ),
+            )
+        }))
 }
 
 fn method_filter(method: &str) -> Result<MethodFilter, Error> {
@@ -78,6 +96,8 @@ struct Route {
     command: &'static CommandDescriptor,
     status: StatusCode,
     instance: HeaderValue,
+    subject: String,
+    has_params: bool,
     /// The JSON type of each input field that a path or query parameter may fill.
     fields: HashMap<String, FieldType>,
 }
@@ -92,15 +112,29 @@ enum FieldType {
 }
 
 impl Route {
-    fn new(runtime: Arc<Runtime>, command: &'static CommandDescriptor, http: HttpRoute, instance: HeaderValue) -> Self {
+    fn new(
+        runtime: Arc<Runtime>,
+        command: &'static CommandDescriptor,
+        http: HttpRoute,
+        instance: HeaderValue,
+    ) -> Self {
         let schema = (command.input_schema)();
         let fields = schema
             .get("properties")
             .and_then(Value::as_object)
-            .map(|props| props.keys().map(|name| (name.clone(), field_type(&schema, name))).collect())
+            .map(|props| {
+                props
+                    .keys()
+                    .map(|name| (name.clone(), field_type(&schema, name)))
+                    .collect()
+            })
             .unwrap_or_default();
         debug_assert!(route_params(http.path).all(|p| schema_property(&schema, p).is_some()));
         Route {
+            subject: runtime
+                .subjects
+                .command(command.service, command.version, command.name),
+            has_params: route_params(http.path).next().is_some(),
             runtime,
             command,
             status: StatusCode::from_u16(http.status).unwrap_or(StatusCode::OK),
@@ -109,18 +143,21 @@ impl Route {
         }
     }
 
-    fn target(&self) -> Target<'static> {
+    fn target(&self) -> Target<'_> {
         Target {
             service: self.command.service,
             version: self.command.version,
             name: self.command.name,
+            subject: &self.subject,
             timeout_ms: self.command.timeout_ms,
         }
     }
 }
 
 fn field_type(schema: &schemars::Schema, name: &str) -> FieldType {
-    let Some(property) = schema_property(schema, name) else { return FieldType::Text };
+    let Some(property) = schema_property(schema, name) else {
+        return FieldType::Text;
+    };
     let types: Vec<&str> = match property.get("type") {
         Some(Value::String(t)) => vec![t.as_str()],
         Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
@@ -148,30 +185,57 @@ fn param_value(raw: &str, kind: FieldType) -> Value {
 
 async fn handle(route: Arc<Route>, request: Request) -> Response {
     let (mut parts, body) = request.into_parts();
-    let params = match RawPathParams::from_request_parts(&mut parts, &()).await {
-        Ok(params) => params,
-        Err(rejection) => return problem(&route.instance, None, &Error::bad_request(rejection.body_text())),
+    let params = match route.has_params {
+        false => None,
+        true => match RawPathParams::from_request_parts(&mut parts, &()).await {
+            Ok(params) => Some(params),
+            Err(rejection) => {
+                return problem(
+                    &route.instance,
+                    None,
+                    &Error::bad_request(rejection.body_text()),
+                );
+            }
+        },
     };
-    let params: Vec<(&str, &str)> = params.iter().collect();
+    let params: Vec<(&str, &str)> = params.iter().flat_map(|p| p.iter()).collect();
     let query = parts.uri.query().map(str::to_owned);
     let meta = request_meta(&parts.headers);
-    let body = match Bytes::from_request(Request::from_parts(parts, body), &()).await {
+    let body = match read_body(body, route.runtime.config.body_limit).await {
         Ok(body) => body,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            let limit = route.runtime.config.body_limit;
-            let err = Error::new(ErrorKind::PayloadTooLarge, format!("the body is larger than {limit} bytes"));
-            return problem(&route.instance, None, &err);
-        }
-        Err(rejection) => return problem(&route.instance, None, &Error::bad_request(rejection.body_text())),
+        Err(err) => return problem(&route.instance, None, &err),
     };
     let input = match build_input(&route, &params, query.as_deref(), body) {
         Ok(input) => input,
         Err(err) => return problem(&route.instance, None, &err),
     };
-    match route.runtime.invoke(route.target(), input, meta.clone()).await {
+    match route
+        .runtime
+        .invoke(route.target(), input, meta.clone())
+        .await
+    {
         Ok(reply) => respond(&route, reply),
-        Err(err) => problem(&route.instance, None, &log_if_internal(&meta, err, "HTTP request failed")),
+        Err(err) => problem(
+            &route.instance,
+            None,
+            &log_if_internal(&meta, err, "HTTP request failed"),
+        ),
     }
+}
+
+/// The whole body, refused with a 413 past `limit` bytes.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, Error> {
+    axum::body::to_bytes(body, limit).await.map_err(|err| {
+        let too_large = std::error::Error::source(&err)
+            .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+        match too_large {
+            true => Error::new(
+                ErrorKind::PayloadTooLarge,
+                format!("the body is larger than {limit} bytes"),
+            ),
+            false => Error::bad_request(format!("cannot read the body: {err}")),
+        }
+    })
 }
 
 /// The metadata an HTTP request gives its command: a trace and the session cookie.
@@ -190,14 +254,24 @@ fn session_cookie(headers: &HeaderMap) -> Option<String> {
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|cookies| cookies.split(';'))
-        .filter_map(|cookie| cookie.trim().strip_prefix(SESSION_COOKIE)?.strip_prefix('='))
+        .filter_map(|cookie| {
+            cookie
+                .trim()
+                .strip_prefix(SESSION_COOKIE)?
+                .strip_prefix('=')
+        })
         .find(|id| session::is_valid_id(id))
         .map(str::to_owned)
 }
 
 /// The command's input: path parameters over query parameters over the JSON body. Without
 /// parameters the body goes through untouched (the common case, and the fast one).
-fn build_input(route: &Route, params: &[(&str, &str)], query: Option<&str>, body: Bytes) -> Result<Bytes, Error> {
+fn build_input(
+    route: &Route,
+    params: &[(&str, &str)],
+    query: Option<&str>,
+    body: Bytes,
+) -> Result<Bytes, Error> {
     let query_pairs: Vec<(String, String)> = match query {
         Some(query) if !query.is_empty() => serde_urlencoded::from_str(query)
             .map_err(|e| Error::bad_request(format!("malformed query string: {e}")))?,
@@ -214,8 +288,17 @@ fn build_input(route: &Route, params: &[(&str, &str)], query: Option<&str>, body
         true => Map::new(),
         false => match serde_json::from_slice::<Value>(&body) {
             Ok(Value::Object(object)) => object,
-            Ok(_) => return Err(Error::new(ErrorKind::Invalid, "the body must be a JSON object")),
-            Err(e) => return Err(Error::bad_request(format!("malformed JSON: {e}")).with_code("malformed_json")),
+            Ok(_) => {
+                return Err(Error::new(
+                    ErrorKind::Invalid,
+                    "the body must be a JSON object",
+                ));
+            }
+            Err(e) => {
+                return Err(
+                    Error::bad_request(format!("malformed JSON: {e}")).with_code("malformed_json")
+                );
+            }
         },
     };
     let fill = |input: &mut Map<String, Value>, name: &str, raw: &str| {
@@ -245,7 +328,9 @@ fn respond(route: &Route, reply: Message) -> Response {
         Response::new(Body::empty())
     } else {
         let mut response = Response::new(Body::from(reply.payload));
-        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
         response
     };
     *response.status_mut() = route.status;
@@ -256,19 +341,30 @@ fn respond(route: &Route, reply: Message) -> Response {
 
 fn instance_headers(headers: &mut HeaderMap, instance: &HeaderValue, executed_by: Option<&str>) {
     headers.insert(INSTANCE_HEADER, instance.clone());
-    if let Some(value) = executed_by.and_then(|v| HeaderValue::from_str(v).ok()) {
+    let executed_by = match executed_by {
+        Some(id) if id.as_bytes() == instance.as_bytes() => Some(instance.clone()),
+        Some(id) => HeaderValue::from_str(id).ok(),
+        None => None,
+    };
+    if let Some(value) = executed_by {
         headers.insert(EXECUTED_BY_HEADER, value);
     }
 }
 
 fn set_session_cookie(runtime: &Runtime, reply: &Metadata, headers: &mut HeaderMap) {
-    let secure = if runtime.config.session_cookie_secure { "; Secure" } else { "" };
+    let secure = if runtime.config.session_cookie_secure {
+        "; Secure"
+    } else {
+        ""
+    };
     let cookie = match (&reply.session_set, reply.session_clear) {
         (Some(id), _) if session::is_valid_id(id) => format!(
             "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
             runtime.config.session_ttl.as_secs()
         ),
-        (_, true) => format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}"),
+        (_, true) => {
+            format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}")
+        }
         _ => return,
     };
     if let Ok(value) = HeaderValue::from_str(&cookie) {
@@ -293,10 +389,15 @@ async fn healthz(instance: HeaderValue) -> Response {
 }
 
 async fn readyz(runtime: Arc<Runtime>) -> Response {
-    let instance = HeaderValue::from_str(&runtime.instance_id).unwrap_or(HeaderValue::from_static("?"));
+    let instance =
+        HeaderValue::from_str(&runtime.instance_id).unwrap_or(HeaderValue::from_static("?"));
     match runtime.is_ready().await {
         Ok(()) => healthz(instance).await,
-        Err(err) => problem(&instance, None, &Error::unavailable(err.message().to_owned())),
+        Err(err) => problem(
+            &instance,
+            None,
+            &Error::unavailable(err.message().to_owned()),
+        ),
     }
 }
 
@@ -323,7 +424,9 @@ pub fn openapi(commands: &[&'static CommandDescriptor]) -> Value {
                 "default": {"description": "an RFC 9457 problem", "content": {PROBLEM_JSON: {}}},
             },
         });
-        let path_item = paths.entry(http.path.to_owned()).or_insert_with(|| Value::Object(Map::new()));
+        let path_item = paths
+            .entry(http.path.to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
         if let Value::Object(item) = path_item {
             item.insert(http.method.to_ascii_lowercase(), operation);
         }
@@ -351,9 +454,15 @@ mod tests {
     fn session_cookie_ignores_forged_ids() {
         let valid = "a".repeat(64);
         let mut headers = HeaderMap::new();
-        headers.insert(header::COOKIE, HeaderValue::from_static("other=1; cohort_session=../etc"));
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("other=1; cohort_session=../etc"),
+        );
         assert_eq!(session_cookie(&headers), None);
-        headers.append(header::COOKIE, HeaderValue::from_str(&format!("cohort_session={valid}")).expect("ascii"));
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_str(&format!("cohort_session={valid}")).expect("ascii"),
+        );
         assert_eq!(session_cookie(&headers), Some(valid));
     }
 }

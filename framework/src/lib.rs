@@ -30,14 +30,14 @@ pub use registry::{Command, Event};
 pub use session::Session;
 pub use state::{State, Versioned};
 
+/// `#[derive(Event)]`: makes a type an event, named by `#[event(name = "...")]` or its snake_case name.
+pub use cohort_macros::Event;
 /// `#[command(service = "...", version = N)]`: makes an async fn a command any instance can run.
 pub use cohort_macros::command;
 /// `#[http(METHOD, "/path/{param}")]`: binds a `#[command]` to an HTTP route.
 pub use cohort_macros::http;
 /// `#[subscription(service = "...")]`: runs an async fn for each event of its argument's type.
 pub use cohort_macros::subscription;
-/// `#[derive(Event)]`: makes a type an event, named by `#[event(name = "...")]` or its snake_case name.
-pub use cohort_macros::Event;
 
 /// A `Result` whose error is [`cohort::Error`](Error).
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -88,7 +88,10 @@ pub mod __private {
     }
 
     /// Compile-time check, spanned on the user's input type.
-    pub const fn assert_input<T: serde::de::DeserializeOwned + schemars::JsonSchema + Send + 'static>() {}
+    pub const fn assert_input<
+        T: serde::de::DeserializeOwned + schemars::JsonSchema + Send + 'static,
+    >() {
+    }
     /// Compile-time check, spanned on the user's output type.
     pub const fn assert_output<T: serde::Serialize + schemars::JsonSchema + Send + 'static>() {}
     /// Compile-time check, spanned on the user's error type.

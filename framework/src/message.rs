@@ -25,7 +25,7 @@ pub mod header {
     pub const INSTANCE: &str = "Cohort-Instance";
     /// The service that sent the message.
     pub const SERVICE: &str = "Cohort-Service";
-    /// Always `application/json`, or `application/problem+json` on an error reply.
+    /// `application/problem+json` on an error reply; absent means `application/json`.
     pub const CONTENT_TYPE: &str = "Content-Type";
     /// The HTTP-like status of a reply.
     pub const STATUS: &str = "Cohort-Status";
@@ -64,26 +64,51 @@ pub struct Metadata {
 impl Metadata {
     /// Every header that is set, as (name, value) pairs, in a fixed order.
     pub fn headers(&self) -> Vec<(&'static str, String)> {
-        let mut out = Vec::with_capacity(8);
-        let mut push = |name: &'static str, value: &Option<String>| {
+        let mut headers = Vec::with_capacity(8);
+        self.clone()
+            .into_headers(|name, value| headers.push((name, value)));
+        headers
+    }
+
+    /// Hands every header that is set to `put`, moving the strings instead of copying them: every
+    /// command and reply goes through here.
+    pub fn into_headers(self, mut put: impl FnMut(&'static str, String)) {
+        // Exhaustive, so that a new field cannot be forgotten here.
+        let Metadata {
+            message_id,
+            traceparent,
+            principal,
+            tenant,
+            session,
+            deadline,
+            instance,
+            service,
+            content_type,
+            status,
+            session_set,
+            session_clear,
+            error,
+        } = self;
+        let headers = [
+            (header::MESSAGE_ID, message_id),
+            (header::TRACEPARENT, traceparent),
+            (header::PRINCIPAL, principal),
+            (header::TENANT, tenant),
+            (header::SESSION, session),
+            (header::DEADLINE, deadline.map(|d| d.to_string())),
+            (header::INSTANCE, instance),
+            (header::SERVICE, service),
+            (header::CONTENT_TYPE, content_type),
+            (header::STATUS, status.map(|s| s.to_string())),
+            (header::SESSION_SET, session_set),
+            (header::SESSION_CLEAR, session_clear.then(|| "1".to_owned())),
+            (header::ERROR, error),
+        ];
+        for (name, value) in headers {
             if let Some(value) = value {
-                out.push((name, value.clone()));
+                put(name, value);
             }
-        };
-        push(header::MESSAGE_ID, &self.message_id);
-        push(header::TRACEPARENT, &self.traceparent);
-        push(header::PRINCIPAL, &self.principal);
-        push(header::TENANT, &self.tenant);
-        push(header::SESSION, &self.session);
-        push(header::DEADLINE, &self.deadline.map(|d| d.to_string()));
-        push(header::INSTANCE, &self.instance);
-        push(header::SERVICE, &self.service);
-        push(header::CONTENT_TYPE, &self.content_type);
-        push(header::STATUS, &self.status.map(|s| s.to_string()));
-        push(header::SESSION_SET, &self.session_set);
-        push(header::SESSION_CLEAR, &self.session_clear.then(|| "1".to_owned()));
-        push(header::ERROR, &self.error);
-        out
+        }
     }
 
     /// Reads one header. Unknown names are ignored, so newer senders can add headers freely;
@@ -245,35 +270,52 @@ impl Default for Subjects {
 }
 
 /// Random bytes as lowercase hex: ids for messages, sessions, traces and instances.
+///
+/// The generator is rand's thread-local one: a CSPRNG seeded from the OS and reseeded
+/// periodically, so it is fit for session ids, without a system call per id on the hot path.
 pub fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    // The OS random source does not fail on the platforms Rust's std supports; if it ever does,
-    // an id made of zeros would silently collide, so stop loudly instead.
-    getrandom::fill(&mut buf).expect("the operating system's random source failed");
-    to_hex(&buf)
-}
-
-fn to_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[(b >> 4) as usize] as char);
-        out.push(DIGITS[(b & 0xf) as usize] as char);
+    use rand::Rng;
+    let mut buf = [0u8; 32];
+    let mut rest = bytes;
+    let mut out = String::with_capacity(bytes * 2);
+    while rest > 0 {
+        let chunk = rest.min(buf.len());
+        rand::rng().fill_bytes(&mut buf[..chunk]);
+        push_hex(&mut out, &buf[..chunk]);
+        rest -= chunk;
     }
     out
 }
 
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 0xf) as usize] as char);
+    }
+}
+
 /// A fresh W3C `traceparent` with a new trace id.
 pub fn new_traceparent() -> String {
-    format!("00-{}-{}-01", random_hex(16), random_hex(8))
+    child_traceparent(None)
 }
 
 /// A `traceparent` for a child span of `parent`'s trace (or a new trace when it has none).
+/// Built in one allocation: every HTTP request makes one.
 pub fn child_traceparent(parent: Option<&str>) -> String {
+    use rand::Rng;
+    let mut random = [0u8; 24];
+    rand::rng().fill_bytes(&mut random);
+    let mut out = String::with_capacity(55);
+    out.push_str("00-");
     match parent.and_then(trace_id_of) {
-        Some(trace_id) => format!("00-{trace_id}-{}-01", random_hex(8)),
-        None => new_traceparent(),
+        Some(trace_id) => out.push_str(trace_id),
+        None => push_hex(&mut out, &random[..16]),
     }
+    out.push('-');
+    push_hex(&mut out, &random[16..]);
+    out.push_str("-01");
+    out
 }
 
 fn trace_id_of(traceparent: &str) -> Option<&str> {
@@ -311,10 +353,22 @@ mod tests {
     #[test]
     fn subjects_follow_the_wire_protocol() {
         let s = Subjects::new("shop.prod");
-        assert_eq!(s.command("orders", 1, "place"), "shop.prod.cmd.orders.v1.place");
-        assert_eq!(s.queue_group("orders", 1, "place"), "shop.prod.orders.v1.place");
-        assert_eq!(s.event("orders", "order_placed"), "shop.prod.evt.orders.order_placed");
-        assert_eq!(s.event_filter("order_placed"), "shop.prod.evt.*.order_placed");
+        assert_eq!(
+            s.command("orders", 1, "place"),
+            "shop.prod.cmd.orders.v1.place"
+        );
+        assert_eq!(
+            s.queue_group("orders", 1, "place"),
+            "shop.prod.orders.v1.place"
+        );
+        assert_eq!(
+            s.event("orders", "order_placed"),
+            "shop.prod.evt.orders.order_placed"
+        );
+        assert_eq!(
+            s.event_filter("order_placed"),
+            "shop.prod.evt.*.order_placed"
+        );
         assert_eq!(s.events_stream(), "SHOP_PROD_EVENTS");
         assert_eq!(Subjects::durable("audit", "count"), "audit__count");
     }

@@ -112,7 +112,9 @@ impl Registry {
     pub fn collect() -> Result<Registry, Error> {
         let registry = Registry {
             commands: inventory::iter::<CommandDescriptor>.into_iter().collect(),
-            subscriptions: inventory::iter::<SubscriptionDescriptor>.into_iter().collect(),
+            subscriptions: inventory::iter::<SubscriptionDescriptor>
+                .into_iter()
+                .collect(),
         };
         registry.validate()?;
         Ok(registry)
@@ -134,7 +136,9 @@ impl Registry {
             }
             let Some(route) = command.http else { continue };
             let key = (route.method, route_shape(route.path));
-            if let Some((first_name, first_at)) = routes.insert(key, (command.name, command.location)) {
+            if let Some((first_name, first_at)) =
+                routes.insert(key, (command.name, command.location))
+            {
                 problems.push(format!(
                     "route `{} {}` is bound twice: to `{first_name}` at {first_at} and to `{}` at {}",
                     route.method, route.path, command.name, command.location
@@ -186,7 +190,13 @@ pub fn route_params(path: &str) -> impl Iterator<Item = &str> {
 /// A path with its parameter names erased: `/a/{x}` and `/a/{y}` are the same route.
 fn route_shape(path: &str) -> String {
     path.split('/')
-        .map(|segment| if segment.starts_with('{') { "{}" } else { segment })
+        .map(|segment| {
+            if segment.starts_with('{') {
+                "{}"
+            } else {
+                segment
+            }
+        })
         .collect::<Vec<_>>()
         .join("/")
 }
@@ -205,7 +215,10 @@ fn missing_route_params(command: &CommandDescriptor, route: HttpRoute) -> Vec<St
 }
 
 /// The schema of the property `name` of an object schema.
-pub fn schema_property<'a>(schema: &'a schemars::Schema, name: &str) -> Option<&'a serde_json::Value> {
+pub fn schema_property<'a>(
+    schema: &'a schemars::Schema,
+    name: &str,
+) -> Option<&'a serde_json::Value> {
     schema.get("properties")?.get(name)
 }
 
@@ -238,13 +251,18 @@ mod tests {
                 status: 200,
             }),
             handler: noop,
-            location: Location { file: "src/orders.rs", line },
+            location: Location {
+                file: "src/orders.rs",
+                line,
+            },
         }
     }
 
     fn validate(commands: Vec<CommandDescriptor>) -> Result<(), Error> {
-        let leaked: Vec<&'static CommandDescriptor> =
-            commands.into_iter().map(|c| &*Box::leak(Box::new(c))).collect();
+        let leaked: Vec<&'static CommandDescriptor> = commands
+            .into_iter()
+            .map(|c| &*Box::leak(Box::new(c)))
+            .collect();
         Registry {
             commands: leaked,
             subscriptions: vec![],
@@ -254,8 +272,11 @@ mod tests {
 
     #[test]
     fn duplicate_commands_name_both_places() {
-        let err = validate(vec![command("get", "/a/{id}", 10), command("get", "/b/{id}", 20)])
-            .expect_err("duplicate must be refused");
+        let err = validate(vec![
+            command("get", "/a/{id}", 10),
+            command("get", "/b/{id}", 20),
+        ])
+        .expect_err("duplicate must be refused");
         assert!(err.message().contains("src/orders.rs:10"), "{err}");
         assert!(err.message().contains("src/orders.rs:20"), "{err}");
     }
@@ -264,7 +285,10 @@ mod tests {
     fn duplicate_routes_are_refused_whatever_the_param_names() {
         let err = validate(vec![command("a", "/o/{id}", 1), command("b", "/o/{id}", 2)])
             .expect_err("duplicate route must be refused");
-        assert!(err.message().contains("route `GET /o/{id}` is bound twice"), "{err}");
+        assert!(
+            err.message().contains("route `GET /o/{id}` is bound twice"),
+            "{err}"
+        );
     }
 
     #[test]

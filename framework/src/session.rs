@@ -35,7 +35,12 @@ pub struct Session {
 }
 
 impl Session {
-    pub(crate) fn new(store: Arc<dyn StateStore>, namespace: String, ttl: Duration, cell: Arc<SessionCell>) -> Self {
+    pub(crate) fn new(
+        store: Arc<dyn StateStore>,
+        namespace: String,
+        ttl: Duration,
+        cell: Arc<SessionCell>,
+    ) -> Self {
         Session {
             state: State::new(store, namespace),
             ttl,
@@ -212,7 +217,12 @@ mod tests {
     use crate::state::MemoryStore;
 
     fn session(cell: Arc<SessionCell>) -> Session {
-        Session::new(Arc::new(MemoryStore::new()), "t:session".into(), Duration::from_secs(60), cell)
+        Session::new(
+            Arc::new(MemoryStore::new()),
+            "t:session".into(),
+            Duration::from_secs(60),
+            cell,
+        )
     }
 
     #[tokio::test]
@@ -222,7 +232,10 @@ mod tests {
         session.insert("user", "alice").await.expect("insert");
         let id = session.id().expect("created");
         assert!(is_valid_id(&id));
-        assert_eq!(session.get::<String>("user").await.expect("get").as_deref(), Some("alice"));
+        assert_eq!(
+            session.get::<String>("user").await.expect("get").as_deref(),
+            Some("alice")
+        );
         let mut reply = Metadata::default();
         cell.write_to(&mut reply);
         assert_eq!(reply.session_set, Some(id));

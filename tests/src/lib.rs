@@ -20,12 +20,18 @@ pub async fn start_embedded(configure: impl FnOnce(&mut Config)) -> Running {
         ..Config::default()
     };
     configure(&mut config);
-    App::with_config(config).start().await.expect("the example app starts")
+    App::with_config(config)
+        .start()
+        .await
+        .expect("the example app starts")
 }
 
 /// The base URL of a running instance.
 pub fn base_url(running: &Running) -> String {
-    format!("http://{}", running.http_addr().expect("the instance serves HTTP"))
+    format!(
+        "http://{}",
+        running.http_addr().expect("the instance serves HTTP")
+    )
 }
 
 /// An HTTP client for one user: it keeps the `cohort_session` cookie like a browser would.
@@ -115,12 +121,17 @@ impl Client {
     pub async fn send(&self, method: Method, path: &str, body: Option<String>) -> Reply {
         let mut request = self.http.request(method, format!("{}{path}", self.base));
         if let Some(body) = body {
-            request = request.header("content-type", "application/json").body(body);
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
         }
         if let Some(cookie) = self.cookie() {
             request = request.header(COOKIE, cookie);
         }
-        let response = request.send().await.expect("the request reaches the server");
+        let response = request
+            .send()
+            .await
+            .expect("the request reaches the server");
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         self.keep_cookie(&headers);
@@ -136,8 +147,12 @@ impl Client {
 
     fn keep_cookie(&self, headers: &HeaderMap) {
         for value in headers.get_all(SET_COOKIE) {
-            let Some(pair) = value.to_str().ok().and_then(|v| v.split(';').next()) else { continue };
-            let Some(id) = pair.strip_prefix("cohort_session=") else { continue };
+            let Some(pair) = value.to_str().ok().and_then(|v| v.split(';').next()) else {
+                continue;
+            };
+            let Some(id) = pair.strip_prefix("cohort_session=") else {
+                continue;
+            };
             *self.cookie.lock().expect("cookie lock") = (!id.is_empty()).then(|| pair.to_owned());
         }
     }

@@ -15,7 +15,14 @@ pub fn example_app_binary() -> PathBuf {
         .get_or_init(|| {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
             let status = std::process::Command::new(cargo)
-                .args(["build", "--quiet", "-p", "example-app", "--bin", "example-app"])
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "example-app",
+                    "--bin",
+                    "example-app",
+                ])
                 .status()
                 .expect("cargo runs");
             assert!(status.success(), "building example-app failed");
@@ -57,7 +64,14 @@ impl AppProcess {
         }
         command
             .env("COHORT_INSTANCE_ID", id)
-            .env("COHORT_HTTP_ADDR", if http { format!("127.0.0.1:{port}") } else { "off".to_owned() })
+            .env(
+                "COHORT_HTTP_ADDR",
+                if http {
+                    format!("127.0.0.1:{port}")
+                } else {
+                    "off".to_owned()
+                },
+            )
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -26,20 +26,34 @@ async fn commands_from_one_instance_run_on_all_three() {
     let client = Client::new(cluster.http(0));
     let replies = join_all((0..300).map(|n| {
         let client = &client;
-        async move { client.post("/echo", json!({"text": "spread", "n": n})).await }
+        async move {
+            client
+                .post("/echo", json!({"text": "spread", "n": n}))
+                .await
+        }
     }))
     .await;
     let mut executed_by = HashSet::new();
     for (n, reply) in replies.iter().enumerate() {
         assert_eq!(reply.status, 200, "request {n}: {}", reply.text);
         assert_eq!(reply.body["n"], n as u64 + 1);
-        assert_eq!(reply.instance(), Some("i0"), "HTTP answered by the instance asked");
-        let by = reply.executed_by().expect("x-cohort-executed-by").to_owned();
+        assert_eq!(
+            reply.instance(),
+            Some("i0"),
+            "HTTP answered by the instance asked"
+        );
+        let by = reply
+            .executed_by()
+            .expect("x-cohort-executed-by")
+            .to_owned();
         assert_eq!(reply.body["instance"], by.as_str());
         executed_by.insert(by);
     }
     let expected: HashSet<String> = ["i0", "i1", "i2"].map(String::from).into();
-    assert_eq!(executed_by, expected, "every instance executed some commands");
+    assert_eq!(
+        executed_by, expected,
+        "every instance executed some commands"
+    );
 }
 
 #[tokio::test]
@@ -66,18 +80,35 @@ async fn a_session_made_on_one_instance_works_on_the_others() {
 async fn concurrent_orders_never_oversell() {
     let cluster = cluster(3).await;
     let clients: Vec<Client> = (0..3).map(|i| Client::new(cluster.http(i))).collect();
-    assert_eq!(clients[0].put("/stock/widget", json!({"qty": 100})).await.status, 200);
+    assert_eq!(
+        clients[0]
+            .put("/stock/widget", json!({"qty": 100}))
+            .await
+            .status,
+        200
+    );
     let replies = join_all((0..150).map(|n| {
         let client = &clients[n % 3];
-        async move { client.post("/orders", json!({"sku": "widget", "qty": 1})).await }
+        async move {
+            client
+                .post("/orders", json!({"sku": "widget", "qty": 1}))
+                .await
+        }
     }))
     .await;
     let mut statuses = BTreeMap::new();
     for reply in &replies {
         *statuses.entry(reply.status).or_insert(0) += 1;
     }
-    assert_eq!(statuses, BTreeMap::from([(201, 100), (409, 50)]), "exactly the stock is sold");
-    let ids: HashSet<u64> = replies.iter().filter_map(|r| r.body["id"].as_u64()).collect();
+    assert_eq!(
+        statuses,
+        BTreeMap::from([(201, 100), (409, 50)]),
+        "exactly the stock is sold"
+    );
+    let ids: HashSet<u64> = replies
+        .iter()
+        .filter_map(|r| r.body["id"].as_u64())
+        .collect();
     assert_eq!(ids.len(), 100, "every order has its own id");
     let stock = clients[1].get("/stock/widget").await;
     assert_eq!(stock.body["qty"], 0, "{}", stock.text);
@@ -87,11 +118,21 @@ async fn concurrent_orders_never_oversell() {
 async fn each_order_is_audited_exactly_once_across_instances() {
     let cluster = cluster(3).await;
     let clients: Vec<Client> = (0..3).map(|i| Client::new(cluster.http(i))).collect();
-    assert_eq!(clients[0].put("/stock/gadget", json!({"qty": 1000})).await.status, 200);
+    assert_eq!(
+        clients[0]
+            .put("/stock/gadget", json!({"qty": 1000}))
+            .await
+            .status,
+        200
+    );
     let orders = 60;
     let replies = join_all((0..orders).map(|n| {
         let client = &clients[n % 3];
-        async move { client.post("/orders", json!({"sku": "gadget", "qty": 1})).await }
+        async move {
+            client
+                .post("/orders", json!({"sku": "gadget", "qty": 1}))
+                .await
+        }
     }))
     .await;
     assert!(replies.iter().all(|r| r.status == 201));
@@ -99,18 +140,28 @@ async fn each_order_is_audited_exactly_once_across_instances() {
     let by_instance = audit["by_instance"].as_object().expect("by_instance");
     let total: u64 = by_instance.values().filter_map(Value::as_u64).sum();
     assert_eq!(total, orders as u64, "{audit}");
-    assert!(by_instance.len() > 1, "more than one instance consumed: {audit}");
+    assert!(
+        by_instance.len() > 1,
+        "more than one instance consumed: {audit}"
+    );
     // The every-instance subscription: each instance hears each order.
     let heard = wait_until(|| async {
         let audit = clients[0].get("/audit").await.body;
-        let heard = audit["heard_by_instance"].as_object().cloned().unwrap_or_default();
-        (heard.len() == 3 && heard.values().all(|n| n.as_u64() == Some(orders as u64))).then_some(audit)
+        let heard = audit["heard_by_instance"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        (heard.len() == 3 && heard.values().all(|n| n.as_u64() == Some(orders as u64)))
+            .then_some(audit)
     })
     .await;
     assert!(heard.is_some(), "every instance heard every order");
     // Settled: no more deliveries beyond exactly once.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(clients[1].get("/audit").await.body["orders_seen"], orders as u64);
+    assert_eq!(
+        clients[1].get("/audit").await.body["orders_seen"],
+        orders as u64
+    );
 }
 
 #[tokio::test]
@@ -124,13 +175,24 @@ async fn a_command_nobody_serves_is_503_at_once() {
     let mut fastest = Duration::MAX;
     for _ in 0..5 {
         let started = Instant::now();
-        let reply = client.post("/echo", json!({"text": "anyone?", "n": 1})).await;
+        let reply = client
+            .post("/echo", json!({"text": "anyone?", "n": 1}))
+            .await;
         fastest = fastest.min(started.elapsed());
         assert_eq!(reply.status, 503, "{}", reply.text);
         assert_eq!(reply.body["code"], "no_responders");
-        assert!(reply.body["detail"].as_str().is_some_and(|d| d.contains("echo")), "{}", reply.text);
+        assert!(
+            reply.body["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("echo")),
+            "{}",
+            reply.text
+        );
     }
-    assert!(fastest < Duration::from_millis(100), "no waiting for a timeout: {fastest:?}");
+    assert!(
+        fastest < Duration::from_millis(100),
+        "no waiting for a timeout: {fastest:?}"
+    );
 }
 
 #[tokio::test]
@@ -144,7 +206,9 @@ async fn a_worker_without_http_runs_commands_for_the_others() {
     worker.http_addr = None;
     worker.services = Some(vec!["echo".into()]);
     cluster.add(worker).await;
-    let reply = Client::new(cluster.http(0)).post("/echo", json!({"text": "w", "n": 1})).await;
+    let reply = Client::new(cluster.http(0))
+        .post("/echo", json!({"text": "w", "n": 1}))
+        .await;
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert_eq!(reply.executed_by(), Some("i1"));
     assert_eq!(reply.instance(), Some("i0"));
@@ -159,14 +223,21 @@ async fn nats_with_a_process_local_store_refuses_to_start() {
         nats_url: Some(cluster.nats.url()),
         ..Config::default()
     };
-    let err = App::with_config(config.clone()).start().await.err().expect("refused");
+    let err = App::with_config(config.clone())
+        .start()
+        .await
+        .err()
+        .expect("refused");
     assert_eq!(err.code(), "local_state_with_distributed_broker");
     assert!(err.message().contains("COHORT_REDIS_URL"), "{err}");
     let allowed = Config {
         allow_local_state: true,
         ..config
     };
-    let running = App::with_config(allowed).start().await.expect("starts when allowed");
+    let running = App::with_config(allowed)
+        .start()
+        .await
+        .expect("starts when allowed");
     running.shutdown().await.expect("shuts down");
 }
 

@@ -66,18 +66,35 @@ async fn app() -> (cohort::Running, Client) {
 
 fn assert_problem(reply: &cohort_tests::Reply, status: u16) {
     assert_eq!(reply.status, status, "{}", reply.text);
-    assert_eq!(reply.content_type(), Some("application/problem+json"), "{}", reply.text);
+    assert_eq!(
+        reply.content_type(),
+        Some("application/problem+json"),
+        "{}",
+        reply.text
+    );
     assert_eq!(reply.body["status"], status, "{}", reply.text);
-    assert!(reply.body["title"].is_string() && reply.body["type"].is_string(), "{}", reply.text);
-    assert!(reply.instance().is_some(), "every response names the instance");
+    assert!(
+        reply.body["title"].is_string() && reply.body["type"].is_string(),
+        "{}",
+        reply.text
+    );
+    assert!(
+        reply.instance().is_some(),
+        "every response names the instance"
+    );
 }
 
 #[tokio::test]
 async fn echo_answers_with_n_plus_one_and_the_instance() {
     let (running, client) = app().await;
-    let reply = client.post("/echo", json!({"text": "hello", "n": 41})).await;
+    let reply = client
+        .post("/echo", json!({"text": "hello", "n": 41}))
+        .await;
     assert_eq!(reply.status, 200, "{}", reply.text);
-    assert_eq!(reply.body, json!({"text": "hello", "n": 42, "instance": running.instance_id()}));
+    assert_eq!(
+        reply.body,
+        json!({"text": "hello", "n": 42, "instance": running.instance_id()})
+    );
     assert_eq!(reply.instance(), Some(running.instance_id()));
     assert_eq!(reply.executed_by(), Some(running.instance_id()));
     assert_eq!(reply.content_type(), Some("application/json"));
@@ -86,14 +103,18 @@ async fn echo_answers_with_n_plus_one_and_the_instance() {
 #[tokio::test]
 async fn malformed_json_is_400() {
     let (_running, client) = app().await;
-    let reply = client.send(Method::POST, "/echo", Some("{\"text\": ".into())).await;
+    let reply = client
+        .send(Method::POST, "/echo", Some("{\"text\": ".into()))
+        .await;
     assert_problem(&reply, 400);
 }
 
 #[tokio::test]
 async fn wrong_types_and_missing_fields_are_422_naming_the_field() {
     let (_running, client) = app().await;
-    let reply = client.post("/echo", json!({"text": "x", "n": "many"})).await;
+    let reply = client
+        .post("/echo", json!({"text": "x", "n": "many"}))
+        .await;
     assert_problem(&reply, 422);
     assert_eq!(reply.body["field"], "n");
     let reply = client.post("/echo", json!({"n": 1})).await;
@@ -104,7 +125,9 @@ async fn wrong_types_and_missing_fields_are_422_naming_the_field() {
 #[tokio::test]
 async fn oversize_body_is_413() {
     let (_running, client) = app().await;
-    let reply = client.post("/echo", json!({"text": "x".repeat(10_000), "n": 1})).await;
+    let reply = client
+        .post("/echo", json!({"text": "x".repeat(10_000), "n": 1}))
+        .await;
     assert_problem(&reply, 413);
 }
 
@@ -121,10 +144,22 @@ async fn panics_and_unexpected_errors_are_500_with_a_trace_id_and_the_instance_s
     for path in ["/faults/panic", "/faults/internal"] {
         let reply = client.post(path, json!({})).await;
         assert_problem(&reply, 500);
-        assert!(reply.body["trace_id"].as_str().is_some_and(|t| t.len() == 32), "{}", reply.text);
-        assert!(!reply.text.contains("secret") && !reply.text.contains("password"), "{}", reply.text);
+        assert!(
+            reply.body["trace_id"]
+                .as_str()
+                .is_some_and(|t| t.len() == 32),
+            "{}",
+            reply.text
+        );
+        assert!(
+            !reply.text.contains("secret") && !reply.text.contains("password"),
+            "{}",
+            reply.text
+        );
     }
-    let reply = client.post("/echo", json!({"text": "still here", "n": 1})).await;
+    let reply = client
+        .post("/echo", json!({"text": "still here", "n": 1}))
+        .await;
     assert_eq!(reply.status, 200);
 }
 
@@ -138,9 +173,14 @@ async fn a_command_past_its_deadline_is_504() {
 #[tokio::test]
 async fn query_parameters_fill_typed_fields() {
     let (_running, client) = app().await;
-    let reply = client.get("/faults/search?term=red%20apple&limit=5&exact=true&ignored=1").await;
+    let reply = client
+        .get("/faults/search?term=red%20apple&limit=5&exact=true&ignored=1")
+        .await;
     assert_eq!(reply.status, 200, "{}", reply.text);
-    assert_eq!(reply.body, json!({"term": "red apple", "limit": 5, "exact": true}));
+    assert_eq!(
+        reply.body,
+        json!({"term": "red apple", "limit": 5, "exact": true})
+    );
     let reply = client.get("/faults/search?term=x&exact=maybe").await;
     assert_problem(&reply, 422);
     assert_eq!(reply.body["field"], "exact");
@@ -165,28 +205,56 @@ async fn accounts_sign_up_log_in_me_log_out() {
     assert_eq!(reply.status, 201, "{}", reply.text);
     assert_eq!(reply.body, json!({"username": "alice"}));
     assert_problem(&client.post("/accounts", alice.clone()).await, 409);
-    let reply = client.post("/accounts", json!({"username": "al", "password": "x"})).await;
+    let reply = client
+        .post("/accounts", json!({"username": "al", "password": "x"}))
+        .await;
     assert_problem(&reply, 422);
     assert_eq!(reply.body["field"], "username");
-    let reply = client.post("/accounts", json!({"username": "a".repeat(33), "password": "x"})).await;
+    let reply = client
+        .post(
+            "/accounts",
+            json!({"username": "a".repeat(33), "password": "x"}),
+        )
+        .await;
     assert_eq!(reply.body["field"], "username");
 
-    let stored = store.get("cohort:accounts:user:alice").await.expect("get").expect("stored");
+    let stored = store
+        .get("cohort:accounts:user:alice")
+        .await
+        .expect("get")
+        .expect("stored");
     let stored = String::from_utf8_lossy(&stored.value);
-    assert!(!stored.contains("correct horse") && stored.contains("$argon2"), "{stored}");
+    assert!(
+        !stored.contains("correct horse") && stored.contains("$argon2"),
+        "{stored}"
+    );
 
     assert_problem(&client.get("/me").await, 401);
-    let reply = client.post("/sessions", json!({"username": "alice", "password": "wrong"})).await;
+    let reply = client
+        .post(
+            "/sessions",
+            json!({"username": "alice", "password": "wrong"}),
+        )
+        .await;
     assert_problem(&reply, 401);
-    let reply = client.post("/sessions", json!({"username": "nobody", "password": "x"})).await;
+    let reply = client
+        .post("/sessions", json!({"username": "nobody", "password": "x"}))
+        .await;
     assert_problem(&reply, 401);
     assert!(client.cookie().is_none());
 
     let reply = client.post("/sessions", alice.clone()).await;
     assert_eq!(reply.status, 200, "{}", reply.text);
     let set_cookie = reply.header("set-cookie").expect("a session cookie");
-    assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Lax"), "{set_cookie}");
-    let id = client.cookie().expect("kept").trim_start_matches("cohort_session=").to_owned();
+    assert!(
+        set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Lax"),
+        "{set_cookie}"
+    );
+    let id = client
+        .cookie()
+        .expect("kept")
+        .trim_start_matches("cohort_session=")
+        .to_owned();
     assert!(id.len() >= 32, "at least 128 random bits: {id}");
 
     let reply = client.get("/me").await;
@@ -196,7 +264,11 @@ async fn accounts_sign_up_log_in_me_log_out() {
     let reply = client.delete("/sessions").await;
     assert_eq!(reply.status, 204, "{}", reply.text);
     assert!(reply.text.is_empty());
-    assert!(reply.header("set-cookie").is_some_and(|c| c.contains("Max-Age=0")));
+    assert!(
+        reply
+            .header("set-cookie")
+            .is_some_and(|c| c.contains("Max-Age=0"))
+    );
     assert!(client.cookie().is_none());
     assert_problem(&client.get("/me").await, 401);
 
@@ -212,17 +284,28 @@ async fn orders_take_stock_atomically_and_are_audited() {
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert_eq!(reply.body, json!({"sku": "apple", "qty": 5}));
 
-    let reply = client.post("/orders", json!({"sku": "apple", "qty": 2})).await;
+    let reply = client
+        .post("/orders", json!({"sku": "apple", "qty": 2}))
+        .await;
     assert_eq!(reply.status, 201, "{}", reply.text);
     let id = reply.body["id"].as_u64().expect("an id");
     assert_eq!(reply.body["sku"], "apple");
     assert_eq!(reply.body["qty"], 2);
 
-    let reply = client.post("/orders", json!({"sku": "apple", "qty": 4})).await;
+    let reply = client
+        .post("/orders", json!({"sku": "apple", "qty": 4}))
+        .await;
     assert_problem(&reply, 409);
     assert_eq!(client.get("/stock/apple").await.body["qty"], 3);
-    assert_problem(&client.post("/orders", json!({"sku": "pear", "qty": 1})).await, 409);
-    let reply = client.post("/orders", json!({"sku": "apple", "qty": 0})).await;
+    assert_problem(
+        &client
+            .post("/orders", json!({"sku": "pear", "qty": 1}))
+            .await,
+        409,
+    );
+    let reply = client
+        .post("/orders", json!({"sku": "apple", "qty": 0}))
+        .await;
     assert_eq!(reply.body["field"], "qty");
 
     let reply = client.get(&format!("/orders/{id}")).await;
@@ -234,7 +317,12 @@ async fn orders_take_stock_atomically_and_are_audited() {
     assert_eq!(reply.body["field"], "id");
 
     let audit = wait_for_audit(&client, 1).await;
-    assert_eq!(audit["by_instance"].as_object().map(|m| m.values().filter_map(Value::as_u64).sum::<u64>()), Some(1));
+    assert_eq!(
+        audit["by_instance"]
+            .as_object()
+            .map(|m| m.values().filter_map(Value::as_u64).sum::<u64>()),
+        Some(1)
+    );
 }
 
 async fn wait_for_audit(client: &Client, orders: u64) -> Value {
@@ -264,7 +352,11 @@ async fn health_and_readiness() {
     assert_eq!(client.get("/healthz").await.status, 200);
     assert_eq!(client.get("/readyz").await.status, 200);
     let openapi = client.get("/openapi.json").await;
-    assert!(openapi.body["paths"]["/orders/{id}"]["get"].is_object(), "{}", openapi.text);
+    assert!(
+        openapi.body["paths"]["/orders/{id}"]["get"].is_object(),
+        "{}",
+        openapi.text
+    );
     running.shutdown().await.expect("shuts down");
 }
 
@@ -279,7 +371,11 @@ async fn shutdown_finishes_requests_in_flight() {
     tokio::time::sleep(Duration::from_millis(30)).await;
     running.shutdown().await.expect("shuts down");
     let reply = slow.await.expect("the request task");
-    assert_eq!(reply.status, 200, "the request in flight completes: {}", reply.text);
+    assert_eq!(
+        reply.status, 200,
+        "the request in flight completes: {}",
+        reply.text
+    );
     let refused = reqwest::Client::new()
         .get(format!("{}/healthz", client.base()))
         .send()

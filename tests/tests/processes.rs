@@ -65,20 +65,34 @@ async fn events_held_by_a_killed_instance_are_redelivered_to_the_others() {
     let a = AppProcess::start("ka", true, &only("accounts,orders,echo")).await;
     let b = AppProcess::start("kb", false, &only("audit")).await;
     let client = Client::new(a.http.clone().expect("http"));
-    assert_eq!(client.put("/stock/bolt", json!({"qty": 1000})).await.status, 200);
+    assert_eq!(
+        client.put("/stock/bolt", json!({"qty": 1000})).await.status,
+        200
+    );
     // Frozen, kb keeps its pull request open at the server, which goes on handing it events it
     // will never acknowledge: what an instance holds when it dies.
     b.signal("STOP").await;
     let orders = 40;
     for _ in 0..orders {
-        assert_eq!(client.post("/orders", json!({"sku": "bolt", "qty": 1})).await.status, 201);
+        assert_eq!(
+            client
+                .post("/orders", json!({"sku": "bolt", "qty": 1}))
+                .await
+                .status,
+            201
+        );
     }
-    let held = wait_for_ack_pending(&servers.nats.url(), "COHORT_EVENTS", "audit__count_order").await;
+    let held =
+        wait_for_ack_pending(&servers.nats.url(), "COHORT_EVENTS", "audit__count_order").await;
     assert!(held > 0, "kb holds unacknowledged events");
     b.signal("KILL").await;
     let _c = AppProcess::start("kc", false, &only("audit")).await;
     let audit = wait_for_orders_seen(&client, orders).await;
-    assert_eq!(audit["by_instance"], json!({"kc": orders}), "the survivor counted them all: {audit}");
+    assert_eq!(
+        audit["by_instance"],
+        json!({"kc": orders}),
+        "the survivor counted them all: {audit}"
+    );
 }
 
 #[tokio::test]
@@ -87,14 +101,23 @@ async fn sigterm_exits_cleanly_and_a_rolling_restart_loses_no_request() {
     let a = AppProcess::start("ra", true, &servers.env()).await;
     let mut b = AppProcess::start("rb", false, &servers.env()).await;
     let client = Client::new(a.http.clone().expect("http"));
-    assert_eq!(client.put("/stock/nut", json!({"qty": 100000})).await.status, 200);
+    assert_eq!(
+        client
+            .put("/stock/nut", json!({"qty": 100000}))
+            .await
+            .status,
+        200
+    );
     let load = {
         let client = Client::new(a.http.clone().expect("http"));
         tokio::spawn(async move {
             let mut statuses = Vec::new();
             let until = Instant::now() + Duration::from_secs(3);
             while Instant::now() < until {
-                let batch = join_all((0..8).map(|_| client.post("/orders", json!({"sku": "nut", "qty": 1})))).await;
+                let batch = join_all(
+                    (0..8).map(|_| client.post("/orders", json!({"sku": "nut", "qty": 1}))),
+                )
+                .await;
                 statuses.extend(batch.into_iter().map(|r| r.status));
             }
             statuses
@@ -102,12 +125,19 @@ async fn sigterm_exits_cleanly_and_a_rolling_restart_loses_no_request() {
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
     b.signal("TERM").await;
-    assert_eq!(b.wait().await, Some(0), "SIGTERM exits 0 after finishing work in flight");
+    assert_eq!(
+        b.wait().await,
+        Some(0),
+        "SIGTERM exits 0 after finishing work in flight"
+    );
     let _b2 = AppProcess::start("rb2", false, &servers.env()).await;
     let statuses = load.await.expect("load task");
     let placed = statuses.iter().filter(|s| **s == 201).count() as u64;
     assert!(placed > 0);
-    assert!(statuses.iter().all(|s| *s == 201), "no request lost: {statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 201),
+        "no request lost: {statuses:?}"
+    );
     wait_for_orders_seen(&client, placed).await;
 }
 
@@ -118,7 +148,10 @@ async fn wait_for_orders_seen(client: &Client, orders: u64) -> Value {
         if audit["orders_seen"] == orders {
             return audit;
         }
-        assert!(Instant::now() < deadline, "the audit never saw {orders} orders: {audit}");
+        assert!(
+            Instant::now() < deadline,
+            "the audit never saw {orders} orders: {audit}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

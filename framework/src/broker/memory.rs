@@ -10,7 +10,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-use super::{Broker, Endpoint, EventHandler, RequestHandler, SubscriptionSpec, Work, subject_matches};
+use super::{
+    Broker, Endpoint, EventHandler, RequestHandler, SubscriptionSpec, Work, subject_matches,
+};
 use crate::error::{Error, ErrorKind};
 use crate::message::Message;
 
@@ -78,7 +80,10 @@ impl Inner {
         let mut subscribers = lock(&self.subscriptions);
         subscribers.retain(|s| !s.queue.is_closed());
         let mut groups: HashMap<&str, Vec<&Subscriber>> = HashMap::new();
-        for subscriber in subscribers.iter().filter(|s| subject_matches(&s.filter, subject)) {
+        for subscriber in subscribers
+            .iter()
+            .filter(|s| subject_matches(&s.filter, subject))
+        {
             match (&subscriber.group, only_group) {
                 (None, None) => {
                     let _ = subscriber.queue.send((subject.clone(), msg.clone()));
@@ -92,7 +97,9 @@ impl Inner {
         for members in groups.values() {
             let turn = self.next_subscriber.fetch_add(1, Ordering::Relaxed);
             // A send fails only if the member stopped a moment ago; it hands its queue back then.
-            let _ = members[turn % members.len()].queue.send((subject.clone(), msg.clone()));
+            let _ = members[turn % members.len()]
+                .queue
+                .send((subject.clone(), msg.clone()));
         }
     }
 
@@ -118,11 +125,24 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[async_trait]
 impl Broker for MemoryBroker {
-    async fn request(&self, subject: &str, msg: Message, timeout: Duration) -> Result<Message, Error> {
-        let handler = self.inner.pick(subject).ok_or_else(|| no_responders(subject))?;
+    async fn request(
+        &self,
+        subject: &str,
+        msg: Message,
+        timeout: Duration,
+    ) -> Result<Message, Error> {
+        let handler = self
+            .inner
+            .pick(subject)
+            .ok_or_else(|| no_responders(subject))?;
         tokio::time::timeout(timeout, handler(msg))
             .await
-            .map_err(|_| Error::new(ErrorKind::Timeout, format!("`{subject}` did not answer in {timeout:?}")))
+            .map_err(|_| {
+                Error::new(
+                    ErrorKind::Timeout,
+                    format!("`{subject}` did not answer in {timeout:?}"),
+                )
+            })
     }
 
     async fn publish(&self, subject: &str, msg: Message) -> Result<(), Error> {
@@ -130,12 +150,24 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
-    async fn serve(&self, endpoints: Vec<(Endpoint, RequestHandler)>, work: &Work) -> Result<(), Error> {
+    async fn serve(
+        &self,
+        endpoints: Vec<(Endpoint, RequestHandler)>,
+        work: &Work,
+    ) -> Result<(), Error> {
         let serve_id = SERVE_IDS.fetch_add(1, Ordering::Relaxed);
         {
-            let mut served = self.inner.endpoints.write().unwrap_or_else(|p| p.into_inner());
+            let mut served = self
+                .inner
+                .endpoints
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
             for (endpoint, handler) in endpoints {
-                served.entry(endpoint.subject).or_default().handlers.push((serve_id, handler));
+                served
+                    .entry(endpoint.subject)
+                    .or_default()
+                    .handlers
+                    .push((serve_id, handler));
             }
         }
         let stop = work.stop.clone();
@@ -150,7 +182,12 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
-    async fn subscribe(&self, spec: SubscriptionSpec, handler: EventHandler, work: &Work) -> Result<(), Error> {
+    async fn subscribe(
+        &self,
+        spec: SubscriptionSpec,
+        handler: EventHandler,
+        work: &Work,
+    ) -> Result<(), Error> {
         let (queue, mut deliveries) = mpsc::unbounded_channel::<Delivery>();
         let group = (!spec.every_instance).then(|| spec.durable.clone());
         lock(&self.inner.subscriptions).push(Subscriber {
@@ -186,16 +223,27 @@ impl Broker for MemoryBroker {
 
 /// A stopping subscriber passes the events it had not started to the other members of its shared
 /// subscription, as NATS would redeliver unacknowledged ones.
-fn hand_back(deliveries: &mut mpsc::UnboundedReceiver<Delivery>, group: Option<&str>, broker: &Weak<Inner>) {
+fn hand_back(
+    deliveries: &mut mpsc::UnboundedReceiver<Delivery>,
+    group: Option<&str>,
+    broker: &Weak<Inner>,
+) {
     deliveries.close();
-    let (Some(group), Some(broker)) = (group, broker.upgrade()) else { return };
+    let (Some(group), Some(broker)) = (group, broker.upgrade()) else {
+        return;
+    };
     while let Ok((subject, msg)) = deliveries.try_recv() {
         broker.route(&subject, &msg, Some(group));
     }
 }
 
 /// Delivers one event until the handler succeeds or the attempts run out.
-async fn deliver(msg: Message, spec: Arc<SubscriptionSpec>, handler: EventHandler, broker: Weak<Inner>) {
+async fn deliver(
+    msg: Message,
+    spec: Arc<SubscriptionSpec>,
+    handler: EventHandler,
+    broker: Weak<Inner>,
+) {
     for attempt in 1..=spec.max_attempts.max(1) {
         match handler(msg.clone()).await {
             Ok(()) => return,
@@ -217,6 +265,9 @@ async fn deliver(msg: Message, spec: Arc<SubscriptionSpec>, handler: EventHandle
 }
 
 fn no_responders(subject: &str) -> Error {
-    Error::new(ErrorKind::NoResponders, format!("no instance serves `{subject}`"))
-        .with_code("no_responders")
+    Error::new(
+        ErrorKind::NoResponders,
+        format!("no instance serves `{subject}`"),
+    )
+    .with_code("no_responders")
 }

@@ -67,7 +67,10 @@ impl SubscriptionSpec {
     /// The wait before redelivery after `attempt` failed deliveries (1-based).
     pub fn backoff_after(&self, attempt: u32) -> Duration {
         let index = (attempt.max(1) as usize - 1).min(self.backoff.len().saturating_sub(1));
-        self.backoff.get(index).copied().unwrap_or(Duration::from_secs(1))
+        self.backoff
+            .get(index)
+            .copied()
+            .unwrap_or(Duration::from_secs(1))
     }
 }
 
@@ -85,18 +88,32 @@ pub trait Broker: Send + Sync + 'static {
     /// Sends a command and waits for its reply. Fails at once with
     /// [`ErrorKind::NoResponders`](crate::ErrorKind::NoResponders) when no instance serves
     /// `subject`, and with [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) after `timeout`.
-    async fn request(&self, subject: &str, msg: Message, timeout: Duration) -> Result<Message, Error>;
+    async fn request(
+        &self,
+        subject: &str,
+        msg: Message,
+        timeout: Duration,
+    ) -> Result<Message, Error>;
 
     /// Publishes an event and returns once the broker has stored it.
     async fn publish(&self, subject: &str, msg: Message) -> Result<(), Error>;
 
     /// Serves these commands on this instance until `work.stop` is cancelled.
-    async fn serve(&self, endpoints: Vec<(Endpoint, RequestHandler)>, work: &Work) -> Result<(), Error>;
+    async fn serve(
+        &self,
+        endpoints: Vec<(Endpoint, RequestHandler)>,
+        work: &Work,
+    ) -> Result<(), Error>;
 
     /// Consumes a subscription on this instance until `work.stop` is cancelled: at-least-once,
     /// acknowledged after the handler succeeds, redelivered with backoff when it fails, dead-lettered
     /// after `max_attempts`.
-    async fn subscribe(&self, spec: SubscriptionSpec, handler: EventHandler, work: &Work) -> Result<(), Error>;
+    async fn subscribe(
+        &self,
+        spec: SubscriptionSpec,
+        handler: EventHandler,
+        work: &Work,
+    ) -> Result<(), Error>;
 
     /// Whether other instances share this broker (false for the embedded one).
     fn is_distributed(&self) -> bool;

@@ -39,13 +39,22 @@ impl MemoryStore {
     /// Runs `f` on the live entries. The lock is never held across an await, and a panic while
     /// holding it cannot leave a half-written entry behind, so a poisoned lock is still sound.
     fn with_entries<R>(&self, f: impl FnOnce(&mut HashMap<String, Entry>) -> R) -> R {
-        let mut entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         f(&mut entries)
     }
 
     /// Writes `key` at the version after `current`, dropping expired entries now and then so a
     /// store full of session keys does not grow without end.
-    fn write(entries: &mut HashMap<String, Entry>, key: &str, value: Bytes, ttl: Option<Duration>, current: u64) -> u64 {
+    fn write(
+        entries: &mut HashMap<String, Entry>,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+        current: u64,
+    ) -> u64 {
         let now = Instant::now();
         if entries.len() % 1024 == 1023 {
             entries.retain(|_, entry| entry.is_live(now));
@@ -78,10 +87,13 @@ impl StateStore for MemoryStore {
     async fn get(&self, key: &str) -> Result<Option<Versioned<Bytes>>, Error> {
         let now = Instant::now();
         Ok(self.with_entries(|entries| {
-            entries.get(key).filter(|e| e.is_live(now)).map(|e| Versioned {
-                value: e.value.clone(),
-                version: e.version,
-            })
+            entries
+                .get(key)
+                .filter(|e| e.is_live(now))
+                .map(|e| Versioned {
+                    value: e.value.clone(),
+                    version: e.version,
+                })
         }))
     }
 
@@ -121,7 +133,9 @@ impl StateStore for MemoryStore {
             let next = current
                 .checked_add(by)
                 .ok_or_else(|| Error::conflict(format!("incrementing `{key}` overflows")))?;
-            let expires_at = live.and_then(|_| entries.get(key)).and_then(|e| e.expires_at);
+            let expires_at = live
+                .and_then(|_| entries.get(key))
+                .and_then(|e| e.expires_at);
             Self::write(entries, key, Bytes::from(next.to_string()), None, last);
             if let Some(entry) = entries.get_mut(key) {
                 entry.expires_at = expires_at;

@@ -120,7 +120,9 @@ impl State {
         value: &T,
         ttl: Duration,
     ) -> Result<u64, Error> {
-        self.store.put(&self.key(key), encode(value)?, Some(ttl)).await
+        self.store
+            .put(&self.key(key), encode(value)?, Some(ttl))
+            .await
     }
 
     /// Deletes `key`; `true` when it existed.
@@ -142,7 +144,11 @@ impl State {
     }
 
     /// Creates `key` only if it does not exist; `false` when it already did.
-    pub async fn insert_new<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<bool, Error> {
+    pub async fn insert_new<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+    ) -> Result<bool, Error> {
         Ok(self.compare_and_swap(key, None, value).await?.is_some())
     }
 
@@ -163,7 +169,12 @@ impl State {
     }
 
     /// Like [`State::update`], and the key expires `ttl` after the write.
-    pub async fn update_with_ttl<T, F>(&self, key: &str, ttl: Duration, mut f: F) -> Result<T, Error>
+    pub async fn update_with_ttl<T, F>(
+        &self,
+        key: &str,
+        ttl: Duration,
+        mut f: F,
+    ) -> Result<T, Error>
     where
         T: Serialize + DeserializeOwned,
         F: FnMut(Option<T>) -> Result<T, Error>,
@@ -171,7 +182,12 @@ impl State {
         self.update_inner(key, Some(ttl), &mut f).await
     }
 
-    async fn update_inner<T, F>(&self, key: &str, ttl: Option<Duration>, f: &mut F) -> Result<T, Error>
+    async fn update_inner<T, F>(
+        &self,
+        key: &str,
+        ttl: Option<Duration>,
+        f: &mut F,
+    ) -> Result<T, Error>
     where
         T: Serialize + DeserializeOwned,
         F: FnMut(Option<T>) -> Result<T, Error>,
@@ -184,7 +200,12 @@ impl State {
             };
             let new = f(old)?;
             let bytes = encode(&new)?;
-            if self.store.compare_and_swap(&full, version, bytes, ttl).await?.is_some() {
+            if self
+                .store
+                .compare_and_swap(&full, version, bytes, ttl)
+                .await?
+                .is_some()
+            {
                 return Ok(new);
             }
             tokio::task::yield_now().await;
@@ -198,7 +219,9 @@ impl State {
 
 impl std::fmt::Debug for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("State").field("namespace", &self.namespace).finish()
+        f.debug_struct("State")
+            .field("namespace", &self.namespace)
+            .finish()
     }
 }
 
@@ -209,6 +232,9 @@ fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, Error> {
 }
 
 fn decode<T: DeserializeOwned>(key: &str, raw: &[u8]) -> Result<T, Error> {
-    serde_json::from_slice(raw)
-        .map_err(|e| Error::internal(format!("state key `{key}` holds a value of another shape: {e}")))
+    serde_json::from_slice(raw).map_err(|e| {
+        Error::internal(format!(
+            "state key `{key}` holds a value of another shape: {e}"
+        ))
+    })
 }

@@ -46,8 +46,7 @@ pub async fn run_store_suite(store: Arc<dyn StateStore>) {
 
 /// A prefix no other run uses, so that runs sharing a server cannot see each other's keys.
 fn unique_prefix() -> String {
-    let random = getrandom::u64().unwrap_or_else(|e| panic!("no randomness for a key prefix: {e}"));
-    format!("store-suite-{random:016x}")
+    format!("store-suite-{}", crate::message::random_hex(8))
 }
 
 async fn missing_keys(store: &dyn StateStore, key: &str) {
