@@ -382,3 +382,40 @@ async fn shutdown_finishes_requests_in_flight() {
         .await;
     assert!(refused.is_err(), "no new connections after shutdown");
 }
+
+#[tokio::test]
+async fn an_event_that_does_not_decode_is_dead_lettered_without_retries() {
+    use cohort::broker::{Broker, MemoryBroker};
+    use cohort::message::Message;
+
+    let broker = MemoryBroker::new();
+    let running = cohort::App::with_config(cohort::Config {
+        http_addr: None,
+        // Retries would take minutes: a dead letter within the test's patience shows there were none.
+        event_backoff: vec![Duration::from_secs(600)],
+        ..cohort::Config::default()
+    })
+    .broker(Arc::new(broker.clone()))
+    .start()
+    .await
+    .expect("starts");
+    let _ = example_app::app;
+    broker
+        .publish("cohort.evt.orders.order_placed", Message::new(r#"{"id": "not a number"}"#))
+        .await
+        .expect("published");
+    for _ in 0..200 {
+        let letters = broker.dead_letters();
+        if letters.len() == 2 {
+            let subjects: Vec<&str> = letters.iter().map(|(subject, _)| subject.as_str()).collect();
+            assert!(subjects.contains(&"cohort.dlq.audit.count_order"), "{subjects:?}");
+            assert!(subjects.contains(&"cohort.dlq.audit.hear_order"), "{subjects:?}");
+            let error = letters[0].1.meta.error.as_deref().unwrap_or_default();
+            assert!(error.contains("id"), "the dead letter says what was wrong: {error}");
+            running.shutdown().await.expect("shuts down");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the undecodable event was not dead-lettered: {:?}", broker.dead_letters());
+}

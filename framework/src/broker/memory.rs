@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 
 use super::{
     Broker, Endpoint, EventHandler, RequestHandler, SubscriptionSpec, Work, subject_matches,
+    worth_retrying,
 };
 use crate::error::{Error, ErrorKind};
 use crate::message::Message;
@@ -247,7 +248,7 @@ async fn deliver(
     for attempt in 1..=spec.max_attempts.max(1) {
         match handler(msg.clone()).await {
             Ok(()) => return,
-            Err(err) if attempt < spec.max_attempts => {
+            Err(err) if attempt < spec.max_attempts && worth_retrying(&err) => {
                 tracing::warn!(subscription = %spec.durable, attempt, error = %err, "event handler failed; will retry");
                 tokio::time::sleep(spec.backoff_after(attempt)).await;
             }

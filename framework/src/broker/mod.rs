@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 pub use memory::MemoryBroker;
 pub use nats::NatsBroker;
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::message::Message;
 
 /// Runs one command on this instance. It never fails: an error is a reply with an error status.
@@ -125,6 +125,12 @@ pub trait Broker: Send + Sync + 'static {
     async fn close(&self) -> Result<(), Error> {
         Ok(())
     }
+}
+
+/// Whether redelivering an event can help after its handler failed with `err`. An event that does
+/// not decode as its type (400, 422) never will: it goes to the dead letters at once.
+pub fn worth_retrying(err: &Error) -> bool {
+    !matches!(err.kind(), ErrorKind::BadRequest | ErrorKind::Invalid)
 }
 
 /// Whether a NATS subject matches a pattern with `*` (one token) and `>` (the rest).

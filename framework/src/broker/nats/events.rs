@@ -20,6 +20,7 @@ use tokio::time::{Instant, sleep, timeout};
 
 use super::wire::{event_headers, header_value, metadata_of};
 use super::{FLUSH_TIMEOUT, Inner, panic_message, unavailable};
+use crate::broker::worth_retrying;
 use crate::broker::{EventHandler, SubscriptionSpec, Work};
 use crate::error::{Error, ErrorKind};
 use crate::message::{Message, header};
@@ -467,7 +468,7 @@ async fn deliver(
 
     let ack = match outcome {
         Ok(()) => AckKind::Ack,
-        Err(err) if attempt >= spec.max_attempts => {
+        Err(err) if attempt >= spec.max_attempts || !worth_retrying(&err) => {
             match dead_letter(&message, &subscription, &err).await {
                 Ok(()) => {
                     tracing::error!(subscription = %spec.durable, attempts = attempt, error = %err, dead_letter = %spec.dead_letter_subject, "event handler gave up; event dead-lettered");
