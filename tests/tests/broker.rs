@@ -65,6 +65,11 @@ where
     Arc::new(move |msg| f(msg).boxed())
 }
 
+/// A handler that replies with the request it got.
+fn echo() -> RequestHandler {
+    request_handler(|msg: Message| async move { msg })
+}
+
 /// A handler that records every event it gets and succeeds.
 fn recorder() -> (EventHandler, Arc<Mutex<Vec<Message>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -124,6 +129,33 @@ async fn eventually_ok<T, E: std::fmt::Display, Fut: Future<Output = Result<T, E
             Err(_) => sleep(Duration::from_millis(100)).await,
         }
     }
+}
+
+/// Serves `endpoints` on `broker` until the returned work stops.
+async fn serve(broker: &NatsBroker, endpoints: Vec<(Endpoint, RequestHandler)>) -> Work {
+    let work = Work::default();
+    broker.serve(endpoints, &work).await.expect("serve");
+    work
+}
+
+/// Subscribes `handler` on `broker` until the returned work stops; `what` names the step in a
+/// failure message.
+async fn subscribe(
+    broker: &NatsBroker,
+    spec: SubscriptionSpec,
+    handler: EventHandler,
+    what: &str,
+) -> Work {
+    let work = Work::default();
+    broker.subscribe(spec, handler, &work).await.expect(what);
+    work
+}
+
+/// A plain NATS client of `server`: no Cohort code in between.
+async fn plain_client(server: &NatsServer) -> async_nats::Client {
+    async_nats::connect(server.url())
+        .await
+        .expect("a plain client")
 }
 
 async fn stop(work: &Work) {
@@ -200,15 +232,9 @@ async fn a_plain_nats_client_calls_a_command() {
             payload: Bytes::from(output.to_string()),
         }
     });
-    let work = Work::default();
-    broker
-        .serve(vec![(place, handler)], &work)
-        .await
-        .expect("serve");
+    let work = serve(&broker, vec![(place, handler)]).await;
 
-    let plain = async_nats::connect(server.url())
-        .await
-        .expect("a plain client");
+    let plain = plain_client(&server).await;
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(header::PRINCIPAL, "bob");
     let reply = plain
@@ -238,21 +264,13 @@ async fn a_plain_jetstream_publish_reaches_a_subscription() {
     let server = NatsServer::start().await;
     let broker = connect(&server.url(), &instance()).await;
     let (handler, seen) = recorder();
-    let work = Work::default();
     let spec = SubscriptionSpec {
         filter_subject: "cohort.evt.x.y".to_owned(),
         ..spec("audit", "all_y", "y")
     };
-    broker
-        .subscribe(spec, handler, &work)
-        .await
-        .expect("subscribe");
+    let work = subscribe(&broker, spec, handler, "subscribe").await;
 
-    let plain = async_nats::jetstream::new(
-        async_nats::connect(server.url())
-            .await
-            .expect("a plain client"),
-    );
+    let plain = async_nats::jetstream::new(plain_client(&server).await);
     plain
         .publish(
             "cohort.evt.x.y",
@@ -282,16 +300,9 @@ async fn commands_are_announced_with_the_micro_protocol() {
         ("output_schema".to_owned(), r#"{"type":"array"}"#.to_owned()),
     ]);
     let get = endpoint("catalog", "get");
-    let echo = || request_handler(|msg: Message| async move { msg });
-    let work = Work::default();
-    broker
-        .serve(vec![(list.clone(), echo()), (get.clone(), echo())], &work)
-        .await
-        .expect("serve");
+    let work = serve(&broker, vec![(list.clone(), echo()), (get.clone(), echo())]).await;
 
-    let plain = async_nats::connect(server.url())
-        .await
-        .expect("a plain client");
+    let plain = plain_client(&server).await;
     let ping = plain
         .request("$SRV.PING.catalog", Bytes::new())
         .await
@@ -341,9 +352,7 @@ async fn an_exhausted_event_is_dead_lettered_with_its_error() {
     let server = NatsServer::start().await;
     let broker = connect(&server.url(), &instance()).await;
     let spec = spec("shipping", "label", "packed");
-    let plain = async_nats::connect(server.url())
-        .await
-        .expect("a plain client");
+    let plain = plain_client(&server).await;
     let mut letters = plain
         .subscribe(spec.dead_letter_subject.clone())
         .await
@@ -352,11 +361,7 @@ async fn an_exhausted_event_is_dead_lettered_with_its_error() {
 
     let handler: EventHandler =
         Arc::new(|_msg| async { Err(cohort::Error::conflict("out of stock\r\nfor good")) }.boxed());
-    let work = Work::default();
-    broker
-        .subscribe(spec.clone(), handler, &work)
-        .await
-        .expect("subscribe");
+    let work = subscribe(&broker, spec.clone(), handler, "subscribe").await;
     let subject = Subjects::default().event("shipping", "packed");
     broker
         .publish(&subject, event("parcel-7", r#"{"parcel":7}"#))
@@ -411,10 +416,7 @@ async fn a_crashed_instance_events_go_to_another_after_the_ack_wait() {
             futures_util::future::pending().boxed()
         }
     });
-    let work_a = Work::default();
-    a.subscribe(spec.clone(), hangs, &work_a)
-        .await
-        .expect("subscribe on A");
+    let _work_a = subscribe(&a, spec.clone(), hangs, "subscribe on A").await;
     a.publish(
         &Subjects::default().event("billing", "ordered"),
         event("order-1", "{}"),
@@ -429,10 +431,7 @@ async fn a_crashed_instance_events_go_to_another_after_the_ack_wait() {
     // The crash: A's connection goes away while its handler holds the event unacknowledged.
     a.client().drain().await.expect("close A's connection");
     let (handler, seen) = recorder();
-    let work_b = Work::default();
-    b.subscribe(spec, handler, &work_b)
-        .await
-        .expect("subscribe on B");
+    let work_b = subscribe(&b, spec, handler, "subscribe on B").await;
     let crashed_at = Instant::now();
     eventually(
         "the crashed instance's event must be delivered to another instance",
@@ -456,17 +455,9 @@ async fn every_instance_consumers_belong_to_their_instance() {
         every_instance: true,
         ..spec("cache", "evict", "changed")
     };
-    let work = Work::default();
-    broker
-        .subscribe(spec, handler, &work)
-        .await
-        .expect("subscribe");
+    let work = subscribe(&broker, spec, handler, "subscribe").await;
 
-    let js = async_nats::jetstream::new(
-        async_nats::connect(server.url())
-            .await
-            .expect("a plain client"),
-    );
+    let js = async_nats::jetstream::new(plain_client(&server).await);
     let consumer: async_nats::jetstream::consumer::PullConsumer = js
         .get_consumer_from_stream("cache__evict__host-1", Subjects::default().events_stream())
         .await
@@ -486,18 +477,8 @@ async fn a_nats_restart_loses_no_stored_event() {
     let broker = connect(&server.url(), &instance()).await;
     let subjects = Subjects::default();
 
-    let echo = endpoint("ledger", "echo");
-    let work = Work::default();
-    broker
-        .serve(
-            vec![(
-                echo.clone(),
-                request_handler(|msg: Message| async move { msg }),
-            )],
-            &work,
-        )
-        .await
-        .expect("serve");
+    let echo_endpoint = endpoint("ledger", "echo");
+    let work = serve(&broker, vec![(echo_endpoint.clone(), echo())]).await;
     // A subscription that keeps running through the restart.
     let (running, seen_running) = recorder();
     broker
@@ -506,12 +487,8 @@ async fn a_nats_restart_loses_no_stored_event() {
         .expect("subscribe");
     // A subscription with no instance pulling during the restart: its events wait on the server.
     let parked_spec = spec("ledger", "parked", "parked");
-    let parked_work = Work::default();
     let (parked, _) = recorder();
-    broker
-        .subscribe(parked_spec.clone(), parked, &parked_work)
-        .await
-        .expect("subscribe");
+    let parked_work = subscribe(&broker, parked_spec.clone(), parked, "subscribe").await;
     stop(&parked_work).await;
 
     broker
@@ -533,7 +510,7 @@ async fn a_nats_restart_loses_no_stored_event() {
 
     eventually_ok("a request after the NATS restart", PATIENCE, || {
         broker.request(
-            &echo.subject,
+            &echo_endpoint.subject,
             Message::new(Bytes::from_static(b"{}")),
             Duration::from_secs(2),
         )
@@ -556,11 +533,13 @@ async fn a_nats_restart_loses_no_stored_event() {
     .await;
 
     let (resumed, seen_resumed) = recorder();
-    let resumed_work = Work::default();
-    broker
-        .subscribe(parked_spec, resumed, &resumed_work)
-        .await
-        .expect("subscribe again after the restart");
+    let resumed_work = subscribe(
+        &broker,
+        parked_spec,
+        resumed,
+        "subscribe again after the restart",
+    )
+    .await;
     eventually(
         "an event stored before the restart is delivered after it",
         PATIENCE,
@@ -585,13 +564,8 @@ async fn a_stopped_instance_leaves_new_events_to_the_others() {
     };
     let (on_a, seen_a) = recorder();
     let (on_b, seen_b) = recorder();
-    let (work_a, work_b) = (Work::default(), Work::default());
-    a.subscribe(spec.clone(), on_a, &work_a)
-        .await
-        .expect("subscribe on A");
-    b.subscribe(spec, on_b, &work_b)
-        .await
-        .expect("subscribe on B");
+    let work_a = subscribe(&a, spec.clone(), on_a, "subscribe on A").await;
+    let work_b = subscribe(&b, spec, on_b, "subscribe on B").await;
     stop(&work_a).await;
 
     let subject = Subjects::default().event("search", "updated");
@@ -625,11 +599,7 @@ async fn a_command_handler_that_panics_does_not_stop_its_endpoint() {
         );
         async move { msg }
     });
-    let work = Work::default();
-    broker
-        .serve(vec![(fragile.clone(), handler)], &work)
-        .await
-        .expect("serve");
+    let work = serve(&broker, vec![(fragile.clone(), handler)]).await;
     let boom = broker
         .request(
             &fragile.subject,

@@ -401,21 +401,39 @@ async fn an_event_that_does_not_decode_is_dead_lettered_without_retries() {
     .expect("starts");
     let _ = example_app::app;
     broker
-        .publish("cohort.evt.orders.order_placed", Message::new(r#"{"id": "not a number"}"#))
+        .publish(
+            "cohort.evt.orders.order_placed",
+            Message::new(r#"{"id": "not a number"}"#),
+        )
         .await
         .expect("published");
     for _ in 0..200 {
         let letters = broker.dead_letters();
         if letters.len() == 2 {
-            let subjects: Vec<&str> = letters.iter().map(|(subject, _)| subject.as_str()).collect();
-            assert!(subjects.contains(&"cohort.dlq.audit.count_order"), "{subjects:?}");
-            assert!(subjects.contains(&"cohort.dlq.audit.hear_order"), "{subjects:?}");
+            let subjects: Vec<&str> = letters
+                .iter()
+                .map(|(subject, _)| subject.as_str())
+                .collect();
+            assert!(
+                subjects.contains(&"cohort.dlq.audit.count_order"),
+                "{subjects:?}"
+            );
+            assert!(
+                subjects.contains(&"cohort.dlq.audit.hear_order"),
+                "{subjects:?}"
+            );
             let error = letters[0].1.meta.error.as_deref().unwrap_or_default();
-            assert!(error.contains("id"), "the dead letter says what was wrong: {error}");
+            assert!(
+                error.contains("id"),
+                "the dead letter says what was wrong: {error}"
+            );
             running.shutdown().await.expect("shuts down");
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("the undecodable event was not dead-lettered: {:?}", broker.dead_letters());
+    panic!(
+        "the undecodable event was not dead-lettered: {:?}",
+        broker.dead_letters()
+    );
 }

@@ -35,7 +35,10 @@ const UNAVAILABLE: &str = "state_store_unavailable";
 
 /// Writes the value and bumps the version; a put without a TTL makes the key permanent again.
 /// `KEYS[1]` = key; `ARGV[1]` = value, `ARGV[2]` = TTL in milliseconds or "" for none.
-const PUT: &str = r"
+/// A macro rather than a `const`, so that [`COMPARE_AND_SWAP`] can `concat!` it.
+macro_rules! put_script {
+    () => {
+        r"
 local version = redis.call('HINCRBY', KEYS[1], 'v', 1)
 redis.call('HSET', KEYS[1], 'd', ARGV[1])
 if ARGV[2] == '' then
@@ -44,27 +47,26 @@ else
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return version
-";
+"
+    };
+}
+
+/// The script of [`put_script!`].
+const PUT: &str = put_script!();
 
 /// The put above, done only when the current version is the expected one ("" = key absent).
 /// `KEYS[1]` = key; `ARGV[1]` = value, `ARGV[2]` = TTL in milliseconds or "", `ARGV[3]` = expected.
 /// Returns the new version, or nil on a mismatch.
-const COMPARE_AND_SWAP: &str = r"
+const COMPARE_AND_SWAP: &str = concat!(
+    r"
 local current = redis.call('HGET', KEYS[1], 'v')
 if ARGV[3] == '' then
   if current then return false end
 elseif current ~= ARGV[3] then
   return false
-end
-local version = redis.call('HINCRBY', KEYS[1], 'v', 1)
-redis.call('HSET', KEYS[1], 'd', ARGV[1])
-if ARGV[2] == '' then
-  redis.call('PERSIST', KEYS[1])
-else
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return version
-";
+end",
+    put_script!()
+);
 
 /// Adds to the integer in `d` (absent counts as 0) and bumps the version; the TTL is untouched.
 /// `KEYS[1]` = key; `ARGV[1]` = amount. Returns {'ok', new value as a string} (a string, because

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -53,16 +53,30 @@ where
     Fut: Future<Output = Arc<dyn Broker>>,
 {
     let run = Run::new();
-    request_reply_round_trip(&make, &run).await;
-    no_responders_fail_fast(&make, &run).await;
-    slow_handler_times_out(&make, &run).await;
-    requests_run_concurrently(&make, &run).await;
-    requests_spread_over_instances_and_avoid_stopped_ones(&make, &run).await;
-    each_event_reaches_one_instance(&make, &run).await;
-    failed_event_is_redelivered(&make, &run).await;
-    failing_event_stops_after_max_attempts(&make, &run).await;
-    stopping_an_instance_loses_no_event(&make, &run).await;
-    every_instance_subscription_reaches_each_instance(&make, &run).await;
+    request_reply_round_trip(&run, instances(&make).await).await;
+    no_responders_fail_fast(&run, instances(&make).await).await;
+    slow_handler_times_out(&run, instances(&make).await).await;
+    requests_run_concurrently(&run, instances(&make).await).await;
+    requests_spread_over_instances_and_avoid_stopped_ones(&run, instances(&make).await).await;
+    each_event_reaches_one_instance(&run, instances(&make).await).await;
+    failed_event_is_redelivered(&run, instances(&make).await).await;
+    failing_event_stops_after_max_attempts(&run, instances(&make).await).await;
+    stopping_an_instance_loses_no_event(&run, instances(&make).await).await;
+    every_instance_subscription_reaches_each_instance(&run, instances(&make).await).await;
+}
+
+/// `N` new instances from `make`, made one after another.
+async fn instances<const N: usize, F, Fut>(make: &F) -> [Arc<dyn Broker>; N]
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn Broker>>,
+{
+    let mut made = Vec::with_capacity(N);
+    for _ in 0..N {
+        made.push(make().await);
+    }
+    made.try_into()
+        .unwrap_or_else(|_| unreachable!("exactly {N} instances were made"))
 }
 
 /// Names no other run uses.
@@ -140,6 +154,66 @@ fn event(id: &str, body: &str) -> Message {
     }
 }
 
+/// Locks `mutex`, even one poisoned by a handler that panicked.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// ` on instance NAME` for a failure message, or nothing when the scenario has one instance.
+fn on_instance(instance: Option<&str>) -> String {
+    instance
+        .map(|name| format!(" on instance {name}"))
+        .unwrap_or_default()
+}
+
+/// Serves `endpoint` with `handler` on `broker` until the returned work stops. `instance` names
+/// the broker in a failure message when the scenario has several.
+async fn serve(
+    broker: &dyn Broker,
+    endpoint: Endpoint,
+    handler: RequestHandler,
+    instance: Option<&str>,
+) -> Work {
+    let subject = endpoint.subject.clone();
+    let work = Work::default();
+    broker
+        .serve(vec![(endpoint, handler)], &work)
+        .await
+        .unwrap_or_else(|e| panic!("serving `{subject}`{} failed: {e}", on_instance(instance)));
+    work
+}
+
+/// Subscribes `handler` on `broker` until the returned work stops. `instance` names the broker in
+/// a failure message when the scenario has several.
+async fn subscribe(
+    broker: &dyn Broker,
+    spec: SubscriptionSpec,
+    handler: EventHandler,
+    instance: Option<&str>,
+) -> Work {
+    let work = Work::default();
+    broker
+        .subscribe(spec, handler, &work)
+        .await
+        .unwrap_or_else(|e| panic!("subscribing{} failed: {e}", on_instance(instance)));
+    work
+}
+
+/// Sends `msg` to `subject` and returns the reply, panicking when none comes.
+async fn request(client: &dyn Broker, subject: &str, msg: Message) -> Message {
+    client
+        .request(subject, msg, PATIENCE)
+        .await
+        .unwrap_or_else(|e| panic!("request to `{subject}` failed: {e}"))
+}
+
+async fn publish(publisher: &dyn Broker, subject: &str, msg: Message) {
+    publisher
+        .publish(subject, msg)
+        .await
+        .unwrap_or_else(|e| panic!("publishing to `{subject}` failed: {e}"));
+}
+
 async fn stop(work: &Work, what: &str) {
     work.stop.cancel();
     work.tasks.close();
@@ -164,54 +238,42 @@ async fn eventually(what: &str, within: Duration, mut done: impl FnMut() -> bool
     }
 }
 
-async fn request_reply_round_trip<F, Fut>(make: &F, run: &Run)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Arc<dyn Broker>>,
-{
-    let (server, client) = (make().await, make().await);
-    let service = run.service("echo");
-    let endpoint = run.endpoint(&service, "echo");
-    let subject = endpoint.subject.clone();
-    let seen = Arc::new(Mutex::new(None::<Message>));
-    let handler = request_handler({
+/// A handler that records the request it got in `seen` and replies with a 201 echo of its body,
+/// or with a 409 problem when the body is `"conflict"`.
+fn echo_or_conflict(seen: Arc<Mutex<Option<Message>>>) -> RequestHandler {
+    request_handler(move |msg: Message| {
         let seen = seen.clone();
-        move |msg: Message| {
-            let seen = seen.clone();
-            async move {
-                let conflict = msg.payload.as_ref() == b"\"conflict\"";
-                *seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg.clone());
-                if conflict {
-                    let err = Error::conflict("taken").with_code("taken");
-                    return Message {
-                        meta: Metadata {
-                            status: Some(err.status()),
-                            content_type: Some(PROBLEM_JSON.to_owned()),
-                            ..Metadata::default()
-                        },
-                        payload: Bytes::from(err.to_problem_json()),
-                    };
-                }
-                Message {
+        async move {
+            let conflict = msg.payload.as_ref() == b"\"conflict\"";
+            *lock(&seen) = Some(msg.clone());
+            if conflict {
+                let err = Error::conflict("taken").with_code("taken");
+                return Message {
                     meta: Metadata {
-                        status: Some(201),
-                        content_type: Some(JSON.to_owned()),
-                        session_set: Some("session-2".to_owned()),
-                        instance: Some("server".to_owned()),
+                        status: Some(err.status()),
+                        content_type: Some(PROBLEM_JSON.to_owned()),
                         ..Metadata::default()
                     },
-                    payload: msg.payload,
-                }
+                    payload: Bytes::from(err.to_problem_json()),
+                };
+            }
+            Message {
+                meta: Metadata {
+                    status: Some(201),
+                    content_type: Some(JSON.to_owned()),
+                    session_set: Some("session-2".to_owned()),
+                    instance: Some("server".to_owned()),
+                    ..Metadata::default()
+                },
+                payload: msg.payload,
             }
         }
-    });
-    let work = Work::default();
-    server
-        .serve(vec![(endpoint, handler)], &work)
-        .await
-        .unwrap_or_else(|e| panic!("serving `{subject}` failed: {e}"));
+    })
+}
 
-    let sent = Metadata {
+/// Every metadata header a caller may send.
+fn caller_metadata() -> Metadata {
+    Metadata {
         message_id: Some(message::random_hex(8)),
         traceparent: Some(message::new_traceparent()),
         principal: Some("alice".to_owned()),
@@ -222,19 +284,24 @@ where
         service: Some("caller".to_owned()),
         content_type: Some(JSON.to_owned()),
         ..Metadata::default()
-    };
+    }
+}
+
+async fn request_reply_round_trip(run: &Run, [server, client]: [Arc<dyn Broker>; 2]) {
+    let service = run.service("echo");
+    let endpoint = run.endpoint(&service, "echo");
+    let subject = endpoint.subject.clone();
+    let seen = Arc::new(Mutex::new(None::<Message>));
+    let work = serve(&*server, endpoint, echo_or_conflict(seen.clone()), None).await;
+
+    let sent = caller_metadata();
     let body = Bytes::from_static(br#"{"n":1,"s":"h\u00e9"}"#);
-    let request = Message {
+    let request_msg = Message {
         meta: sent.clone(),
         payload: body.clone(),
     };
-    let reply = client
-        .request(&subject, request, PATIENCE)
-        .await
-        .unwrap_or_else(|e| panic!("request to `{subject}` failed: {e}"));
-    let received = seen
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+    let reply = request(&*client, &subject, request_msg).await;
+    let received = lock(&seen)
         .take()
         .unwrap_or_else(|| panic!("a reply came back, but the handler of `{subject}` never ran"));
     assert_eq!(
@@ -269,15 +336,14 @@ where
         Some("server"),
         "the reply must keep its instance header"
     );
+    error_reply_carries_its_problem(&*client, &subject).await;
+    stop(&work, "request/reply").await;
+}
 
-    let reply = client
-        .request(
-            &subject,
-            Message::new(Bytes::from_static(b"\"conflict\"")),
-            PATIENCE,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("request to `{subject}` failed: {e}"));
+/// Checks the error reply of [`echo_or_conflict`] served at `subject`.
+async fn error_reply_carries_its_problem(client: &dyn Broker, subject: &str) {
+    let conflict = Message::new(Bytes::from_static(b"\"conflict\""));
+    let reply = request(client, subject, conflict).await;
     assert_eq!(reply.status(), 409, "an error reply must carry its status");
     assert_eq!(reply.meta.content_type.as_deref(), Some(PROBLEM_JSON));
     let err = Error::from_problem_json(reply.status(), &reply.payload);
@@ -286,15 +352,9 @@ where
         (ErrorKind::Conflict, "taken"),
         "an error reply must carry its problem body"
     );
-    stop(&work, "request/reply").await;
 }
 
-async fn no_responders_fail_fast<F, Fut>(make: &F, run: &Run)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Arc<dyn Broker>>,
-{
-    let client = make().await;
+async fn no_responders_fail_fast(run: &Run, [client]: [Arc<dyn Broker>; 1]) {
     let subject = run.endpoint(&run.service("nobody"), "nothing").subject;
     let started = Instant::now();
     let err = client
@@ -317,23 +377,19 @@ where
     );
 }
 
-async fn slow_handler_times_out<F, Fut>(make: &F, run: &Run)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Arc<dyn Broker>>,
-{
-    let (server, client) = (make().await, make().await);
+/// A handler that waits `delay` and then echoes the request.
+fn delayed_echo(delay: Duration) -> RequestHandler {
+    request_handler(move |msg: Message| async move {
+        sleep(delay).await;
+        msg
+    })
+}
+
+async fn slow_handler_times_out(run: &Run, [server, client]: [Arc<dyn Broker>; 2]) {
     let endpoint = run.endpoint(&run.service("slow"), "slow");
     let subject = endpoint.subject.clone();
-    let handler = request_handler(|msg: Message| async move {
-        sleep(Duration::from_millis(1500)).await;
-        msg
-    });
-    let work = Work::default();
-    server
-        .serve(vec![(endpoint, handler)], &work)
-        .await
-        .unwrap_or_else(|e| panic!("serving `{subject}` failed: {e}"));
+    let handler = delayed_echo(Duration::from_millis(1500));
+    let work = serve(&*server, endpoint, handler, None).await;
     let started = Instant::now();
     let err = client
         .request(
@@ -356,23 +412,11 @@ where
     stop(&work, "slow handler").await;
 }
 
-async fn requests_run_concurrently<F, Fut>(make: &F, run: &Run)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Arc<dyn Broker>>,
-{
-    let (server, client) = (make().await, make().await);
+async fn requests_run_concurrently(run: &Run, [server, client]: [Arc<dyn Broker>; 2]) {
     let endpoint = run.endpoint(&run.service("parallel"), "wait");
     let subject = endpoint.subject.clone();
-    let handler = request_handler(|msg: Message| async move {
-        sleep(Duration::from_millis(500)).await;
-        msg
-    });
-    let work = Work::default();
-    server
-        .serve(vec![(endpoint, handler)], &work)
-        .await
-        .unwrap_or_else(|e| panic!("serving `{subject}` failed: {e}"));
+    let handler = delayed_echo(Duration::from_millis(500));
+    let work = serve(&*server, endpoint, handler, None).await;
     let started = Instant::now();
     let requests = (0..10).map(|i| {
         let (client, subject) = (client.clone(), subject.clone());
@@ -393,42 +437,57 @@ where
     stop(&work, "concurrent requests").await;
 }
 
-async fn requests_spread_over_instances_and_avoid_stopped_ones<F, Fut>(make: &F, run: &Run)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Arc<dyn Broker>>,
-{
-    let (a, b, client) = (make().await, make().await, make().await);
-    let endpoint = run.endpoint(&run.service("spread"), "work");
-    let subject = endpoint.subject.clone();
-    let served = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
-    let counting = |instance: usize| {
-        let served = served.clone();
+/// Sends `count` requests to `subject` one after another; `when` says in a failure message what
+/// the scenario was doing.
+async fn send_requests(client: &dyn Broker, subject: &str, count: usize, when: &str) {
+    for i in 0..count {
+        client
+            .request(subject, Message::new(format!("{{\"i\":{i}}}")), PATIENCE)
+            .await
+            .unwrap_or_else(|e| panic!("request {i} to `{subject}` {when} failed: {e}"));
+    }
+}
+
+/// Counts the requests each of two instances served.
+#[derive(Default)]
+struct Served([AtomicUsize; 2]);
+
+impl Served {
+    /// A handler for `instance` that counts each request and echoes it.
+    fn handler(self: &Arc<Self>, instance: usize) -> RequestHandler {
+        let served = self.clone();
         request_handler(move |msg: Message| {
-            served[instance].fetch_add(1, Ordering::SeqCst);
+            served.0[instance].fetch_add(1, Ordering::SeqCst);
             async move { msg }
         })
-    };
-    let (work_a, work_b) = (Work::default(), Work::default());
-    a.serve(vec![(endpoint.clone(), counting(0))], &work_a)
-        .await
-        .unwrap_or_else(|e| panic!("serving `{subject}` on instance A failed: {e}"));
-    b.serve(vec![(endpoint, counting(1))], &work_b)
-        .await
-        .unwrap_or_else(|e| panic!("serving `{subject}` on instance B failed: {e}"));
-
-    for i in 0..50 {
-        client
-            .request(&subject, Message::new(format!("{{\"i\":{i}}}")), PATIENCE)
-            .await
-            .unwrap_or_else(|e| {
-                panic!("request {i} to `{subject}` served by two instances failed: {e}")
-            });
     }
-    let (on_a, on_b) = (
-        served[0].load(Ordering::SeqCst),
-        served[1].load(Ordering::SeqCst),
-    );
+
+    /// How many requests instances A and B served.
+    fn counts(&self) -> (usize, usize) {
+        (
+            self.0[0].load(Ordering::SeqCst),
+            self.0[1].load(Ordering::SeqCst),
+        )
+    }
+
+    fn reset(&self) {
+        self.0[0].store(0, Ordering::SeqCst);
+        self.0[1].store(0, Ordering::SeqCst);
+    }
+}
+
+async fn requests_spread_over_instances_and_avoid_stopped_ones(
+    run: &Run,
+    [a, b, client]: [Arc<dyn Broker>; 3],
+) {
+    let endpoint = run.endpoint(&run.service("spread"), "work");
+    let subject = endpoint.subject.clone();
+    let served = Arc::new(Served::default());
+    let work_a = serve(&*a, endpoint.clone(), served.handler(0), Some("A")).await;
+    let work_b = serve(&*b, endpoint, served.handler(1), Some("B")).await;
+
+    send_requests(&*client, &subject, 50, "served by two instances").await;
+    let (on_a, on_b) = served.counts();
     assert_eq!(
         on_a + on_b,
         50,
@@ -440,22 +499,10 @@ where
     );
 
     stop(&work_a, "stopping instance A").await;
-    served[0].store(0, Ordering::SeqCst);
-    served[1].store(0, Ordering::SeqCst);
-    for i in 0..20 {
-        client
-            .request(&subject, Message::new(format!("{{\"i\":{i}}}")), PATIENCE)
-            .await
-            .unwrap_or_else(|e| {
-                panic!("request {i} to `{subject}` after instance A stopped failed: {e}")
-            });
-    }
-    let (on_a, on_b) = (
-        served[0].load(Ordering::SeqCst),
-        served[1].load(Ordering::SeqCst),
-    );
+    served.reset();
+    send_requests(&*client, &subject, 20, "after instance A stopped").await;
     assert_eq!(
-        (on_a, on_b),
+        served.counts(),
         (0, 20),
         "after instance A stopped, every request must go to instance B"
     );
@@ -475,16 +522,21 @@ impl Deliveries {
         event_handler(move |msg: Message| {
             let deliveries = deliveries.clone();
             async move {
-                let id = msg.meta.message_id.clone().unwrap_or_default();
-                *deliveries.lock().entry(id).or_default() += 1;
+                deliveries.record(&msg);
                 deliveries.by_instance[instance].fetch_add(1, Ordering::SeqCst);
                 Ok(())
             }
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
-        self.by_id.lock().unwrap_or_else(|p| p.into_inner())
+    /// Counts one delivery of `msg`'s id.
+    fn record(&self, msg: &Message) {
+        let id = msg.meta.message_id.clone().unwrap_or_default();
+        *self.lock().entry(id).or_default() += 1;
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, usize>> {
+        lock(&self.by_id)
     }
 
     fn distinct(&self) -> usize {
@@ -496,22 +548,12 @@ impl Deliveries {
     }
 }
 
-async fn each_event_reaches_one_instance<F, Fut>(make: &F, run: &Run)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Arc<dyn Broker>>,
-{
-    let (a, b, publisher) = (make().await, make().await, make().await);
+async fn each_event_reaches_one_instance(run: &Run, [a, b, publisher]: [Arc<dyn Broker>; 3]) {
     let service = run.service("once");
     let spec = run.spec(&service, "count", "ticked", 5);
     let deliveries = Arc::new(Deliveries::default());
-    let (work_a, work_b) = (Work::default(), Work::default());
-    a.subscribe(spec.clone(), deliveries.handler(0), &work_a)
-        .await
-        .unwrap_or_else(|e| panic!("subscribing on instance A failed: {e}"));
-    b.subscribe(spec, deliveries.handler(1), &work_b)
-        .await
-        .unwrap_or_else(|e| panic!("subscribing on instance B failed: {e}"));
+    let work_a = subscribe(&*a, spec.clone(), deliveries.handler(0), Some("A")).await;
+    let work_b = subscribe(&*b, spec, deliveries.handler(1), Some("B")).await;
 
     let subject = run.subjects.event(&service, "ticked");
     for i in 0..20 {
@@ -541,42 +583,31 @@ where
     stop(&work_b, "stopping instance B").await;
 }
 
-async fn failed_event_is_redelivered<F, Fut>(make: &F, run: &Run)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Arc<dyn Broker>>,
-{
-    let (subscriber, publisher) = (make().await, make().await);
+/// A handler that records every attempt in `attempts` and fails only the first.
+fn fails_once(attempts: Arc<Mutex<Vec<Message>>>) -> EventHandler {
+    event_handler(move |msg: Message| {
+        let attempts = attempts.clone();
+        async move {
+            let mut attempts = lock(&attempts);
+            attempts.push(msg);
+            if attempts.len() == 1 {
+                Err(Error::unavailable("the first attempt fails"))
+            } else {
+                Ok(())
+            }
+        }
+    })
+}
+
+async fn failed_event_is_redelivered(run: &Run, [subscriber, publisher]: [Arc<dyn Broker>; 2]) {
     let service = run.service("retry");
     let spec = run.spec(&service, "flaky", "happened", 5);
     let attempts = Arc::new(Mutex::new(Vec::<Message>::new()));
-    let handler = event_handler({
-        let attempts = attempts.clone();
-        move |msg: Message| {
-            let attempts = attempts.clone();
-            async move {
-                let mut attempts = attempts.lock().unwrap_or_else(|p| p.into_inner());
-                attempts.push(msg);
-                if attempts.len() == 1 {
-                    Err(Error::unavailable("the first attempt fails"))
-                } else {
-                    Ok(())
-                }
-            }
-        }
-    });
-    let work = Work::default();
-    subscriber
-        .subscribe(spec, handler, &work)
-        .await
-        .unwrap_or_else(|e| panic!("subscribing failed: {e}"));
+    let work = subscribe(&*subscriber, spec, fails_once(attempts.clone()), None).await;
     let sent = event("flaky-1", r#"{"flaky":true}"#);
     let subject = run.subjects.event(&service, "happened");
-    publisher
-        .publish(&subject, sent.clone())
-        .await
-        .unwrap_or_else(|e| panic!("publishing to `{subject}` failed: {e}"));
-    let count = || attempts.lock().unwrap_or_else(|p| p.into_inner()).len();
+    publish(&*publisher, &subject, sent.clone()).await;
+    let count = || lock(&attempts).len();
     eventually(
         "an event whose handler failed once must be delivered again",
         PATIENCE,
@@ -589,7 +620,7 @@ where
         2,
         "an event handled successfully on its second attempt must not be delivered again"
     );
-    for attempt in attempts.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+    for attempt in lock(&attempts).iter() {
         assert_eq!(
             attempt.payload, sent.payload,
             "a redelivered event must keep its body"
@@ -602,12 +633,10 @@ where
     stop(&work, "stopping the flaky subscription").await;
 }
 
-async fn failing_event_stops_after_max_attempts<F, Fut>(make: &F, run: &Run)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Arc<dyn Broker>>,
-{
-    let (subscriber, publisher) = (make().await, make().await);
+async fn failing_event_stops_after_max_attempts(
+    run: &Run,
+    [subscriber, publisher]: [Arc<dyn Broker>; 2],
+) {
     let service = run.service("poison");
     let spec = run.spec(&service, "doomed", "poisoned", 3);
     let attempts = Arc::new(AtomicUsize::new(0));
@@ -618,16 +647,9 @@ where
             async { Err(Error::internal("this handler always fails")) }
         }
     });
-    let work = Work::default();
-    subscriber
-        .subscribe(spec, handler, &work)
-        .await
-        .unwrap_or_else(|e| panic!("subscribing failed: {e}"));
+    let work = subscribe(&*subscriber, spec, handler, None).await;
     let subject = run.subjects.event(&service, "poisoned");
-    publisher
-        .publish(&subject, event("poison-1", "{}"))
-        .await
-        .unwrap_or_else(|e| panic!("publishing to `{subject}` failed: {e}"));
+    publish(&*publisher, &subject, event("poison-1", "{}")).await;
     eventually(
         "an event that always fails must be attempted max_attempts (3) times",
         PATIENCE,
@@ -644,56 +666,48 @@ where
     stop(&work, "stopping the failing subscription").await;
 }
 
-async fn stopping_an_instance_loses_no_event<F, Fut>(make: &F, run: &Run)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Arc<dyn Broker>>,
-{
-    let (a, b, publisher) = (make().await, make().await, make().await);
+/// A handler that takes 300 ms over each event, counting the events it `started` and `finished`
+/// and recording them in `deliveries`.
+fn slow_recorder(
+    started: Arc<AtomicUsize>,
+    finished: Arc<AtomicUsize>,
+    deliveries: Arc<Deliveries>,
+) -> EventHandler {
+    event_handler(move |msg: Message| {
+        let (started, finished, deliveries) =
+            (started.clone(), finished.clone(), deliveries.clone());
+        async move {
+            started.fetch_add(1, Ordering::SeqCst);
+            sleep(Duration::from_millis(300)).await;
+            deliveries.record(&msg);
+            finished.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    })
+}
+
+async fn stopping_an_instance_loses_no_event(run: &Run, [a, b, publisher]: [Arc<dyn Broker>; 3]) {
     let service = run.service("handover");
     let spec = run.spec(&service, "slow", "queued", 5);
     let started_on_a = Arc::new(AtomicUsize::new(0));
     let finished_on_a = Arc::new(AtomicUsize::new(0));
     let deliveries = Arc::new(Deliveries::default());
-    let slow = event_handler({
-        let (started, finished, deliveries) = (
-            started_on_a.clone(),
-            finished_on_a.clone(),
-            deliveries.clone(),
-        );
-        move |msg: Message| {
-            let (started, finished, deliveries) =
-                (started.clone(), finished.clone(), deliveries.clone());
-            async move {
-                started.fetch_add(1, Ordering::SeqCst);
-                sleep(Duration::from_millis(300)).await;
-                let id = msg.meta.message_id.clone().unwrap_or_default();
-                *deliveries.lock().entry(id).or_default() += 1;
-                finished.fetch_add(1, Ordering::SeqCst);
-                Ok(())
-            }
-        }
-    });
-    let work_a = Work::default();
-    a.subscribe(spec.clone(), slow, &work_a)
-        .await
-        .unwrap_or_else(|e| panic!("subscribing on instance A failed: {e}"));
+    let slow = slow_recorder(
+        started_on_a.clone(),
+        finished_on_a.clone(),
+        deliveries.clone(),
+    );
+    let work_a = subscribe(&*a, spec.clone(), slow, Some("A")).await;
     let subject = run.subjects.event(&service, "queued");
     for i in 0..HANDOVER_EVENTS {
-        publisher
-            .publish(&subject, event(&format!("queued-{i}"), "{}"))
-            .await
-            .unwrap_or_else(|e| panic!("publishing to `{subject}` failed: {e}"));
+        publish(&*publisher, &subject, event(&format!("queued-{i}"), "{}")).await;
     }
     eventually("instance A must start handling events", PATIENCE, || {
         started_on_a.load(Ordering::SeqCst) > 0
     })
     .await;
 
-    let work_b = Work::default();
-    b.subscribe(spec, deliveries.handler(1), &work_b)
-        .await
-        .unwrap_or_else(|e| panic!("subscribing on instance B failed: {e}"));
+    let work_b = subscribe(&*b, spec, deliveries.handler(1), Some("B")).await;
     stop(&work_a, "stopping instance A with events in flight").await;
     let (started, finished) = (
         started_on_a.load(Ordering::SeqCst),
@@ -720,12 +734,10 @@ where
     stop(&work_b, "stopping instance B").await;
 }
 
-async fn every_instance_subscription_reaches_each_instance<F, Fut>(make: &F, run: &Run)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Arc<dyn Broker>>,
-{
-    let (a, b, publisher) = (make().await, make().await, make().await);
+async fn every_instance_subscription_reaches_each_instance(
+    run: &Run,
+    [a, b, publisher]: [Arc<dyn Broker>; 3],
+) {
     let service = run.service("fanout");
     let spec = SubscriptionSpec {
         every_instance: true,
@@ -735,19 +747,11 @@ where
         Arc::new(Deliveries::default()),
         Arc::new(Deliveries::default()),
     ];
-    let (work_a, work_b) = (Work::default(), Work::default());
-    a.subscribe(spec.clone(), on[0].handler(0), &work_a)
-        .await
-        .unwrap_or_else(|e| panic!("subscribing on instance A failed: {e}"));
-    b.subscribe(spec, on[1].handler(1), &work_b)
-        .await
-        .unwrap_or_else(|e| panic!("subscribing on instance B failed: {e}"));
+    let work_a = subscribe(&*a, spec.clone(), on[0].handler(0), Some("A")).await;
+    let work_b = subscribe(&*b, spec, on[1].handler(1), Some("B")).await;
     let subject = run.subjects.event(&service, "changed");
     for i in 0..5 {
-        publisher
-            .publish(&subject, event(&format!("changed-{i}"), "{}"))
-            .await
-            .unwrap_or_else(|e| panic!("publishing to `{subject}` failed: {e}"));
+        publish(&*publisher, &subject, event(&format!("changed-{i}"), "{}")).await;
     }
     for (instance, deliveries) in ["A", "B"].iter().zip(&on) {
         eventually(

@@ -86,7 +86,7 @@ impl NatsServer {
         }
         let mut args = nats_args(&process, "-1");
         args.extend(["--ports_file_dir".into(), ports_dir.clone().into()]);
-        process.spawn(&args);
+        process.spawn(&args).await;
         let port = match process
             .wait_for(|| std::future::ready(client_port(&ports_dir)))
             .await
@@ -100,7 +100,7 @@ impl NatsServer {
 
     /// The URL clients connect to: `nats://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        loopback_url("nats", self.port)
     }
 
     /// The client port; it stays the same across [`restart`](Self::restart).
@@ -121,9 +121,8 @@ impl NatsServer {
     ///
     /// When the server does not become ready, for example because another process took the port.
     pub async fn restart(&mut self) {
-        self.process.stop().await;
         let args = nats_args(&self.process, &self.port.to_string());
-        self.process.spawn(&args);
+        self.process.spawn(&args).await;
         wait_for_nats(&mut self.process, self.port).await;
     }
 }
@@ -154,7 +153,7 @@ async fn wait_for_nats(process: &mut Process, port: u16) {
     if let Err(e) = process.wait_for(|| greets(port, b"", b"INFO ")).await {
         process.fail("sending INFO", e);
     }
-    let url = format!("nats://127.0.0.1:{port}");
+    let url = loopback_url("nats", port);
     let client = match process
         .wait_for(|| async { async_nats::connect(&url).await.ok() })
         .await
@@ -223,7 +222,7 @@ impl RedisServer {
 
     /// The URL clients connect to: `redis://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        loopback_url("redis", self.port)
     }
 
     /// The port; it stays the same across [`restart`](Self::restart).
@@ -244,7 +243,6 @@ impl RedisServer {
     ///
     /// When the server does not become ready, for example because another process took the port.
     pub async fn restart(&mut self) {
-        self.process.stop().await;
         if let Err(e) = start_redis(&mut self.process, self.port).await {
             self.process.fail("answering PING", e);
         }
@@ -270,8 +268,7 @@ async fn start_redis(process: &mut Process, port: u16) -> Result<(), NotReady> {
     .map(OsString::from)
     .collect();
     args.push(process.data_dir().into());
-    let log_start = process.log_len();
-    process.spawn(&args);
+    let log_start = process.spawn(&args).await;
     let log = process.log_path();
     process
         .wait_for(|| {
@@ -284,6 +281,11 @@ async fn start_redis(process: &mut Process, port: u16) -> Result<(), NotReady> {
             }
         })
         .await
+}
+
+/// The URL of a server listening on `port` of 127.0.0.1.
+fn loopback_url(scheme: &str, port: u16) -> String {
+    format!("{scheme}://127.0.0.1:{port}")
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.
@@ -377,7 +379,17 @@ impl Process {
         read_from(&self.log_path(), offset)
     }
 
-    fn spawn(&mut self, args: &[OsString]) {
+    /// Starts the binary with `args`, stopping the server first if it runs, so that a restart
+    /// never leaves two. Returns where the new run's output begins in the log.
+    async fn spawn(&mut self, args: &[OsString]) -> u64 {
+        self.stop().await;
+        let log_start = self.log_len();
+        self.child = Some(self.launch(args));
+        log_start
+    }
+
+    /// Runs the binary with `args`, appending its output to the log.
+    fn launch(&self, args: &[OsString]) -> Child {
         let binary = self.binary;
         let (program, from_env) = match std::env::var_os(binary.env) {
             Some(path) => (path, true),
@@ -395,7 +407,7 @@ impl Process {
             .kill_on_drop(true)
             .spawn();
         match spawned {
-            Ok(child) => self.child = Some(child),
+            Ok(child) => child,
             Err(e) if e.kind() == io::ErrorKind::NotFound && from_env => panic!(
                 "{}={} does not exist; point {} at a {} binary or unset it to use the one on PATH",
                 binary.env,
