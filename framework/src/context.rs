@@ -175,7 +175,7 @@ impl Ctx {
         self.inner.meta.traceparent.as_deref()
     }
 
-    /// The id of the message being handled.
+    /// The id of the event being handled (commands carry none: their traceparent names them).
     pub fn message_id(&self) -> Option<&str> {
         self.inner.meta.message_id.as_deref()
     }
@@ -185,7 +185,7 @@ impl Ctx {
         &self.inner.runtime.instance_id
     }
 
-    /// The instance that sent the command or event.
+    /// The instance that emitted the event being handled (commands do not name their sender).
     pub fn sender_instance(&self) -> Option<&str> {
         self.inner.meta.instance.as_deref()
     }

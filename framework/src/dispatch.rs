@@ -52,11 +52,16 @@ impl Runtime {
             .timeout_ms
             .map_or(self.config.command_timeout, Duration::from_millis);
         // A call inside a call never outlives its caller's deadline.
-        let deadline = message::unix_millis(SystemTime::now() + timeout);
-        meta.deadline = Some(meta.deadline.map_or(deadline, |outer| outer.min(deadline)));
-        let timeout = meta.time_left().unwrap_or(timeout);
-        meta.message_id = Some(message::random_hex(12));
-        meta.instance = Some(self.instance_id.to_string());
+        let now = message::unix_millis(SystemTime::now());
+        let deadline = meta
+            .deadline
+            .map_or(now + timeout.as_millis() as u64, |outer| {
+                outer.min(now + timeout.as_millis() as u64)
+            });
+        meta.deadline = Some(deadline);
+        let timeout = Duration::from_millis(deadline.saturating_sub(now));
+        // No message id and no sender instance on commands: every header costs throughput on the
+        // hot path, the traceparent already names the call, and the reply names the executor.
         meta.status = None;
         if timeout.is_zero() {
             return Err(deadline_passed(target.subject));
