@@ -437,3 +437,40 @@ async fn an_event_that_does_not_decode_is_dead_lettered_without_retries() {
         broker.dead_letters()
     );
 }
+
+#[tokio::test]
+async fn readiness_turns_503_before_the_listener_closes() {
+    let running = start_embedded(|config| config.shutdown_delay = Duration::from_millis(500)).await;
+    let client = Client::new(base_url(&running));
+    assert_eq!(client.get("/readyz").await.status, 200);
+    let stopping = tokio::spawn(running.shutdown());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_problem(&client.get("/readyz").await, 503);
+    let reply = client
+        .post("/echo", json!({"text": "still served", "n": 1}))
+        .await;
+    assert_eq!(
+        reply.status, 200,
+        "the instance serves while the balancer catches up"
+    );
+    stopping.await.expect("shutdown task").expect("shuts down");
+}
+
+#[tokio::test]
+async fn an_unknown_service_in_cohort_services_stops_start_up() {
+    let _ = example_app::app;
+    let config = cohort::Config {
+        http_addr: None,
+        services: Some(vec!["ordres".into()]),
+        ..cohort::Config::default()
+    };
+    let err = cohort::App::with_config(config)
+        .start()
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        err.message().contains("ordres") && err.message().contains("orders"),
+        "{err}"
+    );
+}
