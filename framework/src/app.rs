@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{Broker, Endpoint, MemoryBroker, NatsBroker, SubscriptionSpec, Work};
+use crate::broker::{
+    Broker, Endpoint, MemoryBroker, NatsBroker, StreamSettings, SubscriptionSpec, Work,
+};
 use crate::config::Config;
 use crate::dispatch::{Runtime, command_handler, event_handler};
 use crate::error::Error;
@@ -185,7 +187,14 @@ fn validate_services(config: &Config, registry: &Registry) -> Result<(), Error> 
 async fn connect_broker(config: &Config, subjects: &Subjects) -> Result<Arc<dyn Broker>, Error> {
     Ok(match &config.nats_url {
         Some(url) => {
-            Arc::new(NatsBroker::connect(url, subjects.clone(), &config.instance_id).await?)
+            let streams = StreamSettings {
+                max_age: config.event_retention,
+                replicas: config.stream_replicas,
+            };
+            Arc::new(
+                NatsBroker::connect_with(url, subjects.clone(), &config.instance_id, streams)
+                    .await?,
+            )
         }
         None => Arc::new(MemoryBroker::new()),
     })

@@ -42,6 +42,12 @@ pub struct Config {
     pub event_max_attempts: u32,
     /// `COHORT_EVENT_BACKOFF` (default `1s,5s,30s`): waits before redeliveries; the last repeats.
     pub event_backoff: Vec<Duration>,
+    /// `COHORT_EVENT_RETENTION` (default `7d`): how long the events stream keeps an event, when
+    /// this instance creates the stream.
+    pub event_retention: Duration,
+    /// `COHORT_STREAM_REPLICAS` (default `1`): copies of the event streams in a NATS cluster, when
+    /// this instance creates them (3 for no single point of failure).
+    pub stream_replicas: usize,
     /// `COHORT_EVENT_ACK_WAIT` (default `30s`): how long an instance may hold an event before
     /// the broker assumes it died and hands the event to another.
     pub event_ack_wait: Duration,
@@ -70,6 +76,8 @@ impl Default for Config {
                 Duration::from_secs(30),
             ],
             event_ack_wait: Duration::from_secs(30),
+            event_retention: Duration::from_secs(7 * 24 * 3600),
+            stream_replicas: 1,
         }
     }
 }
@@ -118,6 +126,7 @@ impl Config {
         duration("COHORT_SHUTDOWN_DELAY", &mut config.shutdown_delay)?;
         duration("COHORT_SESSION_TTL", &mut config.session_ttl)?;
         duration("COHORT_EVENT_ACK_WAIT", &mut config.event_ack_wait)?;
+        duration("COHORT_EVENT_RETENTION", &mut config.event_retention)?;
         if let Some(list) = var("COHORT_EVENT_BACKOFF") {
             config.event_backoff = split_list(&list)
                 .iter()
@@ -126,6 +135,9 @@ impl Config {
         }
         if let Some(limit) = var("COHORT_BODY_LIMIT") {
             config.body_limit = parse_number("COHORT_BODY_LIMIT", &limit)?;
+        }
+        if let Some(replicas) = var("COHORT_STREAM_REPLICAS") {
+            config.stream_replicas = parse_number("COHORT_STREAM_REPLICAS", &replicas)?;
         }
         if let Some(attempts) = var("COHORT_EVENT_MAX_ATTEMPTS") {
             config.event_max_attempts = parse_number("COHORT_EVENT_MAX_ATTEMPTS", &attempts)?;
@@ -222,6 +234,8 @@ mod tests {
             ("COHORT_COMMAND_TIMEOUT", "250ms"),
             ("COHORT_EVENT_BACKOFF", "10ms,1s"),
             ("COHORT_ALLOW_LOCAL_STATE", "true"),
+            ("COHORT_EVENT_RETENTION", "2d"),
+            ("COHORT_STREAM_REPLICAS", "3"),
         ])
         .expect("valid");
         assert_eq!(config.http_addr, None);
@@ -233,6 +247,8 @@ mod tests {
             vec![Duration::from_millis(10), Duration::from_secs(1)]
         );
         assert!(config.allow_local_state);
+        assert_eq!(config.event_retention, Duration::from_secs(2 * 24 * 3600));
+        assert_eq!(config.stream_replicas, 3);
     }
 
     #[test]

@@ -284,3 +284,22 @@ where
     }
     None
 }
+
+#[tokio::test]
+async fn the_first_instance_creates_the_streams_with_the_configured_retention() {
+    link_example_app();
+    let cluster = Cluster::start_with(1, |_, config| {
+        config.event_retention = Duration::from_secs(3600);
+    })
+    .await;
+    let client = async_nats::connect(cluster.nats.url())
+        .await
+        .expect("connect");
+    let jetstream = async_nats::jetstream::new(client);
+    for name in ["COHORT_EVENTS", "COHORT_DLQ"] {
+        let mut stream = jetstream.get_stream(name).await.expect("the stream exists");
+        let config = &stream.info().await.expect("stream info").config;
+        assert_eq!(config.max_age, Duration::from_secs(3600), "{name}");
+        assert_eq!(config.num_replicas, 1, "{name}");
+    }
+}

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use memory::MemoryBroker;
-pub use nats::NatsBroker;
+pub use nats::{NatsBroker, StreamSettings};
 
 use crate::error::{Error, ErrorKind};
 use crate::message::Message;

@@ -103,6 +103,8 @@ impl Inner {
             subjects: vec![subject],
             storage: StorageType::File,
             retention: RetentionPolicy::Limits,
+            max_age: self.streams.max_age,
+            num_replicas: self.streams.replicas,
             ..Default::default()
         };
         match self.jetstream.get_or_create_stream(config).await {

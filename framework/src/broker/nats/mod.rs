@@ -39,10 +39,30 @@ pub struct NatsBroker {
     inner: Arc<Inner>,
 }
 
+/// How the event and dead-letter streams are created, when this instance is the first to need
+/// them. Streams that already exist are used as they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamSettings {
+    /// How long an event is kept (`COHORT_EVENT_RETENTION`, default 7 days).
+    pub max_age: Duration,
+    /// Copies of each stream in a NATS cluster (`COHORT_STREAM_REPLICAS`, default 1; 3 for HA).
+    pub replicas: usize,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        StreamSettings {
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            replicas: 1,
+        }
+    }
+}
+
 struct Inner {
     client: Client,
     jetstream: jetstream::Context,
     subjects: Subjects,
+    streams: StreamSettings,
     instance_id: String,
     /// The server addresses as configured, with passwords masked, for error messages.
     urls: String,
@@ -70,6 +90,16 @@ impl NatsBroker {
         urls: &str,
         subjects: Subjects,
         instance_id: &str,
+    ) -> Result<NatsBroker, Error> {
+        Self::connect_with(urls, subjects, instance_id, StreamSettings::default()).await
+    }
+
+    /// Like [`NatsBroker::connect`], creating missing streams with `streams`.
+    pub async fn connect_with(
+        urls: &str,
+        subjects: Subjects,
+        instance_id: &str,
+        streams: StreamSettings,
     ) -> Result<NatsBroker, Error> {
         let shown = mask_passwords(urls);
         let servers = urls
@@ -131,6 +161,7 @@ impl NatsBroker {
             jetstream: jetstream::new(client.clone()),
             client,
             subjects,
+            streams,
             instance_id: instance_id.to_owned(),
             urls: shown,
             connections,
