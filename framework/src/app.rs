@@ -13,10 +13,11 @@ use crate::broker::{
     Broker, Endpoint, MemoryBroker, NatsBroker, StreamSettings, SubscriptionSpec, Work,
 };
 use crate::config::Config;
+use crate::context::Ctx;
 use crate::dispatch::{Runtime, command_handler, event_handler};
 use crate::error::Error;
-use crate::message::Subjects;
-use crate::registry::{CommandDescriptor, Registry, SubscriptionDescriptor};
+use crate::message::{Metadata, Subjects};
+use crate::registry::{Command, CommandDescriptor, Registry, SubscriptionDescriptor};
 use crate::state::{MemoryStore, RedisStore, StateStore};
 
 /// An instance of the application: every `#[command]`, `#[http]` and `#[subscription]` in the
@@ -380,6 +381,24 @@ impl Running {
     /// This instance's id.
     pub fn instance_id(&self) -> &str {
         &self.runtime.instance_id
+    }
+
+    /// Calls a command from outside any handler (a test, a CLI, a scheduled job), with its types
+    /// checked at compile time, on whichever instance serves it:
+    /// `running.call::<place_order>(input).await?`.
+    pub async fn call<C>(&self, input: C::Input) -> Result<C::Output, Error>
+    where
+        C: Command,
+        C::Input: serde::Serialize,
+        C::Output: serde::de::DeserializeOwned,
+    {
+        let caller = Metadata {
+            traceparent: Some(crate::message::new_traceparent()),
+            ..Metadata::default()
+        };
+        Ctx::new(self.runtime.clone(), C::SERVICE, caller)
+            .call::<C>(input)
+            .await
     }
 
     /// The HTTP router, for driving the app in-process (`tower::ServiceExt::oneshot`).

@@ -474,3 +474,25 @@ async fn an_unknown_service_in_cohort_services_stops_start_up() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn commands_can_be_called_from_outside_a_handler_with_their_types() {
+    use example_app::echo::{EchoIn, echo};
+    use example_app::orders::{OrderId, get_order};
+
+    let running = start_embedded(|config| config.http_addr = None).await;
+    let out = running
+        .call::<echo>(EchoIn {
+            text: "typed".into(),
+            n: 1,
+        })
+        .await
+        .expect("echo answers");
+    assert_eq!((out.text.as_str(), out.n), ("typed", 2));
+    assert_eq!(out.instance, running.instance_id());
+    let err = running
+        .call::<get_order>(OrderId { id: 999 })
+        .await
+        .expect_err("no such order");
+    assert_eq!(err.kind(), cohort::ErrorKind::NotFound);
+}
