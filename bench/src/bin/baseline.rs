@@ -110,3 +110,7 @@ async fn main() -> Result<(), BoxError> {
     }
     Ok(())
 }
+
+// The same allocator as the Cohort contenders, so that the comparison measures the code only.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -33,3 +33,7 @@ async fn main() -> std::io::Result<()> {
     eprintln!("raw_axum listening on {addr}");
     serve(listener, app).await
 }
+
+// The same allocator as the Cohort contenders, so that the comparison measures the code only.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
