@@ -325,12 +325,12 @@ fn trace_id_of(traceparent: &str) -> Option<&str> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    #[test]
-    fn metadata_round_trips_through_headers() {
-        let meta = Metadata {
+    /// Metadata with every field set, for tests of the wire forms.
+    pub(crate) fn every_field_set() -> Metadata {
+        Metadata {
             message_id: Some("m1".into()),
             traceparent: Some(new_traceparent()),
             principal: Some("alice".into()),
@@ -339,12 +339,17 @@ mod tests {
             deadline: Some(1_700_000_000_000),
             instance: Some("i1".into()),
             service: Some("orders".into()),
-            content_type: Some(JSON.into()),
+            content_type: Some(PROBLEM_JSON.into()),
             status: Some(201),
             session_set: Some("s2".into()),
             session_clear: true,
             error: Some("boom".into()),
-        };
+        }
+    }
+
+    #[test]
+    fn metadata_round_trips_through_headers() {
+        let meta = every_field_set();
         let headers = meta.headers();
         let back = Metadata::from_headers(headers.iter().map(|(n, v)| (*n, v.as_str())));
         assert_eq!(back, meta);

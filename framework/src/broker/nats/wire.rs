@@ -57,21 +57,7 @@ mod tests {
 
     #[test]
     fn nats_headers_are_the_metadata_headers() {
-        let meta = Metadata {
-            message_id: Some("m1".into()),
-            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
-            principal: Some("alice".into()),
-            tenant: Some("acme".into()),
-            session: Some("s1".into()),
-            deadline: Some(1_700_000_000_000),
-            instance: Some("i1".into()),
-            service: Some("orders".into()),
-            content_type: Some("application/json".into()),
-            status: Some(201),
-            session_set: Some("s2".into()),
-            session_clear: true,
-            error: Some("boom".into()),
-        };
+        let meta = crate::message::tests::every_field_set();
         let headers = header_map(&meta);
         let expected = meta.headers();
         assert_eq!(headers.len(), expected.len());
