@@ -13,11 +13,10 @@ use bytes::Bytes;
 use cohort::broker::{Broker, Endpoint, MemoryBroker, RequestHandler, Work};
 use cohort::message::{self, Message, Metadata, Subjects};
 use cohort::prelude::*;
-use cohort::{App, Config, Running};
+use cohort::{App, Command, Config, Running};
 use divan::{Bencher, black_box};
+use example_app::echo::{EchoIn, EchoOut, echo};
 use futures_util::FutureExt;
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 use tokio::runtime::Runtime;
 
 fn main() {
@@ -43,33 +42,6 @@ const INSTANCE_ID: &str = "a1b2c3d4";
 
 /// How long a command may take, as `COHORT_COMMAND_TIMEOUT` defaults it.
 const TIMEOUT: Duration = Duration::from_secs(30);
-
-#[derive(Debug, Deserialize, Serialize, JsonSchema)]
-pub struct EchoIn {
-    pub text: String,
-    pub n: i64,
-}
-
-#[derive(Debug, Deserialize, Serialize, JsonSchema)]
-pub struct EchoOut {
-    pub text: String,
-    pub n: i64,
-    pub instance: String,
-}
-
-/// The command of the in-process benchmark: the same work as the example app's `POST /echo`.
-#[command(service = "bench")]
-async fn echo(ctx: Ctx, input: EchoIn) -> Result<EchoOut, Error> {
-    let n = input
-        .n
-        .checked_add(1)
-        .ok_or_else(|| Error::invalid("n", "n + 1 overflows a 64-bit integer"))?;
-    Ok(EchoOut {
-        text: input.text,
-        n,
-        instance: ctx.instance_id().to_owned(),
-    })
-}
 
 /// The metadata a command carries once the HTTP layer and `invoke` have filled it in: a child
 /// of the caller's trace, the session cookie, a deadline, a message id and the sending instance.
@@ -299,7 +271,12 @@ mod in_process {
                 .start(),
             )
             .expect("the app starts");
-        let subject = Subjects::default().command("bench", 1, "echo");
+        // The example app's own `echo`: the command the HTTP benchmark drives.
+        let subject = Subjects::default().command(
+            <echo as Command>::SERVICE,
+            <echo as Command>::VERSION,
+            <echo as Command>::NAME,
+        );
         let request = Message {
             meta: typical_metadata(),
             payload: Bytes::from_static(BODY),
