@@ -4,6 +4,7 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -112,8 +113,7 @@ async fn execute(
     command: &'static CommandDescriptor,
     msg: Message,
 ) -> Message {
-    let time_left = msg.meta.time_left();
-    if time_left == Some(Duration::ZERO) {
+    if msg.meta.time_left() == Some(Duration::ZERO) {
         let subject = runtime
             .subjects
             .command(command.service, command.version, command.name);
@@ -121,13 +121,16 @@ async fn execute(
     }
     let ctx = Ctx::new(runtime.clone(), command.service, msg.meta);
     let run = AssertUnwindSafe((command.handler)(ctx.clone(), msg.payload)).catch_unwind();
-    // A caller without a deadline (a plain NATS client) gets the command's own timeout.
-    let limit = time_left.unwrap_or_else(|| {
-        command
-            .timeout_ms
-            .map_or(runtime.config.command_timeout, Duration::from_millis)
-    });
-    let outcome = match tokio::time::timeout(limit, run).await {
+    // Measured when the command first waits: until then no timer can cut it off anyway.
+    let time_left = || {
+        ctx.meta().time_left().unwrap_or_else(|| {
+            // A caller without a deadline (a plain NATS client) gets the command's own timeout.
+            command
+                .timeout_ms
+                .map_or(runtime.config.command_timeout, Duration::from_millis)
+        })
+    };
+    let outcome = match within(time_left, run).await {
         Ok(Ok(result)) => result,
         Ok(Err(panic)) => Err(Error::internal(format!(
             "command `{}` panicked: {}",
@@ -155,6 +158,19 @@ async fn execute(
     }
 }
 
+/// Runs `future` until `limit()` from its first wait. Most commands never wait (no I/O): they finish
+/// on their first poll, without a clock read or a timer entry.
+async fn within<F: Future>(
+    limit: impl FnOnce() -> Duration,
+    future: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let mut future = std::pin::pin!(future);
+    match std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await {
+        Poll::Ready(output) => Ok(output),
+        Poll::Pending => tokio::time::timeout(limit(), future).await,
+    }
+}
+
 /// A reply carrying `err` as a problem document. A 500 is logged here with its details, under a
 /// trace id the client gets to quote.
 fn error_reply(runtime: &Runtime, request: &Metadata, err: Error, ctx: Option<&Ctx>) -> Message {
@@ -162,7 +178,7 @@ fn error_reply(runtime: &Runtime, request: &Metadata, err: Error, ctx: Option<&C
     let mut meta = match ctx {
         Some(ctx) => reply_meta(runtime, ctx),
         None => Metadata {
-            instance: Some(runtime.instance_id.to_string()),
+            instance: Some(String::from(&*runtime.instance_id)),
             ..Metadata::default()
         },
     };
@@ -189,7 +205,7 @@ pub(crate) fn log_if_internal(request: &Metadata, err: Error, what: &str) -> Err
 
 fn reply_meta(runtime: &Runtime, ctx: &Ctx) -> Metadata {
     let mut meta = Metadata {
-        instance: Some(runtime.instance_id.to_string()),
+        instance: Some(String::from(&*runtime.instance_id)),
         ..Metadata::default()
     };
     ctx.session_effects().write_to(&mut meta);

@@ -95,11 +95,11 @@ impl Metadata {
             (header::PRINCIPAL, principal),
             (header::TENANT, tenant),
             (header::SESSION, session),
-            (header::DEADLINE, deadline.map(|d| d.to_string())),
+            (header::DEADLINE, deadline.map(decimal)),
             (header::INSTANCE, instance),
             (header::SERVICE, service),
             (header::CONTENT_TYPE, content_type),
-            (header::STATUS, status.map(|s| s.to_string())),
+            (header::STATUS, status.map(decimal)),
             (header::SESSION_SET, session_set),
             (header::SESSION_CLEAR, session_clear.then(|| "1".to_owned())),
             (header::ERROR, error),
@@ -114,23 +114,23 @@ impl Metadata {
     /// Reads one header. Unknown names are ignored, so newer senders can add headers freely;
     /// a number that does not parse is dropped rather than trusted.
     pub fn set_header(&mut self, name: &str, value: &str) {
-        let value = value.to_owned();
-        match name {
-            header::MESSAGE_ID => self.message_id = Some(value),
-            header::TRACEPARENT => self.traceparent = Some(value),
-            header::PRINCIPAL => self.principal = Some(value),
-            header::TENANT => self.tenant = Some(value),
-            header::SESSION => self.session = Some(value),
-            header::DEADLINE => self.deadline = value.parse().ok(),
-            header::INSTANCE => self.instance = Some(value),
-            header::SERVICE => self.service = Some(value),
-            header::CONTENT_TYPE => self.content_type = Some(value),
-            header::STATUS => self.status = value.parse().ok(),
-            header::SESSION_SET => self.session_set = Some(value),
-            header::SESSION_CLEAR => self.session_clear = value == "1",
-            header::ERROR => self.error = Some(value),
-            _ => {}
-        }
+        let text = match name {
+            header::DEADLINE => return self.deadline = value.parse().ok(),
+            header::STATUS => return self.status = value.parse().ok(),
+            header::SESSION_CLEAR => return self.session_clear = value == "1",
+            header::MESSAGE_ID => &mut self.message_id,
+            header::TRACEPARENT => &mut self.traceparent,
+            header::PRINCIPAL => &mut self.principal,
+            header::TENANT => &mut self.tenant,
+            header::SESSION => &mut self.session,
+            header::INSTANCE => &mut self.instance,
+            header::SERVICE => &mut self.service,
+            header::CONTENT_TYPE => &mut self.content_type,
+            header::SESSION_SET => &mut self.session_set,
+            header::ERROR => &mut self.error,
+            _ => return,
+        };
+        *text = Some(value.to_owned());
     }
 
     /// Builds metadata from (name, value) pairs.
@@ -175,6 +175,11 @@ impl Message {
     pub fn status(&self) -> u16 {
         self.meta.status.unwrap_or(200)
     }
+}
+
+/// A number as header text (itoa: no formatter machinery on the hot path).
+fn decimal(n: impl itoa::Integer) -> String {
+    itoa::Buffer::new().format(n).to_owned()
 }
 
 /// Milliseconds since the Unix epoch.

@@ -33,7 +33,8 @@ pub(super) fn event_headers(meta: &Metadata) -> HeaderMap {
 
 /// A header value; line breaks (which would end the header) become spaces.
 pub(super) fn header_value(value: String) -> HeaderValue {
-    if value.contains(['\r', '\n']) {
+    // A byte scan: `str::contains` with a char set decodes every character first.
+    if value.bytes().any(|b| b == b'\r' || b == b'\n') {
         HeaderValue::from(value.replace(['\r', '\n'], " "))
     } else {
         HeaderValue::from(value)
