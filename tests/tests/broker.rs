@@ -332,12 +332,41 @@ async fn commands_are_announced_with_the_micro_protocol() {
         "`get` is announced: {info}"
     );
 
+    // Two calls of `list`, one of them answered with an error status: both counted.
+    plain
+        .request(list.subject.clone(), Bytes::from_static(b"{}"))
+        .await
+        .expect("list answers");
+    let mut failing = async_nats::HeaderMap::new();
+    failing.insert(header::STATUS, "409");
+    let request = async_nats::Request::new()
+        .headers(failing)
+        .payload(Bytes::from_static(
+            br#"{"title":"taken","status":409,"detail":"the name is taken"}"#,
+        ));
+    plain
+        .send_request(list.subject.clone(), request)
+        .await
+        .expect("list answers");
     let stats = plain
         .request("$SRV.STATS.catalog", Bytes::new())
         .await
         .expect("the service answers $SRV.STATS.catalog");
     let stats: serde_json::Value = serde_json::from_slice(&stats.payload).expect("JSON");
     assert_eq!(stats["name"], "catalog");
+    assert_eq!(stats["type"], "io.nats.micro.v1.stats_response");
+    let counted = stats["endpoints"]
+        .as_array()
+        .and_then(|endpoints| endpoints.iter().find(|e| e["name"] == "list"))
+        .unwrap_or_else(|| panic!("`list` has stats: {stats}"));
+    assert_eq!(counted["num_requests"], 2, "{stats}");
+    assert_eq!(counted["num_errors"], 1, "{stats}");
+    assert!(
+        counted["last_error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("409:")),
+        "the last error names its status: {stats}"
+    );
 
     stop(&work).await;
     let gone = plain.request("$SRV.PING.catalog", Bytes::new()).await;

@@ -1,16 +1,16 @@
-//! Commands: core request/reply, each service announced with the NATS micro protocol
-//! (`$SRV.PING`, `$SRV.INFO`, `$SRV.STATS`), its requests answered in place or on their own task.
+//! Commands: core request/reply on queue-group subscriptions, each request answered in place or
+//! on its own task; each service announced with the NATS micro protocol ([`micro`]).
 
-use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::connection::State;
-use async_nats::service::ServiceExt;
-use async_nats::{Client, RequestErrorKind};
+use async_nats::{Client, RequestErrorKind, Subject, Subscriber};
 use futures_util::{FutureExt, StreamExt};
 use tokio::time::{Instant, timeout};
 
+use super::micro;
 use super::wire::{into_header_map, metadata_of};
 use super::{FLUSH_TIMEOUT, Inner, panic_message, unavailable};
 use crate::broker::{Endpoint, RequestHandler, Work};
@@ -63,18 +63,30 @@ pub(super) async fn serve(
     endpoints: Vec<(Endpoint, RequestHandler)>,
     work: &Work,
 ) -> Result<(), Error> {
-    let mut services = Vec::new();
     let mut intakes = Vec::new();
+    let mut services = Vec::new();
+    // On an error the subscriptions made so far drop, which unsubscribes them.
     for (service, endpoints) in by_service(endpoints) {
-        match announce(inner, &service, endpoints, &mut intakes).await {
-            Ok(announced) => services.push(announced),
-            Err(err) => {
-                for announced in services {
-                    let _ = announced.stop().await;
-                }
-                return Err(err);
-            }
+        let mut announced = micro::Service::new(&service, &inner.instance_id);
+        for (endpoint, handler) in endpoints {
+            let requests = inner
+                .client
+                .queue_subscribe(endpoint.subject.clone(), endpoint.queue_group.clone())
+                .await
+                .map_err(|err| {
+                    unavailable(format!(
+                        "cannot serve `{}` on NATS: {err}",
+                        endpoint.subject
+                    ))
+                })?;
+            let served = Served {
+                stats: announced.add(&endpoint),
+                handler,
+                client: inner.client.clone(),
+            };
+            intakes.push((requests, Arc::new(served)));
         }
+        services.push(announced.listen(&inner.client).await?);
     }
     // Once the server has seen the subscriptions, any instance's request can reach them.
     if !matches!(
@@ -83,23 +95,14 @@ pub(super) async fn serve(
     ) {
         tracing::warn!(nats = %inner.urls, "NATS did not confirm the command subscriptions in time");
     }
-
-    for (endpoint, handler) in intakes {
-        work.tasks.spawn(take_requests(
-            endpoint,
-            handler,
-            work.clone(),
-            inner.client.clone(),
-        ));
+    for (requests, served) in intakes {
+        work.tasks
+            .spawn(take_requests(requests, served, work.clone()));
     }
-    let stop = work.stop.clone();
-    work.tasks.spawn(async move {
-        stop.cancelled().await;
-        // No more answers to `$SRV.PING`, `$SRV.INFO` and `$SRV.STATS` from this instance.
-        for service in services {
-            let _ = service.stop().await;
-        }
-    });
+    for discovery in services {
+        let answering = discovery.answer(inner.client.clone(), work.stop.clone());
+        work.tasks.spawn(answering);
+    }
     Ok(())
 }
 
@@ -120,74 +123,16 @@ fn by_service(
     services
 }
 
-/// Starts one micro service for `service` and subscribes its endpoints, which go to `intakes`.
-async fn announce(
-    inner: &Inner,
-    service: &str,
-    endpoints: Vec<(Endpoint, RequestHandler)>,
-    intakes: &mut Vec<(async_nats::service::endpoint::Endpoint, RequestHandler)>,
-) -> Result<async_nats::service::Service, Error> {
-    // Micro versions are semver; a service's commands each have their own version.
-    let version = endpoints.iter().map(|(e, _)| e.version).max().unwrap_or(1);
-    let announced = inner
-        .client
-        .service_builder()
-        .description(format!("Cohort service `{service}`"))
-        .metadata(HashMap::from([(
-            "cohort.instance".to_owned(),
-            inner.instance_id.clone(),
-        )]))
-        .start(micro_name(service), format!("{version}.0.0"))
-        .await
-        .map_err(|err| {
-            unavailable(format!(
-                "cannot announce the service `{service}` on NATS: {err}"
-            ))
-        })?;
-
-    let mut names = HashSet::new();
-    for (endpoint, handler) in endpoints {
-        // Two versions of a command live in one micro service, under distinct names.
-        let name = if names.insert(endpoint.name.clone()) {
-            endpoint.name
-        } else {
-            format!("{}_v{}", endpoint.name, endpoint.version)
-        };
-        let mut metadata = endpoint.metadata;
-        if !endpoint.description.is_empty() {
-            metadata
-                .entry("description".to_owned())
-                .or_insert(endpoint.description);
-        }
-        let subject = endpoint.subject;
-        let added = announced
-            .endpoint_builder()
-            .name(&name)
-            .metadata(metadata)
-            .queue_group(endpoint.queue_group)
-            .add(&subject)
-            .await;
-        match added {
-            Ok(added) => intakes.push((added, handler)),
-            Err(err) => {
-                let _ = announced.stop().await;
-                return Err(unavailable(format!(
-                    "cannot serve `{subject}` on NATS: {err}"
-                )));
-            }
-        }
-    }
-    Ok(announced)
+/// One endpoint on this instance: what runs its requests, where the replies go, what it counts.
+struct Served {
+    handler: RequestHandler,
+    client: Client,
+    stats: Arc<micro::EndpointStats>,
 }
 
 /// Takes the requests of one endpoint until the work stops; then unsubscribes and still answers
 /// the requests that had already arrived.
-async fn take_requests(
-    mut endpoint: async_nats::service::endpoint::Endpoint,
-    handler: RequestHandler,
-    work: Work,
-    client: Client,
-) {
+async fn take_requests(mut requests: Subscriber, served: Arc<Served>, work: Work) {
     let mut intake = Intake::default();
     let stopped = work.stop.cancelled();
     let mut stopped = std::pin::pin!(stopped);
@@ -195,20 +140,20 @@ async fn take_requests(
         tokio::select! {
             biased;
             () = &mut stopped => break,
-            request = endpoint.next() => match request {
-                Some(request) => intake.start(request, &handler, &work),
+            request = requests.next() => match request {
+                Some(request) => intake.start(request, &served, &work),
                 None => break,
             },
         }
     }
-    if let Err(err) = endpoint.stop().await {
+    if let Err(err) = requests.unsubscribe().await {
         tracing::debug!(error = %err, "could not unsubscribe an endpoint");
     }
-    while let Some(request) = endpoint.next().await {
-        intake.start(request, &handler, &work);
+    while let Some(request) = requests.next().await {
+        intake.start(request, &served, &work);
     }
     // Have the server see the unsubscribe before this instance reports the endpoint stopped.
-    let _ = timeout(FLUSH_TIMEOUT, client.flush()).await;
+    let _ = timeout(FLUSH_TIMEOUT, served.client.flush()).await;
 }
 
 /// How one endpoint starts its requests.
@@ -217,33 +162,37 @@ async fn take_requests(
 /// where they are taken, which saves a task and, above all, waking another worker thread for
 /// every request. A command that does wait goes on with its own task from where it stopped. An
 /// endpoint whose commands compute for long before their first wait would hold up the requests
-/// behind them, so it spawns every request for a while.
+/// behind them, so after a few slow ones in a row it spawns every request for a while. In a row,
+/// because one slow step is more often the operating system preempting the thread than the command.
 #[derive(Default)]
 struct Intake {
     /// Requests to spawn at once before trying to answer in place again.
     spawn_next: u32,
+    /// Requests in a row that took longer than `IN_PLACE_LIMIT` in place.
+    slow_in_a_row: u32,
 }
 
-/// The longest a command may compute in place before its endpoint stops answering in place.
+/// The longest a command may compute in place before it counts as slow.
 const IN_PLACE_LIMIT: Duration = Duration::from_millis(1);
+/// Slow requests in a row after which an endpoint stops answering in place.
+const SLOW_IN_A_ROW: u32 = 3;
 /// Requests an endpoint then spawns before it tries again.
 const SPAWN_AFTER_SLOW: u32 = 1000;
 
 impl Intake {
-    fn start(
-        &mut self,
-        request: async_nats::service::Request,
-        handler: &RequestHandler,
-        work: &Work,
-    ) {
-        let answering = answer(request, handler.clone());
+    fn start(&mut self, request: async_nats::Message, served: &Arc<Served>, work: &Work) {
+        let Some(reply_to) = request.reply.clone() else {
+            tracing::debug!(subject = %request.subject, "a command without a reply subject is dropped");
+            return;
+        };
+        let started = Instant::now();
+        let answering = answer(request, reply_to, served.clone(), started);
         if self.spawn_next > 0 {
             self.spawn_next -= 1;
             work.tasks.spawn(answering);
             return;
         }
         let mut answering = Box::pin(answering);
-        let started = Instant::now();
         // A panic in the first step must not take the endpoint down with it.
         match std::panic::catch_unwind(AssertUnwindSafe(|| (&mut answering).now_or_never())) {
             Ok(Some(())) => {}
@@ -255,40 +204,38 @@ impl Intake {
                 "a command handler panicked; its caller gets no answer"
             ),
         }
-        if started.elapsed() > IN_PLACE_LIMIT {
+        self.slow_in_a_row = match started.elapsed() > IN_PLACE_LIMIT {
+            true => self.slow_in_a_row + 1,
+            false => 0,
+        };
+        if self.slow_in_a_row == SLOW_IN_A_ROW {
+            self.slow_in_a_row = 0;
             self.spawn_next = SPAWN_AFTER_SLOW;
         }
     }
 }
 
-async fn answer(mut request: async_nats::service::Request, handler: RequestHandler) {
+async fn answer(
+    request: async_nats::Message,
+    reply_to: Subject,
+    served: Arc<Served>,
+    started: Instant,
+) {
     let msg = Message {
-        meta: metadata_of(request.message.headers.as_ref()),
-        payload: std::mem::take(&mut request.message.payload),
+        meta: metadata_of(request.headers.as_ref()),
+        payload: request.payload,
     };
-    let reply = handler(msg).await;
+    let reply = (served.handler)(msg).await;
+    served.stats.record(&reply, started.elapsed());
     let headers = into_header_map(reply.meta);
-    if let Err(err) = request
-        .respond_with_headers(Ok(reply.payload), headers)
-        .await
-    {
-        // A request published without a reply subject, or the connection is gone.
-        tracing::debug!(subject = %request.message.subject, error = %err, "could not send a reply");
+    let sent = served
+        .client
+        .publish_with_headers(reply_to, headers, reply.payload)
+        .await;
+    if let Err(err) = sent {
+        // The connection is gone; the caller times out and may try again.
+        tracing::debug!(subject = %request.subject, error = %err, "could not send a reply");
     }
-}
-
-/// Micro service names allow `A-Z a-z 0-9 _ -` only.
-fn micro_name(service: &str) -> String {
-    service
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 fn no_responders(subject: &str) -> Error {
@@ -297,14 +244,4 @@ fn no_responders(subject: &str) -> Error {
         format!("no instance serves `{subject}`"),
     )
     .with_code("no_responders")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn micro_names_fit_nats() {
-        assert_eq!(micro_name("orders.v1 x"), "orders_v1_x");
-    }
 }

@@ -11,6 +11,7 @@
 
 mod commands;
 mod events;
+mod micro;
 mod wire;
 
 use std::sync::Arc;

@@ -1,0 +1,254 @@
+//! The NATS micro protocol: `$SRV.PING`, `$SRV.INFO` and `$SRV.STATS` answered for each service
+//! this instance serves, so that `nats micro ls` and other tools find Cohort's commands.
+//!
+//! Cohort answers them itself instead of through async-nats' service layer: that layer wraps every
+//! request in bookkeeping (a client clone, a string clone, a shutdown poll, a stats mutex) that
+//! cost more than the rest of a command's trip through an instance. Here an endpoint's counts are
+//! atomics, touched once per request. The response shapes are async-nats' own types.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use async_nats::service::{Info, PingResponse, endpoint, error::Error as LastError};
+use async_nats::{Client, Subscriber};
+use futures_util::StreamExt;
+use futures_util::stream::SelectAll;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::unavailable;
+use crate::broker::Endpoint;
+use crate::error::Error;
+use crate::message::{Message, random_hex};
+
+/// One service of this instance, as the micro protocol shows it.
+pub(super) struct Service {
+    name: String,
+    id: String,
+    /// The newest version among its commands, announced as `{version}.0.0`.
+    version: u32,
+    description: String,
+    metadata: HashMap<String, String>,
+    started: SystemTime,
+    endpoints: Vec<(endpoint::Info, Arc<EndpointStats>)>,
+}
+
+/// What one endpoint has served on this instance.
+#[derive(Default)]
+pub(super) struct EndpointStats {
+    requests: AtomicU64,
+    errors: AtomicU64,
+    nanos: AtomicU64,
+    last_error: Mutex<Option<LastError>>,
+}
+
+impl EndpointStats {
+    /// Counts one answered request; a reply with an error status counts as an error.
+    pub fn record(&self, reply: &Message, took: Duration) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.nanos.fetch_add(nanos, Ordering::Relaxed);
+        if reply.status() >= 400 {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+            let err = Error::from_problem_json(reply.status(), &reply.payload);
+            let last = LastError {
+                code: usize::from(reply.status()),
+                status: err.message().to_owned(),
+            };
+            *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(last);
+        }
+    }
+
+    fn snapshot(&self, info: &endpoint::Info) -> endpoint::Stats {
+        let requests = self.requests.load(Ordering::Relaxed);
+        let nanos = self.nanos.load(Ordering::Relaxed);
+        endpoint::Stats {
+            name: info.name.clone(),
+            subject: info.subject.clone(),
+            queue_group: info.queue_group.clone(),
+            requests: requests as usize,
+            errors: self.errors.load(Ordering::Relaxed) as usize,
+            processing_time: Duration::from_nanos(nanos),
+            average_processing_time: Duration::from_nanos(nanos.checked_div(requests).unwrap_or(0)),
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            data: None,
+        }
+    }
+}
+
+/// `$SRV.STATS`: async-nats' own type keeps its start time in a private type.
+#[derive(Serialize)]
+struct StatsResponse<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    name: &'a str,
+    id: &'a str,
+    version: &'a str,
+    metadata: &'a HashMap<String, String>,
+    started: String,
+    endpoints: Vec<endpoint::Stats>,
+}
+
+impl Service {
+    /// The service `service` of the instance `instance_id`, without endpoints yet.
+    pub fn new(service: &str, instance_id: &str) -> Service {
+        Service {
+            name: micro_name(service),
+            id: random_hex(11),
+            version: 1,
+            description: format!("Cohort service `{service}`"),
+            metadata: HashMap::from([("cohort.instance".to_owned(), instance_id.to_owned())]),
+            started: SystemTime::now(),
+            endpoints: Vec::new(),
+        }
+    }
+
+    /// Announces `endpoint` and returns the counts its requests go to.
+    pub fn add(&mut self, endpoint: &Endpoint) -> Arc<EndpointStats> {
+        // Two versions of a command live in one micro service, under distinct names.
+        let taken = self.endpoints.iter().any(|(e, _)| e.name == endpoint.name);
+        let name = match taken {
+            false => endpoint.name.clone(),
+            true => format!("{}_v{}", endpoint.name, endpoint.version),
+        };
+        let mut metadata = endpoint.metadata.clone();
+        if !endpoint.description.is_empty() {
+            metadata
+                .entry("description".to_owned())
+                .or_insert_with(|| endpoint.description.clone());
+        }
+        // Micro versions are semver; a service's commands each have their own version.
+        self.version = self.version.max(endpoint.version);
+        let stats = Arc::new(EndpointStats::default());
+        let info = endpoint::Info {
+            name,
+            subject: endpoint.subject.clone(),
+            queue_group: endpoint.queue_group.clone(),
+            metadata,
+        };
+        self.endpoints.push((info, stats.clone()));
+        stats
+    }
+
+    /// Subscribes to `$SRV.{verb}`, `$SRV.{verb}.{name}` and `$SRV.{verb}.{name}.{id}`.
+    pub async fn listen(self, client: &Client) -> Result<Discovery, Error> {
+        let mut requests = SelectAll::new();
+        for subject in [
+            "$SRV.*".to_owned(),
+            format!("$SRV.*.{}", self.name),
+            format!("$SRV.*.{}.{}", self.name, self.id),
+        ] {
+            let subscriber = client.subscribe(subject).await.map_err(|err| {
+                unavailable(format!(
+                    "cannot announce the service `{}` on NATS: {err}",
+                    self.name
+                ))
+            })?;
+            requests.push(subscriber);
+        }
+        Ok(Discovery {
+            service: self,
+            requests,
+        })
+    }
+
+    /// The answer to `$SRV.{verb}...`; `None` for a verb the protocol does not have.
+    fn answer(&self, verb: &str) -> Option<Vec<u8>> {
+        let version = format!("{}.0.0", self.version);
+        let encoded = match verb {
+            "PING" => serde_json::to_vec(&PingResponse {
+                kind: "io.nats.micro.v1.ping_response".to_owned(),
+                name: self.name.clone(),
+                id: self.id.clone(),
+                version: version.clone(),
+                metadata: self.metadata.clone(),
+            }),
+            "INFO" => serde_json::to_vec(&Info {
+                kind: "io.nats.micro.v1.info_response".to_owned(),
+                name: self.name.clone(),
+                id: self.id.clone(),
+                description: self.description.clone(),
+                version: version.clone(),
+                metadata: self.metadata.clone(),
+                endpoints: self
+                    .endpoints
+                    .iter()
+                    .map(|(info, _)| info.clone())
+                    .collect(),
+            }),
+            "STATS" => serde_json::to_vec(&StatsResponse {
+                kind: "io.nats.micro.v1.stats_response",
+                name: &self.name,
+                id: &self.id,
+                version: &version,
+                metadata: &self.metadata,
+                started: humantime::format_rfc3339_nanos(self.started).to_string(),
+                endpoints: self
+                    .endpoints
+                    .iter()
+                    .map(|(info, stats)| stats.snapshot(info))
+                    .collect(),
+            }),
+            _ => return None,
+        };
+        encoded.ok()
+    }
+}
+
+/// A service listening for discovery requests.
+pub(super) struct Discovery {
+    service: Service,
+    requests: SelectAll<Subscriber>,
+}
+
+impl Discovery {
+    /// Answers discovery requests until `stop`; then unsubscribes (the subscriptions drop).
+    pub async fn answer(mut self, client: Client, stop: CancellationToken) {
+        loop {
+            let request = tokio::select! {
+                () = stop.cancelled() => break,
+                request = self.requests.next() => match request {
+                    Some(request) => request,
+                    None => break,
+                },
+            };
+            let verb = request.subject.split('.').nth(1).unwrap_or_default();
+            let (Some(reply_to), Some(body)) = (request.reply, self.service.answer(verb)) else {
+                continue;
+            };
+            if let Err(err) = client.publish(reply_to, body.into()).await {
+                tracing::debug!(error = %err, "could not answer a $SRV request");
+            }
+        }
+    }
+}
+
+/// Micro service names allow `A-Z a-z 0-9 _ -` only.
+fn micro_name(service: &str) -> String {
+    service
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn micro_names_fit_nats() {
+        assert_eq!(micro_name("orders.v1 x"), "orders_v1_x");
+    }
+}
