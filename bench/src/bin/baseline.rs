@@ -7,11 +7,14 @@
 //! Env: `BENCH_NATS_URL` (default nats://127.0.0.1:4222), `BENCH_ADDR`
 //! (default 127.0.0.1:8090; `off` = responder only), `BENCH_INSTANCE`
 //! (default `baseline`), `BENCH_RESPONDER_SPAWN=1` to handle each message in
-//! its own task instead of inline (inline measured faster, see scripts/bench).
+//! its own task instead of inline (inline measured faster, see scripts/bench),
+//! `BENCH_HEADERS=1` to send the headers Cohort's wire protocol carries
+//! (traceparent and deadline on requests, status and instance on replies):
+//! the cost of metadata in NATS headers, without the rest of Cohort.
 
 use std::time::Duration;
 
-use async_nats::{Client, Message, RequestErrorKind};
+use async_nats::{Client, HeaderMap, Message, RequestErrorKind};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -33,7 +36,18 @@ async fn respond(client: &Client, instance: &str, msg: Message) {
         .ok()
         .and_then(|input| echo_reply(&input, instance))
         .unwrap_or_default();
-    if let Err(e) = client.publish(reply, out.into()).await {
+    let sent = match msg.headers.is_some() {
+        true => {
+            let mut headers = HeaderMap::new();
+            headers.insert("Cohort-Status", "200");
+            headers.insert("Cohort-Instance", instance);
+            client
+                .publish_with_headers(reply, headers, out.into())
+                .await
+        }
+        false => client.publish(reply, out.into()).await,
+    };
+    if let Err(e) = sent {
         eprintln!("baseline {instance}: reply failed: {e}");
     }
 }
@@ -56,7 +70,34 @@ async fn run_responder(client: Client, instance: String, spawn: bool) -> Result<
     Err("subscription closed".into())
 }
 
-async fn echo(State(client): State<Client>, body: Bytes) -> Response {
+/// What the HTTP handler needs: the NATS client, and whether to send Cohort's headers.
+#[derive(Clone)]
+struct Sender {
+    client: Client,
+    headers: bool,
+}
+
+impl Sender {
+    async fn request(&self, payload: Vec<u8>) -> Result<Message, async_nats::RequestError> {
+        if !self.headers {
+            return self.client.request(SUBJECT, payload.into()).await;
+        }
+        let mut headers = HeaderMap::new();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let id = now.as_nanos() as u64;
+        let trace = format!("00-{id:032x}-{id:016x}-01");
+        headers.insert("traceparent", trace);
+        headers.insert("Cohort-Deadline", (now.as_millis() + 5000).to_string());
+        let request = async_nats::Request::new()
+            .headers(headers)
+            .payload(payload.into());
+        self.client.send_request(SUBJECT, request).await
+    }
+}
+
+async fn echo(State(sender): State<Sender>, body: Bytes) -> Response {
     // Validate and re-encode as a real app would before putting it on the wire.
     let Ok(input) = serde_json::from_slice::<EchoIn>(&body) else {
         return json_error(StatusCode::BAD_REQUEST, "malformed echo request");
@@ -67,7 +108,7 @@ async fn echo(State(client): State<Client>, body: Bytes) -> Response {
     let Ok(payload) = serde_json::to_vec(&input) else {
         return json_error(StatusCode::INTERNAL_SERVER_ERROR, "encode failed");
     };
-    match client.request(SUBJECT, payload.into()).await {
+    match sender.request(payload).await {
         Ok(msg) if msg.payload.is_empty() => {
             json_error(StatusCode::BAD_GATEWAY, "responder rejected request")
         }
@@ -101,7 +142,9 @@ async fn main() -> Result<(), BoxError> {
         return responder.await?;
     }
 
-    let app = Router::new().route("/echo", post(echo)).with_state(client);
+    let headers = std::env::var("BENCH_HEADERS").is_ok_and(|v| v == "1");
+    let sender = Sender { client, headers };
+    let app = Router::new().route("/echo", post(echo)).with_state(sender);
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     eprintln!("baseline {instance}: listening on {addr}");
     tokio::select! {
