@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::connection::State;
-use async_nats::{Client, RequestErrorKind, Subject, Subscriber};
+use async_nats::{Client, HeaderMap, RequestErrorKind, Subject, Subscriber};
 use futures_util::{FutureExt, StreamExt};
 use tokio::time::{Instant, timeout};
 
@@ -15,7 +15,7 @@ use super::wire::{into_header_map, metadata_of};
 use super::{FLUSH_TIMEOUT, Inner, panic_message, unavailable};
 use crate::broker::{Endpoint, RequestHandler, Work};
 use crate::error::{Error, ErrorKind};
-use crate::message::Message;
+use crate::message::{Message, Metadata};
 
 /// Sends a command and waits for its reply: see
 /// [`Broker::request`](crate::broker::Broker::request).
@@ -83,6 +83,7 @@ pub(super) async fn serve(
                 stats: announced.add(&endpoint),
                 handler,
                 client: inner.client.clone(),
+                plain_success: PlainSuccess::of(&inner.instance_id),
             };
             intakes.push((requests, Arc::new(served)));
         }
@@ -128,6 +129,34 @@ struct Served {
     handler: RequestHandler,
     client: Client,
     stats: Arc<micro::EndpointStats>,
+    plain_success: PlainSuccess,
+}
+
+/// The metadata of nearly every reply, a success from this instance with no session change, and
+/// its headers built once: cloning them skips hashing and checking each header again.
+struct PlainSuccess {
+    meta: Metadata,
+    headers: HeaderMap,
+}
+
+impl PlainSuccess {
+    fn of(instance_id: &str) -> PlainSuccess {
+        let meta = Metadata {
+            status: Some(200),
+            instance: Some(instance_id.to_owned()),
+            ..Metadata::default()
+        };
+        let headers = into_header_map(meta.clone());
+        PlainSuccess { meta, headers }
+    }
+
+    /// The headers of a reply with `meta`.
+    fn headers(&self, meta: Metadata) -> HeaderMap {
+        match meta == self.meta {
+            true => self.headers.clone(),
+            false => into_header_map(meta),
+        }
+    }
 }
 
 /// Takes the requests of one endpoint until the work stops; then unsubscribes and still answers
@@ -227,7 +256,7 @@ async fn answer(
     };
     let reply = (served.handler)(msg).await;
     served.stats.record(&reply, started.elapsed());
-    let headers = into_header_map(reply.meta);
+    let headers = served.plain_success.headers(reply.meta);
     let sent = served
         .client
         .publish_with_headers(reply_to, headers, reply.payload)
