@@ -216,8 +216,7 @@ impl Intake {
         };
         let started = Instant::now();
         let answering = answer(request, reply_to, served.clone(), started);
-        if self.spawn_next > 0 {
-            self.spawn_next -= 1;
+        if self.must_spawn() {
             work.tasks.spawn(answering);
             return;
         }
@@ -233,7 +232,19 @@ impl Intake {
                 "a command handler panicked; its caller gets no answer"
             ),
         }
-        self.slow_in_a_row = match started.elapsed() > IN_PLACE_LIMIT {
+        self.answered_in_place(started.elapsed());
+    }
+
+    /// Whether the next request goes to a task of its own at once.
+    fn must_spawn(&mut self) -> bool {
+        let spawn = self.spawn_next > 0;
+        self.spawn_next = self.spawn_next.saturating_sub(1);
+        spawn
+    }
+
+    /// Counts a request that took `took` in place.
+    fn answered_in_place(&mut self, took: Duration) {
+        self.slow_in_a_row = match took > IN_PLACE_LIMIT {
             true => self.slow_in_a_row + 1,
             false => 0,
         };
@@ -273,4 +284,40 @@ fn no_responders(subject: &str) -> Error {
         format!("no instance serves `{subject}`"),
     )
     .with_code("no_responders")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SLOW: Duration = Duration::from_millis(5);
+    const FAST: Duration = Duration::from_micros(20);
+
+    #[test]
+    fn a_slow_step_now_and_then_keeps_answering_in_place() {
+        let mut intake = Intake::default();
+        for _ in 0..10 {
+            intake.answered_in_place(SLOW);
+            intake.answered_in_place(SLOW);
+            intake.answered_in_place(FAST);
+            assert!(
+                !intake.must_spawn(),
+                "two slow steps in a row are not a slow endpoint"
+            );
+        }
+    }
+
+    #[test]
+    fn slow_steps_in_a_row_spawn_the_next_requests_for_a_while() {
+        let mut intake = Intake::default();
+        for _ in 0..SLOW_IN_A_ROW {
+            assert!(!intake.must_spawn());
+            intake.answered_in_place(SLOW);
+        }
+        let spawned = std::iter::from_fn(|| Some(intake.must_spawn()))
+            .take_while(|&spawn| spawn)
+            .count();
+        assert_eq!(spawned, SPAWN_AFTER_SLOW as usize);
+        assert!(!intake.must_spawn(), "then it tries in place again");
+    }
 }

@@ -247,6 +247,57 @@ fn micro_name(service: &str) -> String {
 mod tests {
     use super::*;
 
+    fn endpoint(name: &str, version: u32) -> Endpoint {
+        Endpoint {
+            service: "catalog".to_owned(),
+            version,
+            name: name.to_owned(),
+            description: String::new(),
+            subject: format!("cohort.cmd.catalog.v{version}.{name}"),
+            queue_group: format!("cohort.catalog.v{version}.{name}"),
+            metadata: HashMap::new(),
+        }
+    }
+
+    fn answer(service: &Service, verb: &str) -> serde_json::Value {
+        let body = service.answer(verb).expect("a verb of the protocol");
+        serde_json::from_slice(&body).expect("JSON")
+    }
+
+    #[test]
+    fn two_versions_of_a_command_are_two_endpoints_of_the_newest_service_version() {
+        let mut service = Service::new("catalog", "i-1");
+        service.add(&endpoint("list", 1));
+        service.add(&endpoint("list", 2));
+        let info = answer(&service, "INFO");
+        assert_eq!(info["version"], "2.0.0");
+        assert_eq!(info["metadata"]["cohort.instance"], "i-1");
+        let names: Vec<&str> = info["endpoints"]
+            .as_array()
+            .expect("endpoints")
+            .iter()
+            .filter_map(|e| e["name"].as_str())
+            .collect();
+        assert_eq!(names, ["list", "list_v2"]);
+        assert_eq!(service.answer("RESTART"), None);
+    }
+
+    #[test]
+    fn stats_count_requests_errors_and_time() {
+        let mut service = Service::new("catalog", "i-1");
+        let stats = service.add(&endpoint("list", 1));
+        stats.record(&Message::new("[]"), Duration::from_millis(2));
+        let mut failed = Message::new(Error::conflict("the name is taken").to_problem_json());
+        failed.meta.status = Some(409);
+        stats.record(&failed, Duration::from_millis(4));
+        let counted = &answer(&service, "STATS")["endpoints"][0];
+        assert_eq!(counted["num_requests"], 2);
+        assert_eq!(counted["num_errors"], 1);
+        assert_eq!(counted["processing_time"], 6_000_000);
+        assert_eq!(counted["average_processing_time"], 3_000_000);
+        assert_eq!(counted["last_error"], "409:the name is taken");
+    }
+
     #[test]
     fn micro_names_fit_nats() {
         assert_eq!(micro_name("orders.v1 x"), "orders_v1_x");
