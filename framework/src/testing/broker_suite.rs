@@ -58,6 +58,7 @@ where
     slow_handler_times_out(&run, instances(&make).await).await;
     requests_run_concurrently(&run, instances(&make).await).await;
     requests_spread_over_instances_and_avoid_stopped_ones(&run, instances(&make).await).await;
+    stopping_an_instance_under_load_loses_no_request(&run, instances(&make).await).await;
     each_event_reaches_one_instance(&run, instances(&make).await).await;
     failed_event_is_redelivered(&run, instances(&make).await).await;
     failing_event_stops_after_max_attempts(&run, instances(&make).await).await;
@@ -507,6 +508,72 @@ async fn requests_spread_over_instances_and_avoid_stopped_ones(
         "after instance A stopped, every request must go to instance B"
     );
     stop(&work_b, "stopping instance B").await;
+}
+
+/// Requests in flight at once while an instance stops, and how long one may take before it counts
+/// as lost.
+const LOAD_CALLERS: usize = 8;
+const LOST_AFTER: Duration = Duration::from_secs(3);
+
+/// A rolling restart under load: instance B joins and leaves again and again while callers keep
+/// sending requests; A serves throughout. A request routed to B just as it leaves must still be
+/// answered, not left to time out.
+async fn stopping_an_instance_under_load_loses_no_request(
+    run: &Run,
+    [a, b, client]: [Arc<dyn Broker>; 3],
+) {
+    let endpoint = run.endpoint(&run.service("restart"), "work");
+    let subject = endpoint.subject.clone();
+    let work_a = serve(
+        &*a,
+        endpoint.clone(),
+        delayed_echo(Duration::ZERO),
+        Some("A"),
+    )
+    .await;
+    let loading = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let callers: Vec<_> = (0..LOAD_CALLERS)
+        .map(|caller| {
+            let (client, subject, loading) = (client.clone(), subject.clone(), loading.clone());
+            tokio::spawn(async move {
+                let mut sent = 0usize;
+                while loading.load(Ordering::SeqCst) {
+                    let msg = Message::new(format!("{{\"caller\":{caller},\"n\":{sent}}}"));
+                    if let Err(err) = client.request(&subject, msg, LOST_AFTER).await {
+                        return Err(format!("request {sent} of caller {caller} failed: {err}"));
+                    }
+                    sent += 1;
+                }
+                Ok(sent)
+            })
+        })
+        .collect();
+    for round in 0..5 {
+        let work_b = serve(
+            &*b,
+            endpoint.clone(),
+            delayed_echo(Duration::ZERO),
+            Some("B"),
+        )
+        .await;
+        sleep(Duration::from_millis(100)).await;
+        stop(
+            &work_b,
+            &format!("stopping instance B under load (round {round})"),
+        )
+        .await;
+    }
+    loading.store(false, Ordering::SeqCst);
+    let mut answered = 0;
+    for caller in callers {
+        match caller.await {
+            Ok(Ok(sent)) => answered += sent,
+            Ok(Err(lost)) => panic!("an instance leaving under load lost a request: {lost}"),
+            Err(panic) => panic!("a caller panicked: {panic}"),
+        }
+    }
+    assert!(answered > 0, "the callers got no answer at all");
+    stop(&work_a, "stopping instance A").await;
 }
 
 /// Counts deliveries per event id and per instance.

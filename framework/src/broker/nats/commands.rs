@@ -3,6 +3,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::connection::State;
@@ -69,6 +70,7 @@ pub(super) async fn serve(
     for (service, endpoints) in by_service(endpoints) {
         let mut announced = micro::Service::new(&service, &inner.instance_id);
         for (endpoint, handler) in endpoints {
+            let connections = inner.client.statistics().connects.load(Ordering::Relaxed);
             let requests = inner
                 .client
                 .queue_subscribe(endpoint.subject.clone(), endpoint.queue_group.clone())
@@ -84,16 +86,14 @@ pub(super) async fn serve(
                 handler,
                 client: inner.client.clone(),
                 plain_success: PlainSuccess::of(&inner.instance_id),
+                subscribed_on: connections,
             };
             intakes.push((requests, Arc::new(served)));
         }
         services.push(announced.listen(&inner.client).await?);
     }
     // Once the server has seen the subscriptions, any instance's request can reach them.
-    if !matches!(
-        timeout(FLUSH_TIMEOUT, inner.client.flush()).await,
-        Ok(Ok(()))
-    ) {
+    if !matches!(timeout(FLUSH_TIMEOUT, inner.round_trip()).await, Ok(Ok(()))) {
         tracing::warn!(nats = %inner.urls, "NATS did not confirm the command subscriptions in time");
     }
     for (requests, served) in intakes {
@@ -130,6 +130,8 @@ struct Served {
     client: Client,
     stats: Arc<micro::EndpointStats>,
     plain_success: PlainSuccess,
+    /// The client's count of connections to NATS when it subscribed.
+    subscribed_on: u64,
 }
 
 /// The metadata of nearly every reply, a success from this instance with no session change, and
@@ -159,10 +161,11 @@ impl PlainSuccess {
     }
 }
 
-/// Takes the requests of one endpoint until the work stops; then unsubscribes and still answers
-/// the requests that had already arrived.
+/// Takes the requests of one endpoint until the work stops, then leaves its queue group without
+/// dropping any request the server has routed here.
 async fn take_requests(mut requests: Subscriber, served: Arc<Served>, work: Work) {
     let mut intake = Intake::default();
+    let mut taken: u64 = 0;
     let stopped = work.stop.cancelled();
     let mut stopped = std::pin::pin!(stopped);
     loop {
@@ -170,19 +173,68 @@ async fn take_requests(mut requests: Subscriber, served: Arc<Served>, work: Work
             biased;
             () = &mut stopped => break,
             request = requests.next() => match request {
-                Some(request) => intake.start(request, &served, &work),
-                None => break,
+                Some(request) => {
+                    taken += 1;
+                    intake.start(request, &served, &work);
+                }
+                None => return,
             },
+        }
+    }
+    // A server that took the subscription again after a reconnection counts from zero, while the
+    // client counts from the start: `leave` needs the two counts to agree.
+    let connections = served.client.statistics().connects.load(Ordering::Relaxed);
+    let counts_agree = connections == served.subscribed_on;
+    leave(&mut requests, counts_agree.then_some(taken), |request| {
+        intake.start(request, &served, &work)
+    })
+    .await;
+}
+
+/// Requests a leaving endpoint may still be sent, beyond those it has taken: more than can be on
+/// their way to it, few enough to leave quickly under load.
+const LEAVING_ALLOWANCE: u64 = 1000;
+/// A leaving endpoint that has had no request for this long unsubscribes at once.
+const LEAVING_QUIET: Duration = Duration::from_millis(100);
+
+/// Leaves the queue group, answering with `start` every request routed here until then.
+///
+/// A plain unsubscribe would drop the requests that the server routed here before it saw the
+/// unsubscribe (they are still on their way), and their callers would wait for their deadline:
+/// a lost request in every rolling restart under load. async-nats' `drain` drops the subscription
+/// before the server confirms too. So the endpoint asks the server to stop after
+/// `LEAVING_ALLOWANCE` more requests: the client keeps the subscription until exactly those have
+/// arrived, and under load they arrive within milliseconds. Without load that may not happen;
+/// after `LEAVING_QUIET` without a request nothing is on its way, and it unsubscribes.
+///
+/// `taken` is the number of requests taken from the subscription, `None` when the client and the
+/// server count differently (after a reconnection): then the endpoint drains, which narrows the
+/// window in which a request can be lost but does not close it.
+async fn leave(
+    requests: &mut Subscriber,
+    taken: Option<u64>,
+    mut start: impl FnMut(async_nats::Message),
+) {
+    let left = match taken {
+        Some(taken) => requests.unsubscribe_after(taken + LEAVING_ALLOWANCE).await,
+        None => requests.drain().await,
+    };
+    if let Err(err) = left {
+        tracing::debug!(error = %err, "could not unsubscribe an endpoint");
+    }
+    loop {
+        match timeout(LEAVING_QUIET, requests.next()).await {
+            Ok(Some(request)) => start(request),
+            Ok(None) => return,
+            Err(_quiet) => break,
         }
     }
     if let Err(err) = requests.unsubscribe().await {
         tracing::debug!(error = %err, "could not unsubscribe an endpoint");
     }
     while let Some(request) = requests.next().await {
-        intake.start(request, &served, &work);
+        start(request);
     }
-    // Have the server see the unsubscribe before this instance reports the endpoint stopped.
-    let _ = timeout(FLUSH_TIMEOUT, served.client.flush()).await;
 }
 
 /// How one endpoint starts its requests.

@@ -21,6 +21,7 @@ use async_nats::connection::State;
 use async_nats::jetstream;
 use async_nats::{Client, ConnectOptions, Event, ServerAddr};
 use async_trait::async_trait;
+use futures_util::StreamExt;
 use tokio::sync::watch;
 use tokio::time::timeout;
 
@@ -182,6 +183,29 @@ impl NatsBroker {
 impl Inner {
     fn is_connected(&self) -> bool {
         self.client.connection_state() == State::Connected
+    }
+
+    /// Returns once the server has processed everything this connection sent before: a message
+    /// to a fresh inbox, published after it all, has come back. (async-nats' `flush` only writes
+    /// out what is buffered, which does not tell that the server has seen it.)
+    async fn round_trip(&self) -> Result<(), Error> {
+        let failed = |err: &dyn std::fmt::Display| {
+            unavailable(format!("no round trip to NATS at `{}`: {err}", self.urls))
+        };
+        let inbox = self.client.new_inbox();
+        let mut echo = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|err| failed(&err))?;
+        self.client
+            .publish(inbox, bytes::Bytes::new())
+            .await
+            .map_err(|err| failed(&err))?;
+        match echo.next().await {
+            Some(_) => Ok(()),
+            None => Err(failed(&"the connection closed")),
+        }
     }
 
     fn not_connected(&self, what: &str) -> Error {
