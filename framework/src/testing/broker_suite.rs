@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -523,45 +523,17 @@ async fn stopping_an_instance_under_load_loses_no_request(
     [a, b, client]: [Arc<dyn Broker>; 3],
 ) {
     let endpoint = run.endpoint(&run.service("restart"), "work");
-    let subject = endpoint.subject.clone();
-    let work_a = serve(
-        &*a,
-        endpoint.clone(),
-        delayed_echo(Duration::ZERO),
-        Some("A"),
-    )
-    .await;
-    let loading = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let echo = || delayed_echo(Duration::ZERO);
+    let work_a = serve(&*a, endpoint.clone(), echo(), Some("A")).await;
+    let loading = Arc::new(AtomicBool::new(true));
     let callers: Vec<_> = (0..LOAD_CALLERS)
-        .map(|caller| {
-            let (client, subject, loading) = (client.clone(), subject.clone(), loading.clone());
-            tokio::spawn(async move {
-                let mut sent = 0usize;
-                while loading.load(Ordering::SeqCst) {
-                    let msg = Message::new(format!("{{\"caller\":{caller},\"n\":{sent}}}"));
-                    if let Err(err) = client.request(&subject, msg, LOST_AFTER).await {
-                        return Err(format!("request {sent} of caller {caller} failed: {err}"));
-                    }
-                    sent += 1;
-                }
-                Ok(sent)
-            })
-        })
+        .map(|caller| keep_calling(client.clone(), endpoint.subject.clone(), caller, &loading))
         .collect();
     for round in 0..5 {
-        let work_b = serve(
-            &*b,
-            endpoint.clone(),
-            delayed_echo(Duration::ZERO),
-            Some("B"),
-        )
-        .await;
+        let work_b = serve(&*b, endpoint.clone(), echo(), Some("B")).await;
         sleep(Duration::from_millis(100)).await;
-        stop(
-            &work_b,
-            &format!("stopping instance B under load (round {round})"),
-        )
-        .await;
+        let what = format!("stopping instance B under load (round {round})");
+        stop(&work_b, &what).await;
     }
     loading.store(false, Ordering::SeqCst);
     let mut answered = 0;
@@ -574,6 +546,28 @@ async fn stopping_an_instance_under_load_loses_no_request(
     }
     assert!(answered > 0, "the callers got no answer at all");
     stop(&work_a, "stopping instance A").await;
+}
+
+/// Sends requests to `subject` one after another while `loading` holds; the number answered, or
+/// the first that failed.
+fn keep_calling(
+    client: Arc<dyn Broker>,
+    subject: String,
+    caller: usize,
+    loading: &Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Result<usize, String>> {
+    let loading = loading.clone();
+    tokio::spawn(async move {
+        let mut sent = 0usize;
+        while loading.load(Ordering::SeqCst) {
+            let msg = Message::new(format!("{{\"caller\":{caller},\"n\":{sent}}}"));
+            if let Err(err) = client.request(&subject, msg, LOST_AFTER).await {
+                return Err(format!("request {sent} of caller {caller} failed: {err}"));
+            }
+            sent += 1;
+        }
+        Ok(sent)
+    })
 }
 
 /// Counts deliveries per event id and per instance.
