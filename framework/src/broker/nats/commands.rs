@@ -70,25 +70,7 @@ pub(super) async fn serve(
     for (service, endpoints) in by_service(endpoints) {
         let mut announced = micro::Service::new(&service, &inner.instance_id);
         for (endpoint, handler) in endpoints {
-            let connections = inner.client.statistics().connects.load(Ordering::Relaxed);
-            let requests = inner
-                .client
-                .queue_subscribe(endpoint.subject.clone(), endpoint.queue_group.clone())
-                .await
-                .map_err(|err| {
-                    unavailable(format!(
-                        "cannot serve `{}` on NATS: {err}",
-                        endpoint.subject
-                    ))
-                })?;
-            let served = Served {
-                stats: announced.add(&endpoint),
-                handler,
-                client: inner.client.clone(),
-                plain_success: PlainSuccess::of(&inner.instance_id),
-                subscribed_on: connections,
-            };
-            intakes.push((requests, Arc::new(served)));
+            intakes.push(subscribe(inner, &mut announced, &endpoint, handler).await?);
         }
         services.push(announced.listen(&inner.client).await?);
     }
@@ -105,6 +87,35 @@ pub(super) async fn serve(
         work.tasks.spawn(answering);
     }
     Ok(())
+}
+
+/// Joins the queue group of `endpoint`, announced as part of `service`.
+async fn subscribe(
+    inner: &Inner,
+    service: &mut micro::Service,
+    endpoint: &Endpoint,
+    handler: RequestHandler,
+) -> Result<(Subscriber, Arc<Served>), Error> {
+    // Read before subscribing, so that a reconnection in between shows as a difference.
+    let subscribed_on = inner.client.statistics().connects.load(Ordering::Relaxed);
+    let requests = inner
+        .client
+        .queue_subscribe(endpoint.subject.clone(), endpoint.queue_group.clone())
+        .await
+        .map_err(|err| {
+            unavailable(format!(
+                "cannot serve `{}` on NATS: {err}",
+                endpoint.subject
+            ))
+        })?;
+    let served = Served {
+        stats: service.add(endpoint),
+        handler,
+        client: inner.client.clone(),
+        plain_success: PlainSuccess::of(&inner.instance_id),
+        subscribed_on,
+    };
+    Ok((requests, Arc::new(served)))
 }
 
 /// The endpoints grouped by service, in the order the services first appear.
