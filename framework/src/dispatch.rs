@@ -49,17 +49,13 @@ impl Runtime {
         payload: Bytes,
         mut meta: Metadata,
     ) -> Result<Message, Error> {
-        let timeout = target
-            .timeout_ms
-            .map_or(self.config.command_timeout, Duration::from_millis);
-        // A call inside a call never outlives its caller's deadline.
         let now = message::unix_millis(SystemTime::now());
-        let deadline = meta
-            .deadline
-            .map_or(now + timeout.as_millis() as u64, |outer| {
-                outer.min(now + timeout.as_millis() as u64)
-            });
-        meta.deadline = Some(deadline);
+        let own = now + millis(own_timeout(&self.config, target.timeout_ms));
+        // A call inside a call never outlives its caller's deadline.
+        let deadline = meta.deadline.map_or(own, |outer| outer.min(own));
+        // The executing instance allows a command its own timeout from when it arrives, so the
+        // deadline travels only when it is earlier than that: most commands go without the header.
+        meta.deadline = (deadline < own).then_some(deadline);
         let timeout = Duration::from_millis(deadline.saturating_sub(now));
         // No message id and no sender instance on commands: every header costs throughput on the
         // hot path, the traceparent already names the call, and the reply names the executor.
@@ -82,6 +78,15 @@ impl Runtime {
                 _ => err,
             })
     }
+}
+
+/// The timeout of a command: its own `timeout`, or the configured default.
+fn own_timeout(config: &Config, timeout_ms: Option<u64>) -> Duration {
+    timeout_ms.map_or(config.command_timeout, Duration::from_millis)
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn deadline_passed(what: &str) -> Error {
@@ -113,23 +118,17 @@ async fn execute(
     command: &'static CommandDescriptor,
     msg: Message,
 ) -> Message {
-    if msg.meta.time_left() == Some(Duration::ZERO) {
+    let meta = arrived(&runtime.config, command, msg.meta);
+    if meta.time_left() == Some(Duration::ZERO) {
         let subject = runtime
             .subjects
             .command(command.service, command.version, command.name);
-        return error_reply(&runtime, &msg.meta, deadline_passed(&subject), None);
+        return error_reply(&runtime, &meta, deadline_passed(&subject), None);
     }
-    let ctx = Ctx::new(runtime.clone(), command.service, msg.meta);
+    let ctx = Ctx::new(runtime.clone(), command.service, meta);
     let run = AssertUnwindSafe((command.handler)(ctx.clone(), msg.payload)).catch_unwind();
     // Measured when the command first waits: until then no timer can cut it off anyway.
-    let time_left = || {
-        ctx.meta().time_left().unwrap_or_else(|| {
-            // A caller without a deadline (a plain NATS client) gets the command's own timeout.
-            command
-                .timeout_ms
-                .map_or(runtime.config.command_timeout, Duration::from_millis)
-        })
-    };
+    let time_left = || ctx.meta().time_left().unwrap_or_default();
     let outcome = match within(time_left, run).await {
         Ok(Ok(result)) => result,
         Ok(Err(panic)) => Err(Error::internal(format!(
@@ -156,6 +155,18 @@ async fn execute(
         }
         Err(err) => error_reply(&runtime, ctx.meta(), err, Some(&ctx)),
     }
+}
+
+/// The metadata of a command as it starts here, completed with what a caller may leave out: the
+/// trace starts here when the caller had none, and the deadline is the command's own timeout from
+/// now (what the caller allows it, give or take the trip over the broker).
+fn arrived(config: &Config, command: &CommandDescriptor, mut meta: Metadata) -> Metadata {
+    meta.traceparent
+        .get_or_insert_with(message::new_traceparent);
+    meta.deadline.get_or_insert_with(|| {
+        message::unix_millis(SystemTime::now()) + millis(own_timeout(config, command.timeout_ms))
+    });
+    meta
 }
 
 /// Runs `future` until `limit()` from its first wait. Most commands never wait (no I/O): they finish

@@ -238,11 +238,12 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, Error> {
     })
 }
 
-/// The metadata an HTTP request gives its command: a trace and the session cookie.
+/// The metadata an HTTP request gives its command: the caller's trace, if it has one (otherwise
+/// the trace starts where the command runs), and the session cookie.
 fn request_meta(headers: &HeaderMap) -> Metadata {
     let traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok());
     Metadata {
-        traceparent: Some(child_traceparent(traceparent)),
+        traceparent: traceparent.map(|parent| child_traceparent(Some(parent))),
         session: session_cookie(headers),
         ..Metadata::default()
     }

@@ -8,9 +8,10 @@
 //! (default 127.0.0.1:8090; `off` = responder only), `BENCH_INSTANCE`
 //! (default `baseline`), `BENCH_RESPONDER_SPAWN=1` to handle each message in
 //! its own task instead of inline (inline measured faster, see scripts/bench),
-//! `BENCH_HEADERS=1` to send the headers Cohort's wire protocol carries
-//! (traceparent and deadline on requests, status and instance on replies):
-//! the cost of metadata in NATS headers, without the rest of Cohort.
+//! `BENCH_HEADERS=1` to answer with the headers Cohort's replies carry
+//! (`Cohort-Status`, `Cohort-Instance`; a request without a trace and with the
+//! default deadline carries none): the cost of Cohort's wire protocol, without
+//! the rest of Cohort.
 
 use std::time::Duration;
 
@@ -30,29 +31,33 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Answers one request message. Malformed payloads get an empty reply so the
 /// requester fails fast instead of waiting for its timeout.
-async fn respond(client: &Client, instance: &str, msg: Message) {
+async fn respond(client: &Client, instance: &str, headers: bool, msg: Message) {
     let Some(reply) = msg.reply else { return };
     let out = serde_json::from_slice::<EchoIn>(&msg.payload)
         .ok()
         .and_then(|input| echo_reply(&input, instance))
         .unwrap_or_default();
-    let sent = match msg.headers.is_some() {
-        true => {
-            let mut headers = HeaderMap::new();
-            headers.insert("Cohort-Status", "200");
-            headers.insert("Cohort-Instance", instance);
-            client
-                .publish_with_headers(reply, headers, out.into())
-                .await
-        }
-        false => client.publish(reply, out.into()).await,
+    let sent = if headers {
+        let mut headers = HeaderMap::new();
+        headers.insert("Cohort-Status", "200");
+        headers.insert("Cohort-Instance", instance);
+        client
+            .publish_with_headers(reply, headers, out.into())
+            .await
+    } else {
+        client.publish(reply, out.into()).await
     };
     if let Err(e) = sent {
         eprintln!("baseline {instance}: reply failed: {e}");
     }
 }
 
-async fn run_responder(client: Client, instance: String, spawn: bool) -> Result<(), BoxError> {
+async fn run_responder(
+    client: Client,
+    instance: String,
+    spawn: bool,
+    headers: bool,
+) -> Result<(), BoxError> {
     use futures_util::StreamExt as _;
     let mut sub = client.queue_subscribe(SUBJECT, QUEUE.to_owned()).await?;
     // Make sure the server has registered the subscription before we report ready.
@@ -62,42 +67,15 @@ async fn run_responder(client: Client, instance: String, spawn: bool) -> Result<
     while let Some(msg) = sub.next().await {
         if spawn {
             let (client, instance) = (client.clone(), instance.clone());
-            tokio::spawn(async move { respond(&client, &instance, msg).await });
+            tokio::spawn(async move { respond(&client, &instance, headers, msg).await });
         } else {
-            respond(&client, &instance, msg).await;
+            respond(&client, &instance, headers, msg).await;
         }
     }
     Err("subscription closed".into())
 }
 
-/// What the HTTP handler needs: the NATS client, and whether to send Cohort's headers.
-#[derive(Clone)]
-struct Sender {
-    client: Client,
-    headers: bool,
-}
-
-impl Sender {
-    async fn request(&self, payload: Vec<u8>) -> Result<Message, async_nats::RequestError> {
-        if !self.headers {
-            return self.client.request(SUBJECT, payload.into()).await;
-        }
-        let mut headers = HeaderMap::new();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let id = now.as_nanos() as u64;
-        let trace = format!("00-{id:032x}-{id:016x}-01");
-        headers.insert("traceparent", trace);
-        headers.insert("Cohort-Deadline", (now.as_millis() + 5000).to_string());
-        let request = async_nats::Request::new()
-            .headers(headers)
-            .payload(payload.into());
-        self.client.send_request(SUBJECT, request).await
-    }
-}
-
-async fn echo(State(sender): State<Sender>, body: Bytes) -> Response {
+async fn echo(State(client): State<Client>, body: Bytes) -> Response {
     // Validate and re-encode as a real app would before putting it on the wire.
     let Ok(input) = serde_json::from_slice::<EchoIn>(&body) else {
         return json_error(StatusCode::BAD_REQUEST, "malformed echo request");
@@ -108,7 +86,7 @@ async fn echo(State(sender): State<Sender>, body: Bytes) -> Response {
     let Ok(payload) = serde_json::to_vec(&input) else {
         return json_error(StatusCode::INTERNAL_SERVER_ERROR, "encode failed");
     };
-    match sender.request(payload).await {
+    match client.request(SUBJECT, payload.into()).await {
         Ok(msg) if msg.payload.is_empty() => {
             json_error(StatusCode::BAD_GATEWAY, "responder rejected request")
         }
@@ -129,6 +107,7 @@ async fn main() -> Result<(), BoxError> {
     let addr = env_or("BENCH_ADDR", "127.0.0.1:8090");
     let instance = env_or("BENCH_INSTANCE", "baseline");
     let spawn = std::env::var("BENCH_RESPONDER_SPAWN").is_ok_and(|v| v == "1");
+    let headers = std::env::var("BENCH_HEADERS").is_ok_and(|v| v == "1");
 
     let client = async_nats::ConnectOptions::new()
         .name(format!("bench-baseline-{instance}"))
@@ -136,15 +115,18 @@ async fn main() -> Result<(), BoxError> {
         .connect(&nats_url)
         .await?;
 
-    let responder = tokio::spawn(run_responder(client.clone(), instance.clone(), spawn));
+    let responder = tokio::spawn(run_responder(
+        client.clone(),
+        instance.clone(),
+        spawn,
+        headers,
+    ));
 
     if addr == "off" {
         return responder.await?;
     }
 
-    let headers = std::env::var("BENCH_HEADERS").is_ok_and(|v| v == "1");
-    let sender = Sender { client, headers };
-    let app = Router::new().route("/echo", post(echo)).with_state(sender);
+    let app = Router::new().route("/echo", post(echo)).with_state(client);
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     eprintln!("baseline {instance}: listening on {addr}");
     tokio::select! {
