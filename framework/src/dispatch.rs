@@ -50,7 +50,7 @@ impl Runtime {
         mut meta: Metadata,
     ) -> Result<Message, Error> {
         let now = message::unix_millis(SystemTime::now());
-        let own = now + millis(own_timeout(&self.config, target.timeout_ms));
+        let own = own_deadline(&self.config, target.timeout_ms, now);
         // A call inside a call never outlives its caller's deadline.
         let deadline = meta.deadline.map_or(own, |outer| outer.min(own));
         // The executing instance allows a command its own timeout from when it arrives, so the
@@ -80,13 +80,11 @@ impl Runtime {
     }
 }
 
-/// The timeout of a command: its own `timeout`, or the configured default.
-fn own_timeout(config: &Config, timeout_ms: Option<u64>) -> Duration {
-    timeout_ms.map_or(config.command_timeout, Duration::from_millis)
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+/// When a command started at `now` (ms since the epoch) runs out of its own timeout: its
+/// `timeout`, or the configured default. Caller and executing instance both count it this way.
+fn own_deadline(config: &Config, timeout_ms: Option<u64>, now: u64) -> u64 {
+    let timeout = timeout_ms.map_or(config.command_timeout, Duration::from_millis);
+    now.saturating_add(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn deadline_passed(what: &str) -> Error {
@@ -118,8 +116,9 @@ async fn execute(
     command: &'static CommandDescriptor,
     msg: Message,
 ) -> Message {
-    let meta = arrived(&runtime.config, command, msg.meta);
-    if meta.time_left() == Some(Duration::ZERO) {
+    let now = message::unix_millis(SystemTime::now());
+    let meta = arrived(&runtime.config, command, msg.meta, now);
+    if meta.deadline.is_some_and(|deadline| deadline <= now) {
         let subject = runtime
             .subjects
             .command(command.service, command.version, command.name);
@@ -160,12 +159,11 @@ async fn execute(
 /// The metadata of a command as it starts here, completed with what a caller may leave out: the
 /// trace starts here when the caller had none, and the deadline is the command's own timeout from
 /// now (what the caller allows it, give or take the trip over the broker).
-fn arrived(config: &Config, command: &CommandDescriptor, mut meta: Metadata) -> Metadata {
+fn arrived(config: &Config, command: &CommandDescriptor, mut meta: Metadata, now: u64) -> Metadata {
     meta.traceparent
         .get_or_insert_with(message::new_traceparent);
-    meta.deadline.get_or_insert_with(|| {
-        message::unix_millis(SystemTime::now()) + millis(own_timeout(config, command.timeout_ms))
-    });
+    meta.deadline
+        .get_or_insert_with(|| own_deadline(config, command.timeout_ms, now));
     meta
 }
 

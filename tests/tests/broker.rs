@@ -13,7 +13,7 @@ use cohort::broker::{
     Work,
 };
 use cohort::message::{JSON, Message, Metadata, Subjects, header, random_hex};
-use cohort::testing::{NatsServer, run_broker_suite};
+use cohort::testing::{NatsServer, event, run_broker_suite};
 use futures_util::{FutureExt, StreamExt};
 use tokio::time::{Instant, sleep};
 
@@ -81,17 +81,6 @@ fn recorder() -> (EventHandler, Arc<Mutex<Vec<Message>>>) {
         }
     });
     (handler, seen)
-}
-
-fn event(id: &str, body: &str) -> Message {
-    Message {
-        meta: Metadata {
-            message_id: Some(id.to_owned()),
-            content_type: Some(JSON.to_owned()),
-            ..Metadata::default()
-        },
-        payload: Bytes::from(body.to_owned()),
-    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

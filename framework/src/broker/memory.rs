@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 
 use super::{
-    Broker, Endpoint, EventHandler, RequestHandler, SubscriptionSpec, Work, subject_matches,
-    worth_retrying,
+    Broker, Endpoint, EventHandler, RequestHandler, SubscriptionSpec, Work, no_responders,
+    subject_matches, worth_retrying,
 };
 use crate::error::{Error, ErrorKind};
 use crate::message::Message;
@@ -263,12 +263,4 @@ async fn deliver(
             }
         }
     }
-}
-
-fn no_responders(subject: &str) -> Error {
-    Error::new(
-        ErrorKind::NoResponders,
-        format!("no instance serves `{subject}`"),
-    )
-    .with_code("no_responders")
 }

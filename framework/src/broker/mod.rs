@@ -127,6 +127,15 @@ pub trait Broker: Send + Sync + 'static {
     }
 }
 
+/// The error of a request that no instance serves.
+pub(crate) fn no_responders(subject: &str) -> Error {
+    Error::new(
+        ErrorKind::NoResponders,
+        format!("no instance serves `{subject}`"),
+    )
+    .with_code("no_responders")
+}
+
 /// Whether redelivering an event can help after its handler failed with `err`. An event that does
 /// not decode as its type (400, 422) never will: it goes to the dead letters at once.
 pub fn worth_retrying(err: &Error) -> bool {

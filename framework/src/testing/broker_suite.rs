@@ -144,7 +144,7 @@ where
 }
 
 /// An event with a message id, as the runtime publishes it.
-fn event(id: &str, body: &str) -> Message {
+pub fn event(id: &str, body: &str) -> Message {
     Message {
         meta: Metadata {
             message_id: Some(id.to_owned()),

@@ -9,7 +9,7 @@ mod cluster;
 mod servers;
 mod store_suite;
 
-pub use broker_suite::run_broker_suite;
+pub use broker_suite::{event, run_broker_suite};
 pub use cluster::Cluster;
 pub use servers::{NatsServer, RedisServer};
 pub use store_suite::run_store_suite;

@@ -14,7 +14,7 @@ use tokio::time::{Instant, timeout};
 use super::micro;
 use super::wire::{into_header_map, metadata_of};
 use super::{FLUSH_TIMEOUT, Inner, panic_message, unavailable};
-use crate::broker::{Endpoint, RequestHandler, Work};
+use crate::broker::{Endpoint, RequestHandler, Work, no_responders};
 use crate::error::{Error, ErrorKind};
 use crate::message::{Message, Metadata};
 
@@ -272,8 +272,8 @@ const SLOW_IN_A_ROW: u32 = 3;
 const SPAWN_AFTER_SLOW: u32 = 1000;
 
 impl Intake {
-    fn start(&mut self, request: async_nats::Message, served: &Arc<Served>, work: &Work) {
-        let Some(reply_to) = request.reply.clone() else {
+    fn start(&mut self, mut request: async_nats::Message, served: &Arc<Served>, work: &Work) {
+        let Some(reply_to) = request.reply.take() else {
             tracing::debug!(subject = %request.subject, "a command without a reply subject is dropped");
             return;
         };
@@ -339,14 +339,6 @@ async fn answer(
         // The connection is gone; the caller times out and may try again.
         tracing::debug!(subject = %request.subject, error = %err, "could not send a reply");
     }
-}
-
-fn no_responders(subject: &str) -> Error {
-    Error::new(
-        ErrorKind::NoResponders,
-        format!("no instance serves `{subject}`"),
-    )
-    .with_code("no_responders")
 }
 
 #[cfg(test)]

@@ -31,7 +31,8 @@ use crate::message::{Message, Subjects};
 
 /// How long `connect` tries each server before it reports it unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// Bound on flushes at shutdown, so that a lost connection cannot hold shutdown up.
+/// Bound on flushes at shutdown and on confirming subscriptions at start, so that a lost
+/// connection cannot hold either up.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Commands and events over NATS, shared by every instance connected to the same servers.
