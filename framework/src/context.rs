@@ -1,7 +1,7 @@
 //! `Ctx`: what every handler receives — shared state, events, calls to other commands, the
 //! session, and who and what the work is for.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -29,17 +29,26 @@ struct Inner {
     runtime: Arc<Runtime>,
     service: &'static str,
     meta: Metadata,
+    /// The `traceparent` of this work: the one it arrived with, or one that starts a new trace
+    /// here when something first asks for it. Most commands never do, and skip making one.
+    trace: OnceLock<String>,
     session: Arc<SessionCell>,
 }
 
 impl Ctx {
-    pub(crate) fn new(runtime: Arc<Runtime>, service: &'static str, meta: Metadata) -> Ctx {
+    pub(crate) fn new(runtime: Arc<Runtime>, service: &'static str, mut meta: Metadata) -> Ctx {
         let session = Arc::new(SessionCell::new(meta.session.clone()));
+        let trace = match meta.traceparent.take() {
+            Some(parent) if message::trace_id_of(&parent).is_some() => OnceLock::from(parent),
+            // None, or not one to continue: the trace starts here.
+            _ => OnceLock::new(),
+        };
         Ctx {
             inner: Arc::new(Inner {
                 runtime,
                 service,
                 meta,
+                trace,
                 session,
             }),
         }
@@ -150,6 +159,8 @@ impl Ctx {
                 runtime: self.inner.runtime.clone(),
                 service: self.inner.service,
                 meta,
+                // The same trace: started now if it was not yet, so that both contexts share it.
+                trace: OnceLock::from(self.traceparent().to_owned()),
                 session: self.inner.session.clone(),
             }),
         }
@@ -166,13 +177,14 @@ impl Ctx {
     }
 
     /// The W3C trace id shared by everything this request caused.
-    pub fn trace_id(&self) -> Option<&str> {
-        self.inner.meta.trace_id()
+    pub fn trace_id(&self) -> &str {
+        message::trace_id_of(self.traceparent()).unwrap_or_default()
     }
 
-    /// The W3C `traceparent` this work arrived with.
-    pub fn traceparent(&self) -> Option<&str> {
-        self.inner.meta.traceparent.as_deref()
+    /// The W3C `traceparent` of this work: the one it arrived with, or, when its caller had no
+    /// trace, one that starts the trace here (made when first asked for, then always the same).
+    pub fn traceparent(&self) -> &str {
+        self.inner.trace.get_or_init(message::new_traceparent)
     }
 
     /// The id of the event being handled (commands carry none: their traceparent names them).
@@ -215,7 +227,7 @@ impl Ctx {
     fn outgoing_meta(&self) -> Metadata {
         let meta = &self.inner.meta;
         Metadata {
-            traceparent: Some(message::child_traceparent(meta.traceparent.as_deref())),
+            traceparent: Some(message::child_traceparent(Some(self.traceparent()))),
             principal: meta.principal.clone(),
             tenant: meta.tenant.clone(),
             session: self.inner.session.id(),
@@ -232,6 +244,7 @@ impl std::fmt::Debug for Ctx {
             .field("service", &self.inner.service)
             .field("instance", &self.inner.runtime.instance_id)
             .field("meta", &self.inner.meta)
+            .field("traceparent", &self.inner.trace.get())
             .finish()
     }
 }

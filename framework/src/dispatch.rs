@@ -122,7 +122,7 @@ async fn execute(
         let subject = runtime
             .subjects
             .command(command.service, command.version, command.name);
-        return error_reply(&runtime, &meta, deadline_passed(&subject), None);
+        return error_reply(&runtime, deadline_passed(&subject), None);
     }
     let ctx = Ctx::new(runtime.clone(), command.service, meta);
     let run = AssertUnwindSafe((command.handler)(ctx.clone(), msg.payload)).catch_unwind();
@@ -152,16 +152,14 @@ async fn execute(
                 payload: body,
             }
         }
-        Err(err) => error_reply(&runtime, ctx.meta(), err, Some(&ctx)),
+        Err(err) => error_reply(&runtime, err, Some(&ctx)),
     }
 }
 
-/// The metadata of a command as it starts here, completed with what a caller may leave out: the
-/// trace starts here when the caller had none, and the deadline is the command's own timeout from
-/// now (what the caller allows it, give or take the trip over the broker).
+/// The metadata of a command as it starts here, with the deadline a caller may leave out: the
+/// command's own timeout from now (what the caller allows it, give or take the trip over the
+/// broker). A trace the caller did not send starts in [`Ctx`], when something first needs it.
 fn arrived(config: &Config, command: &CommandDescriptor, mut meta: Metadata, now: u64) -> Metadata {
-    meta.traceparent
-        .get_or_insert_with(message::new_traceparent);
     meta.deadline
         .get_or_insert_with(|| own_deadline(config, command.timeout_ms, now));
     meta
@@ -181,9 +179,9 @@ async fn within<F: Future>(
 }
 
 /// A reply carrying `err` as a problem document. A 500 is logged here with its details, under a
-/// trace id the client gets to quote.
-fn error_reply(runtime: &Runtime, request: &Metadata, err: Error, ctx: Option<&Ctx>) -> Message {
-    let err = log_if_internal(request, err, "command failed");
+/// trace id the client gets to quote: the command's, when it started (`ctx`).
+fn error_reply(runtime: &Runtime, err: Error, ctx: Option<&Ctx>) -> Message {
+    let err = log_if_internal(ctx.map(Ctx::trace_id), err, "command failed");
     let mut meta = match ctx {
         Some(ctx) => reply_meta(runtime, ctx),
         None => Metadata {
@@ -199,15 +197,13 @@ fn error_reply(runtime: &Runtime, request: &Metadata, err: Error, ctx: Option<&C
     }
 }
 
-/// Logs a 500's details and gives it a trace id; other errors pass unchanged.
-pub(crate) fn log_if_internal(request: &Metadata, err: Error, what: &str) -> Error {
+/// Logs a 500's details and gives it a trace id, the request's (`trace_id`) or a new one; other
+/// errors pass unchanged.
+pub(crate) fn log_if_internal(trace_id: Option<&str>, err: Error, what: &str) -> Error {
     if err.kind() != ErrorKind::Internal {
         return err;
     }
-    let trace_id = request
-        .trace_id()
-        .map(str::to_owned)
-        .unwrap_or_else(|| message::random_hex(16));
+    let trace_id = trace_id.map_or_else(|| message::random_hex(16), str::to_owned);
     tracing::error!(trace_id = %trace_id, error = %err, "{what}");
     err.with_trace_id(trace_id)
 }
@@ -229,8 +225,7 @@ pub(crate) fn event_handler(
 ) -> EventHandler {
     Arc::new(move |msg: Message| {
         let ctx = Ctx::new(runtime.clone(), subscription.service, msg.meta);
-        let meta = ctx.meta().clone();
-        let run = AssertUnwindSafe((subscription.handler)(ctx, msg.payload)).catch_unwind();
+        let run = AssertUnwindSafe((subscription.handler)(ctx.clone(), msg.payload)).catch_unwind();
         async move {
             let result = run.await.unwrap_or_else(|panic| {
                 Err(Error::internal(format!(
@@ -239,7 +234,7 @@ pub(crate) fn event_handler(
                     panic_message(panic.as_ref())
                 )))
             });
-            result.map_err(|err| log_if_internal(&meta, err, "subscription failed"))
+            result.map_err(|err| log_if_internal(Some(ctx.trace_id()), err, "subscription failed"))
         }
         .boxed()
     })

@@ -47,14 +47,14 @@ async fn nap(_ctx: Ctx, _input: Nothing) -> Result<Nothing, Error> {
 /// What a command saw of its trace and deadline.
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 struct Seen {
-    trace_id: Option<String>,
+    trace_id: String,
     deadline_ms: Option<u64>,
 }
 
 fn seen(ctx: &Ctx) -> Seen {
     let since_epoch = |at: std::time::SystemTime| at.duration_since(std::time::UNIX_EPOCH).ok();
     Seen {
-        trace_id: ctx.trace_id().map(str::to_owned),
+        trace_id: ctx.trace_id().to_owned(),
         deadline_ms: ctx
             .deadline()
             .and_then(since_epoch)
