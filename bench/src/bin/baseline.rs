@@ -8,6 +8,8 @@
 //! (default 127.0.0.1:8090; `off` = responder only), `BENCH_INSTANCE`
 //! (default `baseline`), `BENCH_RESPONDER_SPAWN=1` to handle each message in
 //! its own task instead of inline (inline measured faster, see scripts/bench),
+//! `BENCH_SUBJECT` (default `bench.echo`; its queue group is the subject and
+//! `.q`) so that several baselines can share one NATS server,
 //! `BENCH_HEADERS=1` to answer with the headers Cohort's replies carry
 //! (`Cohort-Status`, `Cohort-Instance`; a request without a trace and with the
 //! default deadline carries none): the cost of Cohort's wire protocol, without
@@ -23,9 +25,6 @@ use axum::response::Response;
 use axum::routing::post;
 use axum::{Router, serve};
 use cohort_bench::{EchoIn, echo_reply, env_or, json_error, json_response};
-
-const SUBJECT: &str = "bench.echo";
-const QUEUE: &str = "bench.echo.q";
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -54,15 +53,19 @@ async fn respond(client: &Client, instance: &str, headers: bool, msg: Message) {
 
 async fn run_responder(
     client: Client,
+    subject: String,
     instance: String,
     spawn: bool,
     headers: bool,
 ) -> Result<(), BoxError> {
     use futures_util::StreamExt as _;
-    let mut sub = client.queue_subscribe(SUBJECT, QUEUE.to_owned()).await?;
+    let queue = format!("{subject}.q");
+    let mut sub = client
+        .queue_subscribe(subject.clone(), queue.clone())
+        .await?;
     // Make sure the server has registered the subscription before we report ready.
     client.flush().await?;
-    eprintln!("baseline {instance}: responder ready on {SUBJECT} (queue {QUEUE})");
+    eprintln!("baseline {instance}: responder ready on {subject} (queue {queue})");
     let instance: std::sync::Arc<str> = instance.into();
     while let Some(msg) = sub.next().await {
         if spawn {
@@ -75,7 +78,14 @@ async fn run_responder(
     Err("subscription closed".into())
 }
 
-async fn echo(State(client): State<Client>, body: Bytes) -> Response {
+/// What the HTTP handler needs: the connection and where the responders listen.
+#[derive(Clone)]
+struct Requester {
+    client: Client,
+    subject: async_nats::Subject,
+}
+
+async fn echo(State(Requester { client, subject }): State<Requester>, body: Bytes) -> Response {
     // Validate and re-encode as a real app would before putting it on the wire.
     let Ok(input) = serde_json::from_slice::<EchoIn>(&body) else {
         return json_error(StatusCode::BAD_REQUEST, "malformed echo request");
@@ -86,7 +96,7 @@ async fn echo(State(client): State<Client>, body: Bytes) -> Response {
     let Ok(payload) = serde_json::to_vec(&input) else {
         return json_error(StatusCode::INTERNAL_SERVER_ERROR, "encode failed");
     };
-    match client.request(SUBJECT, payload.into()).await {
+    match client.request(subject, payload.into()).await {
         Ok(msg) if msg.payload.is_empty() => {
             json_error(StatusCode::BAD_GATEWAY, "responder rejected request")
         }
@@ -106,6 +116,7 @@ async fn main() -> Result<(), BoxError> {
     let nats_url = env_or("BENCH_NATS_URL", "nats://127.0.0.1:4222");
     let addr = env_or("BENCH_ADDR", "127.0.0.1:8090");
     let instance = env_or("BENCH_INSTANCE", "baseline");
+    let subject = env_or("BENCH_SUBJECT", "bench.echo");
     let spawn = std::env::var("BENCH_RESPONDER_SPAWN").is_ok_and(|v| v == "1");
     let headers = std::env::var("BENCH_HEADERS").is_ok_and(|v| v == "1");
 
@@ -117,6 +128,7 @@ async fn main() -> Result<(), BoxError> {
 
     let responder = tokio::spawn(run_responder(
         client.clone(),
+        subject.clone(),
         instance.clone(),
         spawn,
         headers,
@@ -126,7 +138,13 @@ async fn main() -> Result<(), BoxError> {
         return responder.await?;
     }
 
-    let app = Router::new().route("/echo", post(echo)).with_state(client);
+    let requester = Requester {
+        client,
+        subject: subject.into(),
+    };
+    let app = Router::new()
+        .route("/echo", post(echo))
+        .with_state(requester);
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     eprintln!("baseline {instance}: listening on {addr}");
     tokio::select! {
