@@ -13,7 +13,7 @@ use tokio::time::{Instant, timeout};
 
 use super::micro;
 use super::wire::{into_header_map, metadata_of};
-use super::{FLUSH_TIMEOUT, Inner, panic_message, unavailable};
+use super::{FLUSH_TIMEOUT, Inner, panic_message, round_trip, unavailable};
 use crate::broker::{Endpoint, RequestHandler, Work, no_responders};
 use crate::error::{Error, ErrorKind};
 use crate::message::{Message, Metadata};
@@ -200,6 +200,14 @@ async fn take_requests(mut requests: Subscriber, served: Arc<Served>, work: Work
         intake.start(request, &served, &work)
     })
     .await;
+    // The work ends once the server has seen the unsubscribe: a caller told that this instance
+    // stopped must not have its next request routed here, where nothing takes it any more.
+    if !matches!(
+        timeout(FLUSH_TIMEOUT, round_trip(&served.client)).await,
+        Ok(Ok(()))
+    ) {
+        tracing::debug!("NATS did not confirm in time that an endpoint left");
+    }
 }
 
 /// Requests a leaving endpoint may still be sent, beyond those it has taken: more than can be on

@@ -186,27 +186,11 @@ impl Inner {
         self.client.connection_state() == State::Connected
     }
 
-    /// Returns once the server has processed everything this connection sent before: a message
-    /// to a fresh inbox, published after it all, has come back. (async-nats' `flush` only writes
-    /// out what is buffered, which does not tell that the server has seen it.)
+    /// Returns once the server has processed everything this connection sent before.
     async fn round_trip(&self) -> Result<(), Error> {
-        let failed = |err: &dyn std::fmt::Display| {
-            unavailable(format!("no round trip to NATS at `{}`: {err}", self.urls))
-        };
-        let inbox = self.client.new_inbox();
-        let mut echo = self
-            .client
-            .subscribe(inbox.clone())
+        round_trip(&self.client)
             .await
-            .map_err(|err| failed(&err))?;
-        self.client
-            .publish(inbox, bytes::Bytes::new())
-            .await
-            .map_err(|err| failed(&err))?;
-        match echo.next().await {
-            Some(_) => Ok(()),
-            None => Err(failed(&"the connection closed")),
-        }
+            .map_err(|err| unavailable(format!("no round trip to NATS at `{}`: {err}", self.urls)))
     }
 
     fn not_connected(&self, what: &str) -> Error {
@@ -267,6 +251,25 @@ impl Broker for NatsBroker {
             ))),
             Err(_) => Err(inner.not_connected("flush what is buffered")),
         }
+    }
+}
+
+/// Returns once the server has processed everything `client` sent before: a message to a fresh
+/// inbox, published after it all, has come back. (async-nats' `flush` only writes out what is
+/// buffered, which does not tell that the server has seen it.)
+async fn round_trip(client: &Client) -> Result<(), String> {
+    let inbox = client.new_inbox();
+    let mut echo = client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|err| err.to_string())?;
+    client
+        .publish(inbox, bytes::Bytes::new())
+        .await
+        .map_err(|err| err.to_string())?;
+    match echo.next().await {
+        Some(_) => Ok(()),
+        None => Err("the connection closed".to_owned()),
     }
 }
 
