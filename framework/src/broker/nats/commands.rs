@@ -13,7 +13,7 @@ use tokio::time::{Instant, timeout};
 
 use super::micro;
 use super::wire::{into_header_map, metadata_of};
-use super::{FLUSH_TIMEOUT, Inner, panic_message, round_trip, unavailable};
+use super::{Inner, panic_message, server_caught_up, unavailable};
 use crate::broker::{Endpoint, RequestHandler, Work, no_responders};
 use crate::error::{Error, ErrorKind};
 use crate::message::{Message, Metadata};
@@ -75,7 +75,7 @@ pub(super) async fn serve(
         services.push(announced.listen(&inner.client).await?);
     }
     // Once the server has seen the subscriptions, any instance's request can reach them.
-    if !matches!(timeout(FLUSH_TIMEOUT, inner.round_trip()).await, Ok(Ok(()))) {
+    if !server_caught_up(&inner.client).await {
         tracing::warn!(nats = %inner.urls, "NATS did not confirm the command subscriptions in time");
     }
     for (requests, served) in intakes {
@@ -202,10 +202,7 @@ async fn take_requests(mut requests: Subscriber, served: Arc<Served>, work: Work
     .await;
     // The work ends once the server has seen the unsubscribe: a caller told that this instance
     // stopped must not have its next request routed here, where nothing takes it any more.
-    if !matches!(
-        timeout(FLUSH_TIMEOUT, round_trip(&served.client)).await,
-        Ok(Ok(()))
-    ) {
+    if !server_caught_up(&served.client).await {
         tracing::debug!("NATS did not confirm in time that an endpoint left");
     }
 }

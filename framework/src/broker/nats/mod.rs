@@ -186,13 +186,6 @@ impl Inner {
         self.client.connection_state() == State::Connected
     }
 
-    /// Returns once the server has processed everything this connection sent before.
-    async fn round_trip(&self) -> Result<(), Error> {
-        round_trip(&self.client)
-            .await
-            .map_err(|err| unavailable(format!("no round trip to NATS at `{}`: {err}", self.urls)))
-    }
-
     fn not_connected(&self, what: &str) -> Error {
         unavailable(format!(
             "cannot {what}: not connected to NATS at `{}` (reconnecting)",
@@ -254,23 +247,18 @@ impl Broker for NatsBroker {
     }
 }
 
-/// Returns once the server has processed everything `client` sent before: a message to a fresh
-/// inbox, published after it all, has come back. (async-nats' `flush` only writes out what is
-/// buffered, which does not tell that the server has seen it.)
-async fn round_trip(client: &Client) -> Result<(), String> {
-    let inbox = client.new_inbox();
-    let mut echo = client
-        .subscribe(inbox.clone())
-        .await
-        .map_err(|err| err.to_string())?;
-    client
-        .publish(inbox, bytes::Bytes::new())
-        .await
-        .map_err(|err| err.to_string())?;
-    match echo.next().await {
-        Some(_) => Ok(()),
-        None => Err("the connection closed".to_owned()),
-    }
+/// Whether the server has processed everything `client` sent before, found out within
+/// `FLUSH_TIMEOUT`: a message to a fresh inbox, published after it all, has come back.
+/// (async-nats' `flush` only writes out what is buffered, which does not tell that the server has
+/// seen it.)
+async fn server_caught_up(client: &Client) -> bool {
+    let echoed = async {
+        let inbox = client.new_inbox();
+        let mut echo = client.subscribe(inbox.clone()).await.ok()?;
+        client.publish(inbox, bytes::Bytes::new()).await.ok()?;
+        echo.next().await
+    };
+    matches!(timeout(FLUSH_TIMEOUT, echoed).await, Ok(Some(_)))
 }
 
 // ---- errors ----
