@@ -4,7 +4,6 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -17,6 +16,7 @@ use crate::error::{Error, ErrorKind};
 use crate::message::{self, Message, Metadata, PROBLEM_JSON, Subjects};
 use crate::registry::{CommandDescriptor, SubscriptionDescriptor};
 use crate::state::StateStore;
+use crate::timer::within;
 
 /// What every handler of an instance shares: the broker, the store and the configuration.
 pub(crate) struct Runtime {
@@ -163,19 +163,6 @@ fn arrived(config: &Config, command: &CommandDescriptor, mut meta: Metadata, now
     meta.deadline
         .get_or_insert_with(|| own_deadline(config, command.timeout_ms, now));
     meta
-}
-
-/// Runs `future` until `limit()` from its first wait. Most commands never wait (no I/O): they finish
-/// on their first poll, without a clock read or a timer entry.
-async fn within<F: Future>(
-    limit: impl FnOnce() -> Duration,
-    future: F,
-) -> Result<F::Output, tokio::time::error::Elapsed> {
-    let mut future = std::pin::pin!(future);
-    match std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await {
-        Poll::Ready(output) => Ok(output),
-        Poll::Pending => tokio::time::timeout(limit(), future).await,
-    }
 }
 
 /// A reply carrying `err` as a problem document. A 500 is logged here with its details, under a

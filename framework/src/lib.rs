@@ -21,6 +21,7 @@ mod config;
 mod dispatch;
 mod input;
 mod logging;
+mod timer;
 
 pub use app::{App, Running};
 pub use config::Config;
