@@ -1,8 +1,8 @@
 //! Time limits that cost nothing for work that never waits.
 //!
 //! Most commands finish on their first poll (no I/O). A `tokio::time::timeout` around them would
-//! still read the clock and set up a timer entry for every one; [`within`] does both only once the
-//! work first waits.
+//! still read the clock and build a timer for every one; [`within`] does both only once the work
+//! first waits.
 
 use std::task::Poll;
 use std::time::Duration;
