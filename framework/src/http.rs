@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 
 use crate::dispatch::{Runtime, Target, log_if_internal};
 use crate::error::{Error, ErrorKind};
-use crate::message::{JSON, Message, Metadata, PROBLEM_JSON, child_traceparent, trace_id_of};
+use crate::message::{JSON, Message, Metadata, PROBLEM_JSON, child_traceparent};
 use crate::registry::{CommandDescriptor, HttpRoute, route_params, schema_property};
 use crate::session;
 
@@ -201,12 +201,11 @@ async fn handle(route: Arc<Route>, request: Request) -> Response {
         Err(err) => return problem(&route.instance, None, &err),
     };
     // Kept for the log line of a 500: the metadata itself goes with the command.
-    let traceparent = head.meta.traceparent.clone();
+    let trace_id = head.meta.trace_id().map(str::to_owned);
     match route.runtime.invoke(route.target(), input, head.meta).await {
         Ok(reply) => respond(&route, reply),
         Err(err) => {
-            let trace_id = traceparent.as_deref().and_then(trace_id_of);
-            let err = log_if_internal(trace_id, err, "HTTP request failed");
+            let err = log_if_internal(trace_id.as_deref(), err, "HTTP request failed");
             problem(&route.instance, None, &err)
         }
     }
