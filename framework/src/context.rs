@@ -215,6 +215,10 @@ impl Ctx {
             .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
     }
 
+    pub(crate) fn runtime(&self) -> &Runtime {
+        &self.inner.runtime
+    }
+
     pub(crate) fn meta(&self) -> &Metadata {
         &self.inner.meta
     }

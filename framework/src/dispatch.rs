@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, CatchUnwind};
 
 use crate::broker::{Broker, EventHandler, RequestHandler};
 use crate::config::Config;
@@ -111,49 +112,76 @@ pub(crate) fn command_handler(
     Arc::new(move |msg| execute(runtime.clone(), command, msg).boxed())
 }
 
-async fn execute(
+/// Runs one command that arrived here. What needs no waiting happens before the returned future
+/// starts, so that the future holds only what lives across a wait: it is moved and boxed on every
+/// command, and the message and its metadata would triple its size.
+fn execute(
     runtime: Arc<Runtime>,
     command: &'static CommandDescriptor,
     msg: Message,
-) -> Message {
+) -> impl Future<Output = Message> + Send + 'static {
+    let started = start(runtime, command, msg);
+    async move {
+        let (ctx, run) = match started {
+            Ok(started) => started,
+            Err(reply) => return *reply,
+        };
+        // Measured when the command first waits: until then no timer can cut it off anyway.
+        let time_left = || ctx.meta().time_left().unwrap_or_default();
+        let outcome = match within(time_left, run).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(panic)) => Err(Error::internal(format!(
+                "command `{}` panicked: {}",
+                command.name,
+                panic_message(panic.as_ref())
+            ))),
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "command `{}` did not finish before its deadline",
+                    command.name
+                ),
+            )),
+        };
+        match outcome {
+            Ok(body) => {
+                let mut meta = reply_meta(ctx.runtime(), &ctx);
+                meta.status = Some(200);
+                Message {
+                    meta,
+                    payload: body,
+                }
+            }
+            Err(err) => error_reply(ctx.runtime(), err, Some(&ctx)),
+        }
+    }
+}
+
+/// A command's handler, started: a panic in it is caught and becomes its error.
+type Running = CatchUnwind<AssertUnwindSafe<BoxFuture<'static, Result<Bytes, Error>>>>;
+
+/// Gives the command its context and starts its handler; a command whose deadline passed on the
+/// way here gets its error reply instead (boxed: rare, and large for the future that holds it).
+fn start(
+    runtime: Arc<Runtime>,
+    command: &'static CommandDescriptor,
+    msg: Message,
+) -> Result<(Ctx, Running), Box<Message>> {
     let now = message::unix_millis(SystemTime::now());
     let meta = arrived(&runtime.config, command, msg.meta, now);
     if meta.deadline.is_some_and(|deadline| deadline <= now) {
         let subject = runtime
             .subjects
             .command(command.service, command.version, command.name);
-        return error_reply(&runtime, deadline_passed(&subject), None);
+        return Err(Box::new(error_reply(
+            &runtime,
+            deadline_passed(&subject),
+            None,
+        )));
     }
-    let ctx = Ctx::new(runtime.clone(), command.service, meta);
+    let ctx = Ctx::new(runtime, command.service, meta);
     let run = AssertUnwindSafe((command.handler)(ctx.clone(), msg.payload)).catch_unwind();
-    // Measured when the command first waits: until then no timer can cut it off anyway.
-    let time_left = || ctx.meta().time_left().unwrap_or_default();
-    let outcome = match within(time_left, run).await {
-        Ok(Ok(result)) => result,
-        Ok(Err(panic)) => Err(Error::internal(format!(
-            "command `{}` panicked: {}",
-            command.name,
-            panic_message(panic.as_ref())
-        ))),
-        Err(_) => Err(Error::new(
-            ErrorKind::Timeout,
-            format!(
-                "command `{}` did not finish before its deadline",
-                command.name
-            ),
-        )),
-    };
-    match outcome {
-        Ok(body) => {
-            let mut meta = reply_meta(&runtime, &ctx);
-            meta.status = Some(200);
-            Message {
-                meta,
-                payload: body,
-            }
-        }
-        Err(err) => error_reply(&runtime, err, Some(&ctx)),
-    }
+    Ok((ctx, run))
 }
 
 /// The metadata of a command as it starts here, with the deadline a caller may leave out: the

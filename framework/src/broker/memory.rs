@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
 
 use super::{
@@ -66,14 +67,19 @@ impl MemoryBroker {
 }
 
 impl Inner {
-    fn pick(&self, subject: &str) -> Option<RequestHandler> {
+    /// Starts `msg` on one of the handlers serving `subject`, taken in turn. The handler is called
+    /// under the read lock instead of cloned out of it: a clone would bump a counter that every
+    /// worker thread shares, on every command.
+    fn start(&self, subject: &str, msg: Message) -> Option<BoxFuture<'static, Message>> {
         let endpoints = self.endpoints.read().unwrap_or_else(|p| p.into_inner());
         let served = endpoints.get(subject)?;
-        let turn = served.next.fetch_add(1, Ordering::Relaxed);
-        served
-            .handlers
-            .get(turn % served.handlers.len().max(1))
-            .map(|(_, handler)| handler.clone())
+        // One handler is the rule outside tests: it needs no turn, nor the shared count of turns.
+        let turn = match served.handlers.len() {
+            1 => 0,
+            n => served.next.fetch_add(1, Ordering::Relaxed) % n.max(1),
+        };
+        let (_, handler) = served.handlers.get(turn)?;
+        Some(handler(msg))
     }
 
     /// Hands `msg` to the matching subscribers: every every-instance subscriber, and one member
@@ -133,13 +139,13 @@ impl Broker for MemoryBroker {
         msg: Message,
         timeout: Duration,
     ) -> Result<Message, Error> {
-        let handler = self
+        let handling = self
             .inner
-            .pick(subject)
+            .start(subject, msg)
             .ok_or_else(|| no_responders(subject))?;
         // The handler runs right here until it first waits, so the time limit starts there: a
         // command that never waits needs no timer.
-        within(|| timeout, handler(msg)).await.map_err(|_| {
+        within(|| timeout, handling).await.map_err(|_| {
             Error::new(
                 ErrorKind::Timeout,
                 format!("`{subject}` did not answer in {timeout:?}"),

@@ -283,24 +283,28 @@ impl Intake {
             return;
         };
         let started = Instant::now();
-        let answering = answer(request, reply_to, served.clone(), started);
-        if self.must_spawn() {
-            work.tasks.spawn(answering);
-            return;
-        }
-        let mut answering = Box::pin(answering);
-        // A panic in the first step must not take the endpoint down with it.
-        match std::panic::catch_unwind(AssertUnwindSafe(|| (&mut answering).now_or_never())) {
-            Ok(Some(())) => {}
-            Ok(None) => {
+        let spawn = self.must_spawn();
+        // A panic in the handler's first step must not take the endpoint down with it.
+        let answered = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let answering = answer(request, reply_to, served.clone(), started);
+            if spawn {
+                work.tasks.spawn(answering);
+                return;
+            }
+            let mut answering = Box::pin(answering);
+            if (&mut answering).now_or_never().is_none() {
                 work.tasks.spawn(answering);
             }
-            Err(panic) => tracing::error!(
+        }));
+        if let Err(panic) = answered {
+            tracing::error!(
                 panic = panic_message(&*panic),
                 "a command handler panicked; its caller gets no answer"
-            ),
+            );
         }
-        self.answered_in_place(started.elapsed());
+        if !spawn {
+            self.answered_in_place(started.elapsed());
+        }
     }
 
     /// Whether the next request goes to a task of its own at once.
@@ -323,26 +327,36 @@ impl Intake {
     }
 }
 
-async fn answer(
+/// Starts the command of `request` here and now; the returned future sends its reply. What needs
+/// no waiting happens before that future starts, so that it holds only what lives across a wait:
+/// every command's future is boxed, and a large one costs the allocator's slow path.
+fn answer(
     request: async_nats::Message,
     reply_to: Subject,
     served: Arc<Served>,
     started: Instant,
-) {
+) -> impl Future<Output = ()> + Send + 'static {
     let msg = Message {
         meta: metadata_of(request.headers.as_ref()),
         payload: request.payload,
     };
-    let reply = (served.handler)(msg).await;
-    served.stats.record(&reply, started.elapsed());
-    let headers = served.plain_success.headers(reply.meta);
-    let sent = served
-        .client
-        .publish_with_headers(reply_to, headers, reply.payload)
-        .await;
-    if let Err(err) = sent {
-        // The connection is gone; the caller times out and may try again.
-        tracing::debug!(subject = %request.subject, error = %err, "could not send a reply");
+    let handling = (served.handler)(msg);
+    let subject = request.subject;
+    async move {
+        // The reply in a block of its own: its space is not kept while the reply is sent.
+        let (headers, payload) = {
+            let reply = handling.await;
+            served.stats.record(&reply, started.elapsed());
+            (served.plain_success.headers(reply.meta), reply.payload)
+        };
+        let sent = served
+            .client
+            .publish_with_headers(reply_to, headers, payload)
+            .await;
+        if let Err(err) = sent {
+            // The connection is gone; the caller times out and may try again.
+            tracing::debug!(%subject, error = %err, "could not send a reply");
+        }
     }
 }
 
