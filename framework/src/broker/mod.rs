@@ -22,6 +22,8 @@ use crate::error::{Error, ErrorKind};
 use crate::message::Message;
 
 /// Runs one command on this instance. It never fails: an error is a reply with an error status.
+/// Calling it should only start the command: brokers call it where they take requests (the
+/// embedded one under a read lock), and the work belongs in the future it returns.
 pub type RequestHandler = Arc<dyn Fn(Message) -> BoxFuture<'static, Message> + Send + Sync>;
 
 /// Handles one event delivery. `Err` asks for the event again later (with backoff).
