@@ -145,7 +145,7 @@ fn execute(
         };
         match outcome {
             Ok(body) => {
-                let mut meta = reply_meta(ctx.runtime(), &ctx);
+                let mut meta = reply_meta(&ctx);
                 meta.status = Some(200);
                 Message {
                     meta,
@@ -198,7 +198,7 @@ fn arrived(config: &Config, command: &CommandDescriptor, mut meta: Metadata, now
 fn error_reply(runtime: &Runtime, err: Error, ctx: Option<&Ctx>) -> Message {
     let err = log_if_internal(ctx.map(Ctx::trace_id), err, "command failed");
     let mut meta = match ctx {
-        Some(ctx) => reply_meta(runtime, ctx),
+        Some(ctx) => reply_meta(ctx),
         None => Metadata {
             instance: Some(String::from(&*runtime.instance_id)),
             ..Metadata::default()
@@ -223,9 +223,9 @@ pub(crate) fn log_if_internal(trace_id: Option<&str>, err: Error, what: &str) ->
     err.with_trace_id(trace_id)
 }
 
-fn reply_meta(runtime: &Runtime, ctx: &Ctx) -> Metadata {
+fn reply_meta(ctx: &Ctx) -> Metadata {
     let mut meta = Metadata {
-        instance: Some(String::from(&*runtime.instance_id)),
+        instance: Some(ctx.instance_id().to_owned()),
         ..Metadata::default()
     };
     ctx.session_effects().write_to(&mut meta);
