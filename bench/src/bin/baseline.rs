@@ -7,7 +7,8 @@
 //! Env: `BENCH_NATS_URL` (default nats://127.0.0.1:4222), `BENCH_ADDR`
 //! (default 127.0.0.1:8090; `off` = responder only), `BENCH_INSTANCE`
 //! (default `baseline`), `BENCH_RESPONDER_SPAWN=1` to handle each message in
-//! its own task instead of inline (inline measured faster, see scripts/bench),
+//! its own task instead of inline (the default: the echo never waits, so a
+//! task per message would only add scheduling),
 //! `BENCH_SUBJECT` (default `bench.echo`; its queue group is the subject and
 //! `.q`) so that several baselines can share one NATS server,
 //! `BENCH_HEADERS=1` to answer with the headers Cohort's replies carry
