@@ -10,10 +10,12 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use cohort::broker::{Broker, Endpoint, MemoryBroker, RequestHandler, Work};
-use cohort::message::{self, Message, Metadata, Subjects};
+use cohort::broker::MemoryBroker;
+use cohort::broker::spi::{
+    Broker, Endpoint, Message, Metadata, RequestHandler, Subjects, Work, header,
+};
 use cohort::prelude::*;
-use cohort::{App, Command, Config, Running};
+use cohort::{App, Command, Running};
 use divan::{Bencher, black_box};
 use example_app::echo::{EchoIn, EchoOut, echo};
 use futures_util::FutureExt;
@@ -32,8 +34,11 @@ fn main() {
 const BODY: &[u8] =
     br#"{"text":"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_","n":42}"#;
 
-/// An incoming W3C trace context, as a client or load balancer sends it.
-const PARENT_TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+/// A command's W3C trace context: a child of the one its client sent.
+const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+/// A message id as events carry it (24 hex digits).
+const MESSAGE_ID: &str = "6a0c2e94b1d7f3580e4a9c2b";
 
 /// A session id as the cookie carries it (64 hex digits).
 const SESSION_ID: &str = "5f2b8c0e9d4a7b13c6e0f8a2d5b9c1e47a3f6d0b8e2c5a9f1d4b7e0c3a6f9d2b";
@@ -46,14 +51,22 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// The metadata a command carries once the HTTP layer and `invoke` have filled it in: a child
 /// of the caller's trace, the session cookie, a deadline, a message id and the sending instance.
 fn typical_metadata() -> Metadata {
-    Metadata {
-        message_id: Some(message::random_hex(12)),
-        traceparent: Some(message::child_traceparent(Some(PARENT_TRACEPARENT))),
-        session: Some(SESSION_ID.to_owned()),
-        deadline: Some(message::unix_millis(SystemTime::now() + TIMEOUT)),
-        instance: Some(INSTANCE_ID.to_owned()),
-        ..Metadata::default()
-    }
+    Metadata::from_headers([
+        (header::MESSAGE_ID, MESSAGE_ID),
+        (header::TRACEPARENT, TRACEPARENT),
+        (header::SESSION, SESSION_ID),
+        (header::DEADLINE, &deadline()),
+        (header::INSTANCE, INSTANCE_ID),
+    ])
+}
+
+/// A deadline `TIMEOUT` from now, in milliseconds since the Unix epoch, as header text.
+fn deadline() -> String {
+    let at = SystemTime::now() + TIMEOUT;
+    let millis = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    millis.as_millis().to_string()
 }
 
 fn runtime() -> Runtime {
@@ -224,15 +237,7 @@ mod in_process {
         let broker = MemoryBroker::new();
         let subjects = Subjects::default();
         let subject = subjects.command("bench", 1, "ping");
-        let endpoint = Endpoint {
-            service: "bench".to_owned(),
-            version: 1,
-            name: "ping".to_owned(),
-            description: "answers with the message".to_owned(),
-            subject: subject.clone(),
-            queue_group: subjects.queue_group("bench", 1, "ping"),
-            metadata: HashMap::new(),
-        };
+        let endpoint = Endpoint::new(&subjects, "bench", 1, "ping");
         let handler: RequestHandler = Arc::new(|msg| async move { msg }.boxed());
         let work = Work::default();
         rt.block_on(broker.serve(vec![(endpoint, handler)], &work))
@@ -262,13 +267,11 @@ mod in_process {
         let broker = MemoryBroker::new();
         let running: Running = rt
             .block_on(
-                App::with_config(Config {
-                    http_addr: None,
-                    instance_id: INSTANCE_ID.to_owned(),
-                    ..Config::default()
-                })
-                .broker(Arc::new(broker.clone()))
-                .start(),
+                App::default()
+                    .http_addr(None)
+                    .instance_id(INSTANCE_ID)
+                    .broker(Arc::new(broker.clone()))
+                    .start(),
             )
             .expect("the app starts");
         // The example app's own `echo`: the command the HTTP benchmark drives.
@@ -288,7 +291,7 @@ mod in_process {
         // A fresh deadline per request, as `invoke` sets it, however long the run takes.
         let fresh_request = || {
             let mut msg = request.clone();
-            msg.meta.deadline = Some(message::unix_millis(SystemTime::now() + TIMEOUT));
+            msg.meta.set_header(header::DEADLINE, &deadline());
             msg
         };
         bencher.with_inputs(fresh_request).bench_values(|msg| {

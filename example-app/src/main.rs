@@ -1,5 +1,5 @@
-// Cohort's hot path makes many small allocations (envelopes, headers); mimalloc serves them
-// faster than the system allocator, and the benchmark contenders use it too.
+// mimalloc for the many small allocations of Cohort's hot path (envelopes, headers); the benchmark
+// contenders use it too, so they compare code, not allocators.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -9,16 +9,18 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{
-    Broker, Endpoint, MemoryBroker, NatsBroker, StreamSettings, SubscriptionSpec, Work,
-};
+use crate::broker::MemoryBroker;
+use crate::broker::spi::{Broker, Endpoint, SubscriptionSpec, Work};
 use crate::config::Config;
 use crate::context::Ctx;
-use crate::dispatch::{Runtime, command_handler, event_handler};
+use crate::contract::Command;
+use crate::dispatch::{command_handler, event_handler};
 use crate::error::Error;
 use crate::message::{Metadata, Subjects};
-use crate::registry::{Command, CommandDescriptor, Registry, SubscriptionDescriptor};
-use crate::state::{MemoryStore, RedisStore, StateStore};
+use crate::registry::{CommandDescriptor, Registry, SubscriptionDescriptor};
+use crate::runtime::Runtime;
+use crate::state::MemoryStore;
+use crate::state::spi::StateStore;
 
 /// An instance of the application: every `#[command]`, `#[http]` and `#[subscription]` in the
 /// binary, wired to a broker and a state store.
@@ -67,6 +69,18 @@ impl App {
         self.configure(|c| c.http_addr = addr)
     }
 
+    /// Starts a distributed broker with the embedded store anyway (see
+    /// [`Config::allow_local_state`]).
+    pub fn allow_local_state(self) -> App {
+        self.configure(|c| c.allow_local_state = true)
+    }
+
+    /// Starts even though the binary registers no command and no subscription (see
+    /// [`Config::allow_empty`]).
+    pub fn allow_empty(self) -> App {
+        self.configure(|c| c.allow_empty = true)
+    }
+
     /// Names this instance (default: generated).
     pub fn instance_id(self, id: impl Into<String>) -> App {
         let id = id.into();
@@ -106,6 +120,7 @@ impl App {
         let started = Instant::now();
         let registry = Registry::collect()?;
         let config = self.config;
+        check_not_empty(&config, &registry)?;
         validate_instance_id(&config.instance_id)?;
         validate_services(&config, &registry)?;
         let subjects = Subjects::new(config.subject_prefix.clone());
@@ -151,6 +166,23 @@ impl App {
     }
 }
 
+/// A binary without handlers is almost always one whose handlers the linker dropped: they live in a
+/// library crate that `main` never references, so their registrations never reach the binary.
+fn check_not_empty(config: &Config, registry: &Registry) -> Result<(), Error> {
+    if config.allow_empty || !registry.is_empty() {
+        return Ok(());
+    }
+    Err(Error::bad_request(
+        "this binary registers no #[command] and no #[subscription], so it would serve nothing.\n\
+         If your handlers live in a library crate, `main` must use something from it, or the \
+         linker drops their registrations: have the library export a `pub fn app()` that \
+         returns the `cohort::App`, and run it from `main`: `my_lib::app()?.run().await`.\n\
+         If this instance really only calls commands, opt in with `App::allow_empty()` or \
+         COHORT_ALLOW_EMPTY=true.",
+    )
+    .with_code("no_handlers"))
+}
+
 fn validate_instance_id(id: &str) -> Result<(), Error> {
     let valid = !id.is_empty()
         && id
@@ -186,26 +218,54 @@ fn validate_services(config: &Config, registry: &Registry) -> Result<(), Error> 
 }
 
 async fn connect_broker(config: &Config, subjects: &Subjects) -> Result<Arc<dyn Broker>, Error> {
-    Ok(match &config.nats_url {
-        Some(url) => {
-            let streams = StreamSettings {
-                max_age: config.event_retention,
-                replicas: config.stream_replicas,
-            };
-            Arc::new(
-                NatsBroker::connect_with(url, subjects.clone(), &config.instance_id, streams)
-                    .await?,
-            )
-        }
-        None => Arc::new(MemoryBroker::new()),
-    })
+    let Some(url) = &config.nats_url else {
+        return Ok(Arc::new(MemoryBroker::new()));
+    };
+    #[cfg(feature = "nats")]
+    {
+        let streams = crate::broker::StreamSettings {
+            max_age: config.event_retention,
+            replicas: config.stream_replicas,
+        };
+        let broker = crate::broker::NatsBroker::connect_with(
+            url,
+            subjects.clone(),
+            &config.instance_id,
+            streams,
+        )
+        .await?;
+        Ok(Arc::new(broker))
+    }
+    #[cfg(not(feature = "nats"))]
+    {
+        let _ = (url, subjects);
+        Err(missing_feature("COHORT_NATS_URL", "nats"))
+    }
 }
 
 async fn connect_store(config: &Config) -> Result<Arc<dyn StateStore>, Error> {
-    Ok(match &config.redis_url {
-        Some(url) => Arc::new(RedisStore::connect(url).await?),
-        None => Arc::new(MemoryStore::new()),
-    })
+    let Some(url) = &config.redis_url else {
+        return Ok(Arc::new(MemoryStore::new()));
+    };
+    #[cfg(feature = "redis")]
+    {
+        Ok(Arc::new(crate::state::RedisStore::connect(url).await?))
+    }
+    #[cfg(not(feature = "redis"))]
+    {
+        let _ = url;
+        Err(missing_feature("COHORT_REDIS_URL", "redis"))
+    }
+}
+
+#[cfg(any(not(feature = "nats"), not(feature = "redis")))]
+fn missing_feature(setting: &str, feature: &str) -> Error {
+    Error::bad_request(format!(
+        "{setting} is set, but this binary was built without Cohort's `{feature}` feature; \
+         enable it in Cargo.toml (`cohort = {{ version = \"...\", features = [\"{feature}\"] }}`) \
+         or unset {setting}"
+    ))
+    .with_code("invalid_config")
 }
 
 /// Many instances with state in each one's memory would each see different data: refuse, unless
@@ -259,23 +319,19 @@ async fn serve_commands(
 
 fn endpoint(runtime: &Runtime, command: &CommandDescriptor) -> Endpoint {
     let schema = |f: fn() -> schemars::Schema| serde_json::to_string(&f()).unwrap_or_default();
-    Endpoint {
-        service: command.service.to_owned(),
-        version: command.version,
-        name: command.name.to_owned(),
-        description: command.description.to_owned(),
-        subject: runtime
-            .subjects
-            .command(command.service, command.version, command.name),
-        queue_group: runtime
-            .subjects
-            .queue_group(command.service, command.version, command.name),
-        metadata: [
-            ("input_schema".to_owned(), schema(command.input_schema)),
-            ("output_schema".to_owned(), schema(command.output_schema)),
-        ]
-        .into(),
-    }
+    let mut endpoint = Endpoint::new(
+        &runtime.subjects,
+        command.service,
+        command.version,
+        command.name,
+    );
+    command.description.clone_into(&mut endpoint.description);
+    endpoint.metadata = [
+        ("input_schema".to_owned(), schema(command.input_schema)),
+        ("output_schema".to_owned(), schema(command.output_schema)),
+    ]
+    .into();
+    endpoint
 }
 
 async fn subscribe(runtime: &Arc<Runtime>, registry: &Registry, work: &Work) -> Result<(), Error> {
@@ -295,19 +351,17 @@ async fn subscribe(runtime: &Arc<Runtime>, registry: &Registry, work: &Work) -> 
 
 fn subscription_spec(runtime: &Runtime, subscription: &SubscriptionDescriptor) -> SubscriptionSpec {
     let config = &runtime.config;
-    SubscriptionSpec {
-        service: subscription.service.to_owned(),
-        name: subscription.name.to_owned(),
-        filter_subject: runtime.subjects.event_filter(subscription.event),
-        durable: Subjects::durable(subscription.service, subscription.name),
-        every_instance: subscription.every_instance,
-        max_attempts: config.event_max_attempts,
-        backoff: config.event_backoff.clone(),
-        ack_wait: config.event_ack_wait,
-        dead_letter_subject: runtime
-            .subjects
-            .dead_letter(subscription.service, subscription.name),
-    }
+    let mut spec = SubscriptionSpec::new(
+        &runtime.subjects,
+        subscription.service,
+        subscription.name,
+        subscription.event,
+    );
+    spec.every_instance = subscription.every_instance;
+    spec.max_attempts = config.event_max_attempts;
+    spec.backoff = config.event_backoff.clone();
+    spec.ack_wait = config.event_ack_wait;
+    spec
 }
 
 async fn serve_http(

@@ -8,7 +8,17 @@ use crate::message::random_hex;
 
 /// Everything an instance can be told. [`Config::default`] is a complete single-instance
 /// deployment: embedded broker and store, HTTP on 127.0.0.1:8080.
+///
+/// Build one with [`Config::from_env`] or [`Config::default`], then change its fields (new fields
+/// may come in any release, so it cannot be written as a struct literal):
+///
+/// ```
+/// let mut config = cohort::Config::default();
+/// config.http_addr = None;
+/// config.command_timeout = std::time::Duration::from_secs(5);
+/// ```
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Config {
     /// `COHORT_HTTP_ADDR` (default `127.0.0.1:8080`; `off` runs a worker without HTTP).
     pub http_addr: Option<SocketAddr>,
@@ -25,6 +35,10 @@ pub struct Config {
     pub services: Option<Vec<String>>,
     /// `COHORT_ALLOW_LOCAL_STATE=true`: start a distributed broker with the embedded store anyway.
     pub allow_local_state: bool,
+    /// `COHORT_ALLOW_EMPTY=true`: start although the binary registers no command and no
+    /// subscription (an instance that only calls commands). Without it such a start is refused:
+    /// the usual cause is handlers in a library crate that `main` never references.
+    pub allow_empty: bool,
     /// `COHORT_COMMAND_TIMEOUT` (default `30s`): deadline of a command that sets none.
     pub command_timeout: Duration,
     /// `COHORT_SHUTDOWN_GRACE` (default `30s`): how long shutdown waits for work in flight.
@@ -63,6 +77,7 @@ impl Default for Config {
             subject_prefix: "cohort".to_owned(),
             services: None,
             allow_local_state: false,
+            allow_empty: false,
             command_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
             shutdown_delay: Duration::ZERO,
@@ -111,6 +126,9 @@ impl Config {
         config.services = var("COHORT_SERVICES").map(|list| split_list(&list));
         if let Some(flag) = var("COHORT_ALLOW_LOCAL_STATE") {
             config.allow_local_state = parse_bool("COHORT_ALLOW_LOCAL_STATE", &flag)?;
+        }
+        if let Some(flag) = var("COHORT_ALLOW_EMPTY") {
+            config.allow_empty = parse_bool("COHORT_ALLOW_EMPTY", &flag)?;
         }
         if let Some(flag) = var("COHORT_SESSION_SECURE") {
             config.session_cookie_secure = parse_bool("COHORT_SESSION_SECURE", &flag)?;
@@ -234,6 +252,7 @@ mod tests {
             ("COHORT_COMMAND_TIMEOUT", "250ms"),
             ("COHORT_EVENT_BACKOFF", "10ms,1s"),
             ("COHORT_ALLOW_LOCAL_STATE", "true"),
+            ("COHORT_ALLOW_EMPTY", "yes"),
             ("COHORT_EVENT_RETENTION", "2d"),
             ("COHORT_STREAM_REPLICAS", "3"),
         ])
@@ -246,7 +265,7 @@ mod tests {
             config.event_backoff,
             vec![Duration::from_millis(10), Duration::from_secs(1)]
         );
-        assert!(config.allow_local_state);
+        assert!(config.allow_local_state && config.allow_empty);
         assert_eq!(config.event_retention, Duration::from_secs(2 * 24 * 3600));
         assert_eq!(config.stream_replicas, 3);
     }

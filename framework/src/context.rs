@@ -8,10 +8,10 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::dispatch::{Runtime, Target, reply_result};
+use crate::contract::{Command, Event};
 use crate::error::Error;
 use crate::message::{self, Message, Metadata};
-use crate::registry::{Command, Event};
+use crate::runtime::{Runtime, Target, reply_result};
 use crate::session::{Session, SessionCell};
 use crate::state::State;
 
@@ -102,8 +102,8 @@ impl Ctx {
     }
 
     /// Calls another command, on whichever instance serves it, with its input and output types
-    /// checked at compile time: `ctx.call::<place_order>(input).await?`. The principal, tenant,
-    /// trace, session and deadline travel along.
+    /// checked at compile time: `ctx.call::<place_order>(input).await?`; a command without input
+    /// takes `()`. The principal, tenant, trace, session and deadline travel along.
     pub async fn call<C>(&self, input: C::Input) -> Result<C::Output, Error>
     where
         C: Command,
@@ -113,22 +113,11 @@ impl Ctx {
         let payload = serde_json::to_vec(&input).map_err(|e| {
             Error::internal(format!("cannot encode the input of `{}`: {e}", C::NAME))
         })?;
-        let subject = self
-            .inner
-            .runtime
-            .subjects
-            .command(C::SERVICE, C::VERSION, C::NAME);
-        let target = Target {
-            service: C::SERVICE,
-            version: C::VERSION,
-            name: C::NAME,
-            subject: &subject,
-            timeout_ms: C::TIMEOUT_MS,
-        };
+        let target = Target::of::<C>(&self.inner.runtime.subjects);
         let reply = self
             .inner
             .runtime
-            .invoke(target, Bytes::from(payload), self.outgoing_meta())
+            .invoke(&target, Bytes::from(payload), self.outgoing_meta())
             .await?;
         self.inner.session.absorb(&reply.meta);
         let body = reply_result(&reply)?;

@@ -9,6 +9,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::message::random_hex;
+
 /// What went wrong, in terms a caller can act on. Each kind has one HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -266,8 +268,13 @@ impl Error {
     }
 }
 
+/// Readable text, so that `main` returning an error prints it as the user should read it (one
+/// problem a line); `{:#?}` gives the fields.
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !f.alternate() {
+            return fmt::Display::fmt(self, f);
+        }
         let mut s = f.debug_struct("Error");
         s.field("kind", &self.kind)
             .field("code", &self.code)
@@ -294,6 +301,29 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+impl Error {
+    /// The error of a handler that panicked while doing `what`.
+    pub(crate) fn panicked(what: &str, panic: &(dyn std::any::Any + Send)) -> Error {
+        let message = panic
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("a panic without a message");
+        Error::internal(format!("{what} panicked: {message}"))
+    }
+
+    /// Logs a 500's details and gives it a trace id, the request's (`trace_id`) or a new one;
+    /// other errors pass unchanged.
+    pub(crate) fn logged_if_internal(self, trace_id: Option<&str>, what: &str) -> Error {
+        if self.kind != ErrorKind::Internal {
+            return self;
+        }
+        let trace_id = trace_id.map_or_else(|| random_hex(16), str::to_owned);
+        tracing::error!(trace_id = %trace_id, error = %self, "{what}");
+        self.with_trace_id(trace_id)
+    }
+}
+
 impl From<std::convert::Infallible> for Error {
     fn from(never: std::convert::Infallible) -> Self {
         match never {}
@@ -302,6 +332,7 @@ impl From<std::convert::Infallible> for Error {
 
 /// An RFC 9457 problem document, with Cohort's extension members `code`, `field` and `trace_id`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Problem {
     /// A URI that names the problem type.
     #[serde(rename = "type")]
@@ -338,6 +369,23 @@ mod tests {
         let problem = Error::internal("db password is hunter2").to_problem();
         assert_eq!(problem.status, 500);
         assert!(!problem.detail.contains("hunter2"));
+    }
+
+    #[test]
+    fn debug_output_is_the_readable_text() {
+        let err = Error::internal("the dispatch table is invalid:\n  - a\n  - b");
+        assert_eq!(
+            format!("{err:?}"),
+            "the dispatch table is invalid:\n  - a\n  - b (internal)"
+        );
+        assert!(format!("{err:#?}").contains("kind: Internal"));
+    }
+
+    #[test]
+    fn panics_become_internal_errors_with_their_message() {
+        let err = Error::panicked("command `x`", &"boom");
+        assert_eq!(err.kind(), ErrorKind::Internal);
+        assert_eq!(err.message(), "command `x` panicked: boom");
     }
 
     #[test]

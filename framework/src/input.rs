@@ -18,19 +18,20 @@ pub fn decode_input<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Error> {
 fn decode_with_path<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Error> {
     let mut de = serde_json::Deserializer::from_slice(payload);
     let value = serde_path_to_error::deserialize(&mut de).map_err(path_error)?;
-    de.end().map_err(|e| {
-        Error::bad_request(format!("malformed JSON: {e}")).with_code("malformed_json")
-    })?;
+    de.end().map_err(malformed_json)?;
     Ok(value)
+}
+
+/// The 400 of a body that is not JSON.
+pub(crate) fn malformed_json(err: impl std::fmt::Display) -> Error {
+    Error::bad_request(format!("malformed JSON: {err}")).with_code("malformed_json")
 }
 
 fn path_error(err: serde_path_to_error::Error<serde_json::Error>) -> Error {
     let path = err.path().to_string();
     let inner = err.into_inner();
     match inner.classify() {
-        Category::Syntax | Category::Eof | Category::Io => {
-            Error::bad_request(format!("malformed JSON: {inner}")).with_code("malformed_json")
-        }
+        Category::Syntax | Category::Eof | Category::Io => malformed_json(inner),
         Category::Data => {
             let message = strip_position(&inner.to_string());
             let field = match missing_field(&message) {

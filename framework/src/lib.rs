@@ -3,31 +3,37 @@
 //! # The guide
 //!
 //! The user guide lives in `guide/` (an mdBook); its chapters are compiled as doc tests of the
-//! [`guide`] module, so every example in it builds.
+//! `guide` module, so every example in it builds.
 
-pub mod app;
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod broker;
-pub mod context;
-pub mod error;
 pub mod http;
-pub mod message;
-pub mod registry;
-pub mod session;
 pub mod state;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+mod app;
 mod config;
+mod context;
+mod contract;
 mod dispatch;
+mod error;
 mod input;
 mod logging;
+mod message;
+#[cfg(any(feature = "nats", feature = "redis"))]
+mod redact;
+mod registry;
+mod runtime;
+mod session;
 mod timer;
 
 pub use app::{App, Running};
 pub use config::Config;
 pub use context::Ctx;
+pub use contract::{Command, Event};
 pub use error::{Error, ErrorKind, Problem};
-pub use registry::{Command, Event};
 pub use session::Session;
 pub use state::{State, Versioned};
 

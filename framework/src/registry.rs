@@ -9,22 +9,24 @@ use std::fmt;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use crate::context::Ctx;
 use crate::error::Error;
+use crate::message::Subjects;
+use crate::runtime::Target;
 
 /// The type-erased body of a command: decodes the input, runs the function, encodes the output.
-pub type CommandFn = fn(Ctx, Bytes) -> BoxFuture<'static, Result<Bytes, Error>>;
+pub(crate) type CommandFn = fn(Ctx, Bytes) -> BoxFuture<'static, Result<Bytes, Error>>;
 
 /// The type-erased body of a subscription: decodes the event and runs the function.
-pub type EventFn = fn(Ctx, Bytes) -> BoxFuture<'static, Result<(), Error>>;
+pub(crate) type EventFn = fn(Ctx, Bytes) -> BoxFuture<'static, Result<(), Error>>;
 
 /// Where a function was declared, for messages that name both places of a clash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Location {
+    /// The source file, as `file!()` names it.
     pub file: &'static str,
+    /// The line of the function's name.
     pub line: u32,
 }
 
@@ -48,68 +50,71 @@ pub struct HttpRoute {
 /// A command, as `#[command]` registers it.
 #[derive(Debug)]
 pub struct CommandDescriptor {
+    /// The service it belongs to.
     pub service: &'static str,
+    /// Its version.
     pub version: u32,
+    /// Its name.
     pub name: &'static str,
+    /// The function's doc comment.
     pub description: &'static str,
     /// The command's own timeout; `None` uses the app's default.
     pub timeout_ms: Option<u64>,
+    /// The JSON schema of its input.
     pub input_schema: fn() -> schemars::Schema,
+    /// The JSON schema of its output.
     pub output_schema: fn() -> schemars::Schema,
+    /// The route `#[http]` binds to it.
     pub http: Option<HttpRoute>,
+    /// Decodes, runs and encodes.
     pub handler: CommandFn,
+    /// Where the function is.
     pub location: Location,
+}
+
+impl CommandDescriptor {
+    /// Where callers send this command.
+    pub(crate) fn target(&self, subjects: &Subjects) -> Target {
+        Target::new(
+            subjects,
+            self.service,
+            self.version,
+            self.name,
+            self.timeout_ms,
+        )
+    }
 }
 
 /// A subscription, as `#[subscription]` registers it.
 #[derive(Debug)]
 pub struct SubscriptionDescriptor {
+    /// The service it belongs to.
     pub service: &'static str,
+    /// Its name: the function's, unless the attribute says otherwise.
     pub name: &'static str,
-    /// The name of the event type it consumes ([`Event::NAME`]).
+    /// The name of the event type it consumes ([`Event::NAME`](crate::Event::NAME)).
     pub event: &'static str,
+    /// Every instance gets every event, instead of one instance each event.
     pub every_instance: bool,
+    /// Decodes and runs.
     pub handler: EventFn,
+    /// Where the function is.
     pub location: Location,
 }
 
 inventory::collect!(CommandDescriptor);
 inventory::collect!(SubscriptionDescriptor);
 
-/// A command that can be called with its types checked at compile time:
-/// `ctx.call::<place_order>(input)`. `#[command]` implements it on a type named like the function.
-pub trait Command: 'static {
-    type Input: Send + 'static;
-    type Output: Send + 'static;
-    const SERVICE: &'static str;
-    const VERSION: u32;
-    const NAME: &'static str;
-    /// The command's own timeout in milliseconds, if it sets one.
-    const TIMEOUT_MS: Option<u64>;
-}
-
-/// An event: a type published with `ctx.emit` and consumed by `#[subscription]`s.
-/// Implement it with `#[derive(Event)]` (name defaults to the type name in snake_case).
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` is not an event",
-    label = "not an event",
-    note = "add `#[derive(cohort::Event, serde::Serialize, serde::Deserialize)]` to `{Self}`"
-)]
-pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
-    /// The name in event subjects: `{prefix}.evt.{service}.{NAME}`.
-    const NAME: &'static str;
-}
-
 /// The validated dispatch table of the binary.
 #[derive(Debug)]
-pub struct Registry {
-    pub commands: Vec<&'static CommandDescriptor>,
-    pub subscriptions: Vec<&'static SubscriptionDescriptor>,
+pub(crate) struct Registry {
+    pub(crate) commands: Vec<&'static CommandDescriptor>,
+    pub(crate) subscriptions: Vec<&'static SubscriptionDescriptor>,
 }
 
 impl Registry {
     /// Everything the macros registered in this binary, validated.
-    pub fn collect() -> Result<Registry, Error> {
+    pub(crate) fn collect() -> Result<Registry, Error> {
         let registry = Registry {
             commands: inventory::iter::<CommandDescriptor>.into_iter().collect(),
             subscriptions: inventory::iter::<SubscriptionDescriptor>
@@ -122,7 +127,7 @@ impl Registry {
 
     /// Refuses a table in which two commands, two routes or two subscriptions clash, or a route
     /// parameter is missing from the command's input. Every problem is listed, not just the first.
-    pub fn validate(&self) -> Result<(), Error> {
+    fn validate(&self) -> Result<(), Error> {
         let mut problems = Vec::new();
         let mut commands = HashMap::new();
         let mut routes = HashMap::new();
@@ -166,8 +171,13 @@ impl Registry {
         }
     }
 
+    /// Whether the binary registered nothing at all.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.commands.is_empty() && self.subscriptions.is_empty()
+    }
+
     /// The services that have a command or a subscription in this binary, sorted.
-    pub fn services(&self) -> Vec<&'static str> {
+    pub(crate) fn services(&self) -> Vec<&'static str> {
         let mut services: Vec<_> = self
             .commands
             .iter()
@@ -181,7 +191,7 @@ impl Registry {
 }
 
 /// The `{param}` names of a route path.
-pub fn route_params(path: &str) -> impl Iterator<Item = &str> {
+pub(crate) fn route_params(path: &str) -> impl Iterator<Item = &str> {
     path.split('/')
         .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
         .map(|param| param.trim_start_matches('*'))
@@ -215,7 +225,7 @@ fn missing_route_params(command: &CommandDescriptor, route: HttpRoute) -> Vec<St
 }
 
 /// The schema of the property `name` of an object schema.
-pub fn schema_property<'a>(
+pub(crate) fn schema_property<'a>(
     schema: &'a schemars::Schema,
     name: &str,
 ) -> Option<&'a serde_json::Value> {

@@ -14,7 +14,8 @@ use serde_json::{Map, Value};
 
 use crate::error::Error;
 use crate::message::{Metadata, random_hex};
-use crate::state::{State, StateStore};
+use crate::state::State;
+use crate::state::spi::StateStore;
 
 /// Bytes of randomness in a session id: 256 bits, as 64 hex digits.
 pub(crate) const SESSION_ID_BYTES: usize = 32;
@@ -140,7 +141,7 @@ struct Effects {
 }
 
 impl SessionCell {
-    pub fn new(id: Option<String>) -> Self {
+    pub(crate) fn new(id: Option<String>) -> Self {
         SessionCell {
             inner: Mutex::new(Effects {
                 id,
@@ -154,7 +155,7 @@ impl SessionCell {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn id(&self) -> Option<String> {
+    pub(crate) fn id(&self) -> Option<String> {
         self.lock().id.clone()
     }
 
@@ -188,7 +189,7 @@ impl SessionCell {
     }
 
     /// Takes over what a called command did to the session.
-    pub fn absorb(&self, reply: &Metadata) {
+    pub(crate) fn absorb(&self, reply: &Metadata) {
         let mut effects = self.lock();
         if let Some(id) = &reply.session_set {
             effects.id = Some(id.clone());
@@ -202,7 +203,7 @@ impl SessionCell {
     }
 
     /// Puts what this command did to the session into its reply headers.
-    pub fn write_to(&self, reply: &mut Metadata) {
+    pub(crate) fn write_to(&self, reply: &mut Metadata) {
         let effects = self.lock();
         if effects.set {
             reply.session_set = effects.id.clone();

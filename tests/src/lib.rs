@@ -15,10 +15,8 @@ use serde_json::Value;
 pub async fn start_embedded(configure: impl FnOnce(&mut Config)) -> Running {
     // Naming the example app's code keeps its registrations linked into the test binary.
     let _ = example_app::app;
-    let mut config = Config {
-        http_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
-        ..Config::default()
-    };
+    let mut config = Config::default();
+    config.http_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     configure(&mut config);
     App::with_config(config)
         .start()

@@ -3,19 +3,23 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use cohort::ErrorKind;
-use cohort::broker::{
-    Broker, Endpoint, EventHandler, MemoryBroker, NatsBroker, RequestHandler, SubscriptionSpec,
-    Work,
+use cohort::broker::spi::{
+    Broker, Endpoint, EventHandler, Message, Metadata, RequestHandler, Subjects, SubscriptionSpec,
+    Work, header,
 };
-use cohort::message::{JSON, Message, Metadata, Subjects, header, random_hex};
+use cohort::broker::{MemoryBroker, NatsBroker};
 use cohort::testing::{NatsServer, event, run_broker_suite};
 use futures_util::{FutureExt, StreamExt};
 use tokio::time::{Instant, sleep};
+
+/// The content type of a JSON body.
+const JSON: &str = "application/json";
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -25,36 +29,25 @@ async fn connect(url: &str, instance: &str) -> NatsBroker {
         .unwrap_or_else(|e| panic!("connecting to NATS at {url} failed: {e}"))
 }
 
+/// A name of its own for each instance a test connects.
 fn instance() -> String {
-    format!("test-{}", random_hex(4))
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!("test-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 fn endpoint(service: &str, command: &str) -> Endpoint {
-    let subjects = Subjects::default();
-    Endpoint {
-        service: service.to_owned(),
-        version: 1,
-        name: command.to_owned(),
-        description: format!("the `{command}` command"),
-        subject: subjects.command(service, 1, command),
-        queue_group: subjects.queue_group(service, 1, command),
-        metadata: HashMap::new(),
-    }
+    let mut endpoint = Endpoint::new(&Subjects::default(), service, 1, command);
+    endpoint.description = format!("the `{command}` command");
+    endpoint
 }
 
 fn spec(service: &str, name: &str, event: &str) -> SubscriptionSpec {
-    let subjects = Subjects::default();
-    SubscriptionSpec {
-        service: service.to_owned(),
-        name: name.to_owned(),
-        filter_subject: subjects.event(service, event),
-        durable: Subjects::durable(service, name),
-        every_instance: false,
-        max_attempts: 3,
-        backoff: vec![Duration::from_millis(50)],
-        ack_wait: Duration::from_secs(2),
-        dead_letter_subject: subjects.dead_letter(service, name),
-    }
+    let mut spec = SubscriptionSpec::new(&Subjects::default(), service, name, event);
+    spec.filter_subject = Subjects::default().event(service, event);
+    spec.max_attempts = 3;
+    spec.backoff = vec![Duration::from_millis(50)];
+    spec.ack_wait = Duration::from_secs(2);
+    spec
 }
 
 fn request_handler<F, Fut>(f: F) -> RequestHandler
@@ -90,9 +83,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn has_event(seen: &Mutex<Vec<Message>>, id: &str) -> bool {
-    lock(seen)
-        .iter()
-        .any(|m| m.meta.message_id.as_deref() == Some(id))
+    lock(seen).iter().any(|m| m.meta.message_id() == Some(id))
 }
 
 /// Polls `done` until it holds, panicking with `what` after `within`.
@@ -211,13 +202,10 @@ async fn a_plain_nats_client_calls_a_command() {
     let subject = place.subject.clone();
     let handler = request_handler(|msg: Message| async move {
         let input: serde_json::Value = serde_json::from_slice(&msg.payload).expect("a JSON body");
-        let output = serde_json::json!({ "placed": input["sku"], "by": msg.meta.principal });
+        let by = msg.meta.header(header::PRINCIPAL);
+        let output = serde_json::json!({ "placed": input["sku"], "by": by });
         Message {
-            meta: Metadata {
-                status: Some(201),
-                content_type: Some(JSON.to_owned()),
-                ..Metadata::default()
-            },
+            meta: Metadata::from_headers([(header::STATUS, "201"), (header::CONTENT_TYPE, JSON)]),
             payload: Bytes::from(output.to_string()),
         }
     });
@@ -253,10 +241,8 @@ async fn a_plain_jetstream_publish_reaches_a_subscription() {
     let server = NatsServer::start().await;
     let broker = connect(&server.url(), &instance()).await;
     let (handler, seen) = recorder();
-    let spec = SubscriptionSpec {
-        filter_subject: "cohort.evt.x.y".to_owned(),
-        ..spec("audit", "all_y", "y")
-    };
+    let mut spec = spec("audit", "all_y", "y");
+    spec.filter_subject = "cohort.evt.x.y".to_owned();
     let work = subscribe(&broker, spec, handler, "subscribe").await;
 
     let plain = async_nats::jetstream::new(plain_client(&server).await);
@@ -469,10 +455,8 @@ async fn every_instance_consumers_belong_to_their_instance() {
     let server = NatsServer::start().await;
     let broker = connect(&server.url(), "host-1").await;
     let (handler, _seen) = recorder();
-    let spec = SubscriptionSpec {
-        every_instance: true,
-        ..spec("cache", "evict", "changed")
-    };
+    let mut spec = spec("cache", "evict", "changed");
+    spec.every_instance = true;
     let work = subscribe(&broker, spec, handler, "subscribe").await;
 
     let js = async_nats::jetstream::new(plain_client(&server).await);
@@ -576,10 +560,8 @@ async fn a_stopped_instance_leaves_new_events_to_the_others() {
         connect(&server.url(), "staying").await,
     );
     // So long that an event stuck with the stopped instance would fail the test.
-    let spec = SubscriptionSpec {
-        ack_wait: Duration::from_secs(60),
-        ..spec("search", "index", "updated")
-    };
+    let mut spec = spec("search", "index", "updated");
+    spec.ack_wait = Duration::from_secs(60);
     let (on_a, seen_a) = recorder();
     let (on_b, seen_b) = recorder();
     let work_a = subscribe(&a, spec.clone(), on_a, "subscribe on A").await;

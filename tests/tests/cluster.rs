@@ -218,11 +218,9 @@ async fn a_worker_without_http_runs_commands_for_the_others() {
 async fn nats_with_a_process_local_store_refuses_to_start() {
     link_example_app();
     let cluster = Cluster::start(0).await;
-    let config = Config {
-        http_addr: None,
-        nats_url: Some(cluster.nats.url()),
-        ..Config::default()
-    };
+    let mut config = Config::default();
+    config.http_addr = None;
+    config.nats_url = Some(cluster.nats.url());
     let err = App::with_config(config.clone())
         .start()
         .await
@@ -230,11 +228,8 @@ async fn nats_with_a_process_local_store_refuses_to_start() {
         .expect("refused");
     assert_eq!(err.code(), "local_state_with_distributed_broker");
     assert!(err.message().contains("COHORT_REDIS_URL"), "{err}");
-    let allowed = Config {
-        allow_local_state: true,
-        ..config
-    };
-    let running = App::with_config(allowed)
+    let running = App::with_config(config)
+        .allow_local_state()
         .start()
         .await
         .expect("starts when allowed");

@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cohort::prelude::*;
-use cohort::state::{MemoryStore, StateStore};
+use cohort::state::MemoryStore;
+use cohort::state::spi::StateStore;
 use cohort_tests::{Client, base_url, start_embedded};
 use reqwest::Method;
 use schemars::JsonSchema;
@@ -270,14 +271,12 @@ async fn query_parameters_fill_typed_fields() {
 #[tokio::test]
 async fn accounts_sign_up_log_in_me_log_out() {
     let store = Arc::new(MemoryStore::new());
-    let running = cohort::App::with_config(cohort::Config {
-        http_addr: Some(([127, 0, 0, 1], 0).into()),
-        ..cohort::Config::default()
-    })
-    .store(store.clone())
-    .start()
-    .await
-    .expect("starts");
+    let running = cohort::App::default()
+        .http_addr(Some(([127, 0, 0, 1], 0).into()))
+        .store(store.clone())
+        .start()
+        .await
+        .expect("starts");
     let _ = example_app::app;
     let client = Client::new(base_url(&running));
     let alice = json!({"username": "alice", "password": "correct horse"});
@@ -466,20 +465,18 @@ async fn shutdown_finishes_requests_in_flight() {
 
 #[tokio::test]
 async fn an_event_that_does_not_decode_is_dead_lettered_without_retries() {
-    use cohort::broker::{Broker, MemoryBroker};
-    use cohort::message::Message;
+    use cohort::broker::MemoryBroker;
+    use cohort::broker::spi::{Broker, Message, header};
 
     let broker = MemoryBroker::new();
-    let running = cohort::App::with_config(cohort::Config {
-        http_addr: None,
+    let running = cohort::App::default()
+        .http_addr(None)
         // Retries would take minutes: a dead letter within the test's patience shows there were none.
-        event_backoff: vec![Duration::from_secs(600)],
-        ..cohort::Config::default()
-    })
-    .broker(Arc::new(broker.clone()))
-    .start()
-    .await
-    .expect("starts");
+        .configure(|c| c.event_backoff = vec![Duration::from_secs(600)])
+        .broker(Arc::new(broker.clone()))
+        .start()
+        .await
+        .expect("starts");
     let _ = example_app::app;
     broker
         .publish(
@@ -503,7 +500,7 @@ async fn an_event_that_does_not_decode_is_dead_lettered_without_retries() {
                 subjects.contains(&"cohort.dlq.audit.hear_order"),
                 "{subjects:?}"
             );
-            let error = letters[0].1.meta.error.as_deref().unwrap_or_default();
+            let error = letters[0].1.meta.header(header::ERROR).unwrap_or_default();
             assert!(
                 error.contains("id"),
                 "the dead letter says what was wrong: {error}"
@@ -540,12 +537,9 @@ async fn readiness_turns_503_before_the_listener_closes() {
 #[tokio::test]
 async fn an_unknown_service_in_cohort_services_stops_start_up() {
     let _ = example_app::app;
-    let config = cohort::Config {
-        http_addr: None,
-        services: Some(vec!["ordres".into()]),
-        ..cohort::Config::default()
-    };
-    let err = cohort::App::with_config(config)
+    let err = cohort::App::default()
+        .http_addr(None)
+        .configure(|c| c.services = Some(vec!["ordres".into()]))
         .start()
         .await
         .err()

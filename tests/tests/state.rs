@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cohort::ErrorKind;
-use cohort::state::{MemoryStore, RedisStore, StateStore};
+use cohort::state::spi::StateStore;
+use cohort::state::{MemoryStore, RedisStore};
 use cohort::testing::{RedisServer, run_store_suite};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

@@ -11,12 +11,11 @@ use async_trait::async_trait;
 use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
 
-use super::{
-    Broker, Endpoint, EventHandler, RequestHandler, SubscriptionSpec, Work, no_responders,
-    subject_matches, worth_retrying,
+use super::spi::{
+    Broker, Endpoint, EventHandler, Message, RequestHandler, SubscriptionSpec, Work, header,
 };
-use crate::error::{Error, ErrorKind};
-use crate::message::Message;
+use super::{no_responders, subject_matches, timed_out};
+use crate::error::Error;
 use crate::timer::within;
 
 /// Commands and events within this process. Clones share the same broker.
@@ -56,6 +55,7 @@ type Delivery = (Arc<str>, Message);
 static SERVE_IDS: AtomicUsize = AtomicUsize::new(0);
 
 impl MemoryBroker {
+    /// A broker of its own; clone it to share it between in-process instances.
     pub fn new() -> Self {
         Self::default()
     }
@@ -145,12 +145,9 @@ impl Broker for MemoryBroker {
             .ok_or_else(|| no_responders(subject))?;
         // The handler runs right here until it first waits, so the time limit starts there: a
         // command that never waits needs no timer.
-        within(|| timeout, handling).await.map_err(|_| {
-            Error::new(
-                ErrorKind::Timeout,
-                format!("`{subject}` did not answer in {timeout:?}"),
-            )
-        })
+        within(|| timeout, handling)
+            .await
+            .map_err(|_| timed_out(subject, timeout))
     }
 
     async fn publish(&self, subject: &str, msg: Message) -> Result<(), Error> {
@@ -252,17 +249,19 @@ async fn deliver(
     handler: EventHandler,
     broker: Weak<Inner>,
 ) {
-    for attempt in 1..=spec.max_attempts.max(1) {
-        match handler(msg.clone()).await {
-            Ok(()) => return,
-            Err(err) if attempt < spec.max_attempts && worth_retrying(&err) => {
+    for attempt in 1.. {
+        let Err(err) = handler(msg.clone()).await else {
+            return;
+        };
+        match spec.retry_after(attempt, &err) {
+            Some(wait) => {
                 tracing::warn!(subscription = %spec.durable, attempt, error = %err, "event handler failed; will retry");
-                tokio::time::sleep(spec.backoff_after(attempt)).await;
+                tokio::time::sleep(wait).await;
             }
-            Err(err) => {
+            None => {
                 tracing::error!(subscription = %spec.durable, attempts = attempt, error = %err, dead_letter = %spec.dead_letter_subject, "event handler gave up; event dead-lettered");
                 let mut letter = msg.clone();
-                letter.meta.error = Some(err.to_string());
+                letter.meta.set_header(header::ERROR, &err.to_string());
                 if let Some(broker) = broker.upgrade() {
                     lock(&broker.dead_letters).push((spec.dead_letter_subject.clone(), letter));
                 }

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::{StateStore, Versioned};
+use super::spi::{StateStore, Versioned};
 use crate::error::Error;
 
 /// State in this process's memory. With many instances each would see its own data, which is why
@@ -32,6 +32,7 @@ impl Entry {
 }
 
 impl MemoryStore {
+    /// An empty store of its own; clone it to share it between in-process instances.
     pub fn new() -> Self {
         Self::default()
     }

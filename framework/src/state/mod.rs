@@ -1,65 +1,28 @@
 //! The shared state store: the only place an instance may keep state, sessions included.
 //!
-//! [`StateStore`] is the raw contract (bytes and versions), implemented by [`MemoryStore`] (embedded,
-//! one process) and [`RedisStore`] (shared by all instances). Handlers use the typed, per-service
-//! [`State`] handle that `ctx.state()` returns.
+//! Handlers use the typed, per-service [`State`] handle that `ctx.state()` returns. Under it is the
+//! raw contract [`spi::StateStore`] (bytes and versions), implemented by [`MemoryStore`] (embedded,
+//! one process) and `RedisStore` (feature `redis`, on by default: shared by all instances).
 
 mod memory;
+#[cfg(feature = "redis")]
 mod redis;
+pub mod spi;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+#[cfg(feature = "redis")]
 pub use self::redis::RedisStore;
 pub use memory::MemoryStore;
+use spi::StateStore;
+pub use spi::Versioned;
 
 use crate::error::Error;
-
-/// A value together with its version. Every write of a key gives it a new, larger version.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Versioned<T> {
-    pub value: T,
-    pub version: u64,
-}
-
-/// The raw contract of a state store. Keys are full keys (already namespaced); values are bytes.
-#[async_trait]
-pub trait StateStore: Send + Sync + 'static {
-    /// The value and version of `key`, if it exists and has not expired.
-    async fn get(&self, key: &str) -> Result<Option<Versioned<Bytes>>, Error>;
-
-    /// Writes `key` unconditionally and returns its new version. With a TTL the key expires
-    /// after it; without one it lives until deleted.
-    async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<u64, Error>;
-
-    /// Deletes `key`; `true` when it existed.
-    async fn delete(&self, key: &str) -> Result<bool, Error>;
-
-    /// Writes `key` only if its current version is `expected` (`None`: only if it does not
-    /// exist). Returns the new version, or `None` when the version did not match. Atomic.
-    async fn compare_and_swap(
-        &self,
-        key: &str,
-        expected: Option<u64>,
-        value: Bytes,
-        ttl: Option<Duration>,
-    ) -> Result<Option<u64>, Error>;
-
-    /// Adds `by` to the integer at `key` (a missing key counts as 0) and returns the result.
-    /// Atomic. The value stays readable as a JSON integer through `get`.
-    async fn increment(&self, key: &str, by: i64) -> Result<i64, Error>;
-
-    /// Whether other instances see the same data (false for the embedded store).
-    fn is_shared(&self) -> bool;
-
-    /// Whether the store answers now (for `/readyz`).
-    async fn ping(&self) -> Result<(), Error>;
-}
 
 /// The typed, namespaced view of the state store that handlers get from `ctx.state()`.
 ///
@@ -76,7 +39,7 @@ const UPDATE_ATTEMPTS: u32 = 64;
 
 impl State {
     /// A view of `store` whose keys all start with `namespace` and a `:`.
-    pub fn new(store: Arc<dyn StateStore>, namespace: impl Into<Arc<str>>) -> Self {
+    pub(crate) fn new(store: Arc<dyn StateStore>, namespace: impl Into<Arc<str>>) -> Self {
         State {
             store,
             namespace: namespace.into(),
@@ -84,7 +47,7 @@ impl State {
     }
 
     /// The full key in the store.
-    pub fn key(&self, key: &str) -> String {
+    pub(crate) fn key(&self, key: &str) -> String {
         format!("{}:{key}", self.namespace)
     }
 

@@ -17,8 +17,9 @@ use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, RedisError, Script};
 
-use super::{StateStore, Versioned};
+use super::spi::{StateStore, Versioned};
 use crate::error::Error;
+use crate::redact::mask_urls;
 
 /// A connection attempt that takes longer than this counts as an outage.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
@@ -111,7 +112,7 @@ impl RedisStore {
     /// outage. Fails with [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) when the URL is
     /// malformed or no Redis answers there.
     pub async fn connect(url: &str) -> Result<RedisStore, Error> {
-        let shown = mask_password(url);
+        let shown = mask_urls(url);
         let client = Client::open(url).map_err(|e| {
             Error::unavailable(format!(
                 "invalid Redis URL `{shown}`: {e}; set COHORT_REDIS_URL to redis://host:port[/db]"
@@ -214,27 +215,6 @@ fn ttl_arg(ttl: Option<Duration>) -> String {
             let millis = ttl.as_nanos().div_ceil(1_000_000);
             u64::try_from(millis).unwrap_or(u64::MAX).to_string()
         }
-    }
-}
-
-/// `url` with the password replaced by `***`, so that it can appear in errors and logs.
-fn mask_password(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_owned();
-    };
-    match rest[..at].find(':') {
-        Some(colon) => format!(
-            "{}{}:***{}",
-            &url[..scheme_end],
-            &rest[..colon],
-            &rest[at..]
-        ),
-        None => url.to_owned(),
     }
 }
 
@@ -377,20 +357,6 @@ impl std::fmt::Debug for RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_are_masked_in_messages() {
-        assert_eq!(
-            mask_password("redis://user:secret@host:6379/0"),
-            "redis://user:***@host:6379/0"
-        );
-        assert_eq!(mask_password("redis://:secret@host"), "redis://:***@host");
-        assert_eq!(mask_password("redis://host:6379"), "redis://host:6379");
-        assert_eq!(
-            mask_password("redis://user@host/a@b"),
-            "redis://user@host/a@b"
-        );
-    }
 
     #[test]
     fn ttls_round_up_to_whole_milliseconds() {

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use tokio::time::{Instant, sleep};
 
-use crate::broker::{Broker, Endpoint, EventHandler, RequestHandler, SubscriptionSpec, Work};
+use crate::broker::spi::{Broker, Endpoint, EventHandler, RequestHandler, SubscriptionSpec, Work};
 use crate::error::{Error, ErrorKind};
 use crate::message::{self, JSON, Message, Metadata, PROBLEM_JSON, Subjects};
 

@@ -13,7 +13,9 @@ use crate::config::Config;
 /// Event timings are short (ack wait 2 s, backoff 50 ms, 200 ms) so that redelivery shows within
 /// a test's patience.
 pub struct Cluster {
+    /// The NATS server every instance uses.
     pub nats: NatsServer,
+    /// The Redis server every instance uses.
     pub redis: RedisServer,
     instances: Vec<Option<Running>>,
 }

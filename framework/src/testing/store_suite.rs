@@ -8,7 +8,8 @@ use bytes::Bytes;
 use tokio::time::{Instant, sleep};
 
 use crate::error::{Error, ErrorKind};
-use crate::state::{State, StateStore};
+use crate::state::State;
+use crate::state::spi::StateStore;
 
 /// A TTL short enough to wait for in a test.
 const SHORT_TTL: Duration = Duration::from_millis(300);

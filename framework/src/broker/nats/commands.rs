@@ -13,13 +13,13 @@ use tokio::time::{Instant, timeout};
 
 use super::micro;
 use super::wire::{into_header_map, metadata_of};
-use super::{Inner, panic_message, server_caught_up, unavailable};
-use crate::broker::{Endpoint, RequestHandler, Work, no_responders};
+use super::{Inner, server_caught_up};
+use crate::broker::spi::{Endpoint, Message, Metadata, RequestHandler, Work};
+use crate::broker::{no_responders, timed_out};
 use crate::error::{Error, ErrorKind};
-use crate::message::{Message, Metadata};
 
 /// Sends a command and waits for its reply: see
-/// [`Broker::request`](crate::broker::Broker::request).
+/// [`Broker::request`](crate::broker::spi::Broker::request).
 pub(super) async fn request(
     inner: &Inner,
     subject: &str,
@@ -40,10 +40,7 @@ pub(super) async fn request(
         }),
         Err(err) => Err(match err.kind() {
             RequestErrorKind::NoResponders => no_responders(subject),
-            RequestErrorKind::TimedOut if inner.is_connected() => Error::new(
-                ErrorKind::Timeout,
-                format!("`{subject}` did not answer in {timeout:?}"),
-            ),
+            RequestErrorKind::TimedOut if inner.is_connected() => timed_out(subject, timeout),
             RequestErrorKind::TimedOut => {
                 inner.not_connected(&format!("get the answer of `{subject}`"))
             }
@@ -51,14 +48,14 @@ pub(super) async fn request(
                 ErrorKind::PayloadTooLarge,
                 format!("the command to `{subject}` is larger than the NATS server accepts: {err}"),
             ),
-            _ => unavailable(format!(
+            _ => Error::unavailable(format!(
                 "cannot send the command to `{subject}` over NATS: {err}"
             )),
         }),
     }
 }
 
-/// Serves these commands on this instance: see [`Broker::serve`](crate::broker::Broker::serve).
+/// Serves these commands on this instance: see [`Broker::serve`](crate::broker::spi::Broker::serve).
 pub(super) async fn serve(
     inner: &Inner,
     endpoints: Vec<(Endpoint, RequestHandler)>,
@@ -103,7 +100,7 @@ async fn subscribe(
         .queue_subscribe(endpoint.subject.clone(), endpoint.queue_group.clone())
         .await
         .map_err(|err| {
-            unavailable(format!(
+            Error::unavailable(format!(
                 "cannot serve `{}` on NATS: {err}",
                 endpoint.subject
             ))
@@ -298,7 +295,7 @@ impl Intake {
         }));
         if let Err(panic) = answered {
             tracing::error!(
-                panic = panic_message(&*panic),
+                error = %Error::panicked("a command handler", panic.as_ref()),
                 "a command handler panicked; its caller gets no answer"
             );
         }

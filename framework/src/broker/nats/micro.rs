@@ -1,10 +1,9 @@
 //! The NATS micro protocol: `$SRV.PING`, `$SRV.INFO` and `$SRV.STATS` answered for each service
 //! this instance serves, so that `nats micro ls` and other tools find Cohort's commands.
 //!
-//! Cohort answers them itself instead of through async-nats' service layer: that layer wraps every
-//! request in bookkeeping (a client clone, a string clone, a shutdown poll, a stats mutex) that
-//! cost more than the rest of a command's trip through an instance. Here an endpoint's counts are
-//! atomics, touched once per request. The response shapes are async-nats' own types.
+//! Cohort answers them itself instead of through async-nats' service layer, to keep that layer's
+//! per-request bookkeeping (client and string clones, a shutdown poll, a stats mutex) off every
+//! command: here an endpoint's counts are atomics. The response shapes are async-nats' own types.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,8 +17,7 @@ use futures_util::stream::SelectAll;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::unavailable;
-use crate::broker::Endpoint;
+use crate::broker::spi::Endpoint;
 use crate::error::Error;
 use crate::message::{Message, random_hex};
 
@@ -46,7 +44,7 @@ pub(super) struct EndpointStats {
 
 impl EndpointStats {
     /// Counts one answered request; a reply with an error status counts as an error.
-    pub fn record(&self, reply: &Message, took: Duration) {
+    pub(super) fn record(&self, reply: &Message, took: Duration) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         self.nanos.fetch_add(nanos, Ordering::Relaxed);
@@ -97,7 +95,7 @@ struct StatsResponse<'a> {
 
 impl Service {
     /// The service `service` of the instance `instance_id`, without endpoints yet.
-    pub fn new(service: &str, instance_id: &str) -> Service {
+    pub(super) fn new(service: &str, instance_id: &str) -> Service {
         Service {
             name: micro_name(service),
             id: random_hex(11),
@@ -110,7 +108,7 @@ impl Service {
     }
 
     /// Announces `endpoint` and returns the counts its requests go to.
-    pub fn add(&mut self, endpoint: &Endpoint) -> Arc<EndpointStats> {
+    pub(super) fn add(&mut self, endpoint: &Endpoint) -> Arc<EndpointStats> {
         // Two versions of a command live in one micro service, under distinct names.
         let taken = self.endpoints.iter().any(|(e, _)| e.name == endpoint.name);
         let name = match taken {
@@ -137,7 +135,7 @@ impl Service {
     }
 
     /// Subscribes to `$SRV.{verb}`, `$SRV.{verb}.{name}` and `$SRV.{verb}.{name}.{id}`.
-    pub async fn listen(self, client: &Client) -> Result<Discovery, Error> {
+    pub(super) async fn listen(self, client: &Client) -> Result<Discovery, Error> {
         let mut requests = SelectAll::new();
         for subject in [
             "$SRV.*".to_owned(),
@@ -145,7 +143,7 @@ impl Service {
             format!("$SRV.*.{}.{}", self.name, self.id),
         ] {
             let subscriber = client.subscribe(subject).await.map_err(|err| {
-                unavailable(format!(
+                Error::unavailable(format!(
                     "cannot announce the service `{}` on NATS: {err}",
                     self.name
                 ))
@@ -209,7 +207,7 @@ pub(super) struct Discovery {
 
 impl Discovery {
     /// Answers discovery requests until `stop`; then unsubscribes (the subscriptions drop).
-    pub async fn answer(mut self, client: Client, stop: CancellationToken) {
+    pub(super) async fn answer(mut self, client: Client, stop: CancellationToken) {
         loop {
             let request = tokio::select! {
                 () = stop.cancelled() => break,

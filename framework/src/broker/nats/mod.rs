@@ -10,8 +10,10 @@
 //! metadata, no pull-request pinning.
 
 mod commands;
-mod events;
+mod delivery;
 mod micro;
+mod streams;
+mod subscriptions;
 mod wire;
 
 use std::sync::Arc;
@@ -25,9 +27,11 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 use tokio::time::timeout;
 
-use super::{Broker, Endpoint, EventHandler, RequestHandler, SubscriptionSpec, Work};
+use super::spi::{
+    Broker, Endpoint, EventHandler, Message, RequestHandler, Subjects, SubscriptionSpec, Work,
+};
 use crate::error::Error;
-use crate::message::{Message, Subjects};
+use crate::redact::mask_urls;
 
 /// How long `connect` tries each server before it reports it unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -45,6 +49,7 @@ pub struct NatsBroker {
 /// How the event and dead-letter streams are created, when this instance is the first to need
 /// them. Streams that already exist are used as they are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StreamSettings {
     /// How long an event is kept (`COHORT_EVENT_RETENTION`, default 7 days).
     pub max_age: Duration,
@@ -104,22 +109,22 @@ impl NatsBroker {
         instance_id: &str,
         streams: StreamSettings,
     ) -> Result<NatsBroker, Error> {
-        let shown = mask_passwords(urls);
+        let shown = mask_urls(urls);
         let servers = urls
             .split(',')
             .map(str::trim)
             .filter(|url| !url.is_empty())
             .map(|url| {
                 url.parse::<ServerAddr>().map_err(|err| {
-                    unavailable(format!(
+                    Error::unavailable(format!(
                         "`{}` is not a NATS server address ({err}); check COHORT_NATS_URL",
-                        mask_passwords(url)
+                        mask_urls(url)
                     ))
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
         if servers.is_empty() {
-            return Err(unavailable(
+            return Err(Error::unavailable(
                 "no NATS server address given; set COHORT_NATS_URL, such as nats://127.0.0.1:4222",
             ));
         }
@@ -155,7 +160,7 @@ impl NatsBroker {
             .connect(servers)
             .await
             .map_err(|err| {
-                unavailable(format!(
+                Error::unavailable(format!(
                     "cannot connect to NATS at `{shown}` (COHORT_NATS_URL): {err}; is nats-server running there, with JetStream (-js)?"
                 ))
             })?;
@@ -187,7 +192,7 @@ impl Inner {
     }
 
     fn not_connected(&self, what: &str) -> Error {
-        unavailable(format!(
+        Error::unavailable(format!(
             "cannot {what}: not connected to NATS at `{}` (reconnecting)",
             self.urls
         ))
@@ -206,7 +211,7 @@ impl Broker for NatsBroker {
     }
 
     async fn publish(&self, subject: &str, msg: Message) -> Result<(), Error> {
-        events::publish(&self.inner, subject, msg).await
+        streams::publish(&self.inner, subject, msg).await
     }
 
     async fn serve(
@@ -223,7 +228,7 @@ impl Broker for NatsBroker {
         handler: EventHandler,
         work: &Work,
     ) -> Result<(), Error> {
-        events::subscribe(self.inner.clone(), spec, handler, work).await
+        subscriptions::subscribe(self.inner.clone(), spec, handler, work).await
     }
 
     fn is_distributed(&self) -> bool {
@@ -238,7 +243,7 @@ impl Broker for NatsBroker {
         let inner = &*self.inner;
         match timeout(FLUSH_TIMEOUT, inner.client.flush()).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(err)) => Err(unavailable(format!(
+            Ok(Err(err)) => Err(Error::unavailable(format!(
                 "cannot flush to NATS at `{}`: {err}",
                 inner.urls
             ))),
@@ -259,52 +264,4 @@ async fn server_caught_up(client: &Client) -> bool {
         echo.next().await
     };
     matches!(timeout(FLUSH_TIMEOUT, echoed).await, Ok(Some(_)))
-}
-
-// ---- errors ----
-
-fn unavailable(message: impl Into<String>) -> Error {
-    Error::unavailable(message)
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
-    panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("a non-string panic")
-}
-
-/// `nats://user:secret@host` → `nats://user:***@host`, for messages and logs.
-fn mask_passwords(urls: &str) -> String {
-    urls.split(',')
-        .map(|url| {
-            let Some((scheme, rest)) = url.split_once("://") else {
-                return url.to_owned();
-            };
-            match rest.split_once('@') {
-                Some((credentials, host)) => match credentials.split_once(':') {
-                    Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-                    None => format!("{scheme}://***@{host}"),
-                },
-                None => url.to_owned(),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_are_masked() {
-        assert_eq!(
-            mask_passwords("nats://a:secret@h1:4222,nats://h2:4222"),
-            "nats://a:***@h1:4222,nats://h2:4222"
-        );
-        assert_eq!(mask_passwords("nats://token@h"), "nats://***@h");
-        assert_eq!(mask_passwords("127.0.0.1:4222"), "127.0.0.1:4222");
-    }
 }

@@ -1,29 +1,20 @@
-//! Events: stored in a JetStream stream, consumed through durable pull consumers, each delivery
-//! acknowledged, redelivered with backoff, or dead-lettered.
+//! Events out: the durable pull consumer of each subscription, and the loop that pulls its events
+//! and starts their deliveries.
 
-use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::connection::State;
-use async_nats::header::NATS_MESSAGE_ID;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
-use async_nats::jetstream::context::{PublishError as JetStreamPublishError, PublishErrorKind};
-use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
 use async_nats::jetstream::{self, AckKind, ErrorCode};
-use async_nats::{Client, HeaderMap, HeaderName, StatusCode, Subject, Subscriber};
-use bytes::Bytes;
+use async_nats::{Client, StatusCode, Subject, Subscriber};
 use futures_util::{FutureExt, StreamExt};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::time::{Instant, sleep, timeout};
 
-use super::wire::{event_headers, header_value, metadata_of};
-use super::{FLUSH_TIMEOUT, Inner, panic_message, unavailable};
-use crate::broker::worth_retrying;
-use crate::broker::{EventHandler, SubscriptionSpec, Work};
-use crate::error::{Error, ErrorKind};
-use crate::message::{Message, header};
+use super::delivery::{Subscription, deliver};
+use super::{FLUSH_TIMEOUT, Inner};
+use crate::broker::spi::{EventHandler, SubscriptionSpec, Work};
+use crate::error::Error;
 
 /// Deliveries of one subscription that run at once on one instance. The instance asks the server
 /// for no more than it has room for, so an event never waits in this process for a free slot
@@ -39,87 +30,7 @@ const INSTANCE_CONSUMER_TTL: Duration = Duration::from_secs(300);
 /// Wait before asking again after the server refused or lost a consumer.
 const RETRY_DELAY: Duration = Duration::from_millis(500);
 
-/// Publishes an event and waits until it is stored: see
-/// [`Broker::publish`](crate::broker::Broker::publish).
-pub(super) async fn publish(inner: &Inner, subject: &str, msg: Message) -> Result<(), Error> {
-    if inner.client.connection_state() == State::Disconnected {
-        return Err(inner.not_connected(&format!("publish to `{subject}`")));
-    }
-    let mut retried = false;
-    loop {
-        return match inner
-            .store(subject, event_headers(&msg.meta), msg.payload.clone())
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(err) if err.kind() == PublishErrorKind::StreamNotFound && !retried => {
-                // The server lost its store: make the streams again, then publish once more.
-                inner.ensure_streams().await?;
-                retried = true;
-                continue;
-            }
-            Err(err) if err.kind() == PublishErrorKind::MaxPayloadExceeded => Err(Error::new(
-                ErrorKind::PayloadTooLarge,
-                format!("the event for `{subject}` is larger than the NATS server accepts: {err}"),
-            )),
-            Err(err) if err.kind() == PublishErrorKind::StreamNotFound => {
-                Err(unavailable(format!(
-                    "cannot publish to `{subject}`: no JetStream stream captures it (events go to `{}`)",
-                    inner.subjects.all_events()
-                )))
-            }
-            Err(err) => Err(unavailable(format!(
-                "cannot publish to `{subject}`: JetStream did not confirm storing it: {err}"
-            ))),
-        };
-    }
-}
-
 impl Inner {
-    /// Creates the events and dead-letter streams unless they exist. Instances starting together
-    /// may race; whichever creates a stream first wins, the others find it.
-    pub(super) async fn ensure_streams(&self) -> Result<(), Error> {
-        let events = self.subjects.events_stream();
-        self.ensure_stream(&events, self.subjects.all_events(), "Cohort events")
-            .await?;
-        let dead_letters = self.subjects.dead_letter_stream();
-        self.ensure_stream(
-            &dead_letters,
-            self.subjects.all_dead_letters(),
-            "Cohort dead letters",
-        )
-        .await
-    }
-
-    async fn ensure_stream(
-        &self,
-        name: &str,
-        subject: String,
-        description: &str,
-    ) -> Result<(), Error> {
-        let config = stream::Config {
-            name: name.to_owned(),
-            description: Some(description.to_owned()),
-            subjects: vec![subject],
-            storage: StorageType::File,
-            retention: RetentionPolicy::Limits,
-            max_age: self.streams.max_age,
-            num_replicas: self.streams.replicas,
-            ..Default::default()
-        };
-        match self.jetstream.get_or_create_stream(config).await {
-            Ok(_) => Ok(()),
-            // Another instance created it between our lookup and our create.
-            Err(err) => match self.jetstream.get_stream(name).await {
-                Ok(_) => Ok(()),
-                Err(_) => Err(unavailable(format!(
-                    "cannot create the JetStream stream `{name}` on NATS at `{}`: {err}; is JetStream enabled (nats-server -js)?",
-                    self.urls
-                ))),
-            },
-        }
-    }
-
     /// Creates the consumer unless it exists. A consumer that exists with another configuration
     /// (an older deployment's) is used as it is.
     async fn ensure_consumer(&self, config: &pull::Config) -> Result<(), Error> {
@@ -151,31 +62,17 @@ impl Inner {
                         "the consumer exists with another configuration; using it as it is");
                     Ok(())
                 }
-                Err(_) => Err(unavailable(format!(
+                Err(_) => Err(Error::unavailable(format!(
                     "cannot create the JetStream consumer `{name}` on `{stream}` at `{}`: {err}",
                     self.urls
                 ))),
             };
         }
     }
-
-    /// Publishes to JetStream and waits until the server has stored the message.
-    async fn store(
-        &self,
-        subject: &str,
-        headers: HeaderMap,
-        payload: Bytes,
-    ) -> Result<(), JetStreamPublishError> {
-        self.jetstream
-            .publish_with_headers(subject.to_owned(), headers, payload)
-            .await?
-            .await
-            .map(drop)
-    }
 }
 
 /// Consumes a subscription on this instance: see
-/// [`Broker::subscribe`](crate::broker::Broker::subscribe).
+/// [`Broker::subscribe`](crate::broker::spi::Broker::subscribe).
 pub(super) async fn subscribe(
     broker: Arc<Inner>,
     spec: SubscriptionSpec,
@@ -192,7 +89,7 @@ pub(super) async fn subscribe(
         .subscribe(inbox.clone())
         .await
         .map_err(|err| {
-            unavailable(format!(
+            Error::unavailable(format!(
                 "cannot subscribe for the events of `{consumer}`: {err}"
             ))
         })?;
@@ -216,13 +113,6 @@ pub(super) async fn subscribe(
     };
     work.tasks.spawn(puller.run());
     Ok(())
-}
-
-/// What every delivery of one subscription shares.
-struct Subscription {
-    spec: SubscriptionSpec,
-    handler: EventHandler,
-    consumer: String,
 }
 
 /// The loop that pulls one subscription's events from its consumer and starts their deliveries.
@@ -439,133 +329,6 @@ async fn hand_back(client: &Client, message: async_nats::Message) {
     if let Some(reply) = message.reply {
         let _ = client.publish(reply, AckKind::Nak(None).into()).await;
     }
-}
-
-/// One delivery: runs the handler, then acknowledges, asks for a redelivery later, or
-/// dead-letters the event when its attempts are spent.
-async fn deliver(
-    message: jetstream::Message,
-    subscription: Arc<Subscription>,
-    _slot: OwnedSemaphorePermit,
-) {
-    let spec = &subscription.spec;
-    let attempt = message
-        .info()
-        .ok()
-        .and_then(|info| u32::try_from(info.delivered).ok())
-        .unwrap_or(1)
-        .max(1);
-    let event = Message {
-        meta: metadata_of(message.headers.as_ref()),
-        payload: message.payload.clone(),
-    };
-    let handling = AssertUnwindSafe((subscription.handler)(event)).catch_unwind();
-    let outcome = match with_progress(&message, spec.ack_wait, handling).await {
-        Ok(outcome) => outcome,
-        Err(panic) => Err(Error::internal(format!(
-            "the event handler panicked: {}",
-            panic_message(&*panic)
-        ))),
-    };
-
-    let ack = match outcome {
-        Ok(()) => AckKind::Ack,
-        Err(err) if attempt >= spec.max_attempts || !worth_retrying(&err) => {
-            match dead_letter(&message, &subscription, &err).await {
-                Ok(()) => {
-                    tracing::error!(subscription = %spec.durable, attempts = attempt, error = %err, dead_letter = %spec.dead_letter_subject, "event handler gave up; event dead-lettered");
-                    AckKind::Term
-                }
-                Err(dead_letter_err) => {
-                    tracing::error!(subscription = %spec.durable, attempts = attempt, error = %err, dead_letter_error = %dead_letter_err, "event handler gave up, and the event could not be dead-lettered; will retry");
-                    AckKind::Nak(Some(spec.backoff_after(attempt)))
-                }
-            }
-        }
-        Err(err) => {
-            tracing::warn!(subscription = %spec.durable, attempt, error = %err, "event handler failed; will retry");
-            AckKind::Nak(Some(spec.backoff_after(attempt)))
-        }
-    };
-    if let Err(err) = message.ack_with(ack).await {
-        tracing::warn!(subscription = %spec.durable, error = %err, "could not acknowledge an event; NATS redelivers it after the ack wait");
-    }
-}
-
-/// Runs `handling`, telling the server every half ack wait that the event is still being worked
-/// on, so that a slow handler keeps its event.
-async fn with_progress<T>(
-    message: &jetstream::Message,
-    ack_wait: Duration,
-    handling: impl Future<Output = T>,
-) -> T {
-    let every = ack_wait / 2;
-    if every.is_zero() {
-        return handling.await;
-    }
-    let mut handling = std::pin::pin!(handling);
-    let mut ticks = tokio::time::interval_at(Instant::now() + every, every);
-    loop {
-        tokio::select! {
-            biased;
-            outcome = &mut handling => return outcome,
-            _ = ticks.tick() => {
-                if let Err(err) = message.ack_with(AckKind::Progress).await {
-                    tracing::debug!(error = %err, "could not extend the ack wait of an event");
-                }
-            }
-        }
-    }
-}
-
-/// Stores the event in the dead-letter stream, with its headers and the last error.
-async fn dead_letter(
-    message: &jetstream::Message,
-    subscription: &Subscription,
-    err: &Error,
-) -> Result<(), Error> {
-    // The event's own headers, but none of NATS's: an expected-stream or expected-sequence
-    // header of the original publish would make this one fail.
-    let mut headers: HeaderMap = message
-        .headers
-        .iter()
-        .flat_map(HeaderMap::iter)
-        .filter(|(name, _)| !AsRef::<str>::as_ref(*name).starts_with("Nats-"))
-        .flat_map(|(name, values)| values.iter().map(|value| (name.clone(), value.clone())))
-        .collect();
-    headers.insert(
-        HeaderName::from_static(header::ERROR),
-        header_value(err.to_string()),
-    );
-    // One dead letter per event and consumer, however often this is retried.
-    let original = match message
-        .headers
-        .as_ref()
-        .and_then(|h| h.get(NATS_MESSAGE_ID))
-    {
-        Some(id) => id.as_str().to_owned(),
-        None => message
-            .info()
-            .map(|info| info.stream_sequence.to_string())
-            .unwrap_or_default(),
-    };
-    headers.insert(
-        NATS_MESSAGE_ID,
-        header_value(format!("{}:{original}", subscription.consumer)),
-    );
-    let subject = &subscription.spec.dead_letter_subject;
-    let stored = async {
-        message
-            .context
-            .publish_with_headers(subject.clone(), headers, message.payload.clone())
-            .await?
-            .await
-    };
-    stored.await.map(drop).map_err(|err| {
-        unavailable(format!(
-            "cannot store the dead letter on `{subject}`: {err}"
-        ))
-    })
 }
 
 /// `{durable}` shared by all instances, or `{durable}__{instance}` for an every-instance one.

@@ -1,0 +1,204 @@
+//! What a broker implements: the contract [`Broker`] and the types it works with. Cohort ships
+//! two ([`MemoryBroker`](super::MemoryBroker), [`NatsBroker`](super::NatsBroker)); a third (another
+//! messaging system) implements [`Broker`] and proves itself with
+//! `cohort::testing::run_broker_suite`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use crate::message::{Message, Metadata, Subjects, header};
+
+use crate::config::Config;
+use crate::error::{Error, ErrorKind};
+
+/// Runs one command on this instance. It never fails: an error is a reply with an error status.
+/// Calling it should only start the command: brokers call it where they take requests (the
+/// embedded one under a read lock), and the work belongs in the future it returns.
+pub type RequestHandler = Arc<dyn Fn(Message) -> BoxFuture<'static, Message> + Send + Sync>;
+
+/// Handles one event delivery. `Err` asks for the event again later (with backoff).
+pub type EventHandler = Arc<dyn Fn(Message) -> BoxFuture<'static, Result<(), Error>> + Send + Sync>;
+
+/// A command this instance serves.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Endpoint {
+    /// The service it belongs to.
+    pub service: String,
+    /// Its version.
+    pub version: u32,
+    /// Its name.
+    pub name: String,
+    /// What it does (the function's doc comment).
+    pub description: String,
+    /// `{prefix}.cmd.{service}.v{version}.{name}`
+    pub subject: String,
+    /// `{prefix}.{service}.v{version}.{name}`: shared by every instance that serves it.
+    pub queue_group: String,
+    /// Announced with the endpoint in the NATS micro protocol (the input and output schemas).
+    pub metadata: HashMap<String, String>,
+}
+
+impl Endpoint {
+    /// The endpoint of command `name`, version `version`, of `service`, with its subject and
+    /// queue group under `subjects`; no description and no metadata.
+    pub fn new(subjects: &Subjects, service: &str, version: u32, name: &str) -> Endpoint {
+        Endpoint {
+            service: service.to_owned(),
+            version,
+            name: name.to_owned(),
+            description: String::new(),
+            subject: subjects.command(service, version, name),
+            queue_group: subjects.queue_group(service, version, name),
+            metadata: HashMap::new(),
+        }
+    }
+}
+
+/// How a subscription consumes events.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SubscriptionSpec {
+    /// The service it belongs to.
+    pub service: String,
+    /// Its name.
+    pub name: String,
+    /// The event subjects it wants, such as `cohort.evt.*.order_placed`.
+    pub filter_subject: String,
+    /// `{service}__{subscription}`: the durable consumer every instance shares.
+    pub durable: String,
+    /// Every instance gets every event, instead of one instance each event.
+    pub every_instance: bool,
+    /// After this many failed deliveries the event goes to `dead_letter_subject`.
+    pub max_attempts: u32,
+    /// Wait before the n-th redelivery (the last entry repeats).
+    pub backoff: Vec<Duration>,
+    /// How long a delivery may stay unacknowledged before the broker gives it to another
+    /// instance (the holder crashed).
+    pub ack_wait: Duration,
+    /// Where an event goes when its attempts are spent: `{prefix}.dlq.{service}.{name}`.
+    pub dead_letter_subject: String,
+}
+
+impl SubscriptionSpec {
+    /// The subscription `name` of `service` to the event named `event`, with the defaults of
+    /// [`crate::Config`] for its attempts, backoff and ack wait.
+    pub fn new(subjects: &Subjects, service: &str, name: &str, event: &str) -> SubscriptionSpec {
+        let defaults = Config::default();
+        SubscriptionSpec {
+            service: service.to_owned(),
+            name: name.to_owned(),
+            filter_subject: subjects.event_filter(event),
+            durable: Subjects::durable(service, name),
+            every_instance: false,
+            max_attempts: defaults.event_max_attempts,
+            backoff: defaults.event_backoff,
+            ack_wait: defaults.event_ack_wait,
+            dead_letter_subject: subjects.dead_letter(service, name),
+        }
+    }
+
+    /// How long to wait before delivering the event again after its `attempt`-th delivery
+    /// (1-based) failed with `err`; `None` when it goes to the dead letters instead: its attempts
+    /// are spent, or it can never succeed (it does not decode as its type: a 400 or 422).
+    pub fn retry_after(&self, attempt: u32, err: &Error) -> Option<Duration> {
+        let hopeless = matches!(err.kind(), ErrorKind::BadRequest | ErrorKind::Invalid);
+        (!hopeless && attempt < self.max_attempts).then(|| self.backoff_after(attempt))
+    }
+
+    /// The wait before redelivery after `attempt` failed deliveries (1-based).
+    pub(crate) fn backoff_after(&self, attempt: u32) -> Duration {
+        let index = (attempt.max(1) as usize - 1).min(self.backoff.len().saturating_sub(1));
+        self.backoff
+            .get(index)
+            .copied()
+            .unwrap_or(Duration::from_secs(1))
+    }
+}
+
+/// The lifetime of an instance's work: brokers spawn every loop and every delivery on `tasks`,
+/// and stop taking new work when `stop` is cancelled, so shutdown can wait for what is in flight.
+#[derive(Debug, Clone, Default)]
+pub struct Work {
+    /// Cancelled when the instance stops taking new work.
+    pub stop: CancellationToken,
+    /// Every loop and delivery the broker runs for the instance.
+    pub tasks: TaskTracker,
+}
+
+/// The contract of a broker: see the module docs.
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
+    /// Sends a command and waits for its reply. Fails at once with
+    /// [`crate::ErrorKind::NoResponders`] when no instance serves
+    /// `subject`, and with [`crate::ErrorKind::Timeout`] after `timeout`.
+    async fn request(
+        &self,
+        subject: &str,
+        msg: Message,
+        timeout: Duration,
+    ) -> Result<Message, Error>;
+
+    /// Publishes an event and returns once the broker has stored it.
+    async fn publish(&self, subject: &str, msg: Message) -> Result<(), Error>;
+
+    /// Serves these commands on this instance until `work.stop` is cancelled.
+    async fn serve(
+        &self,
+        endpoints: Vec<(Endpoint, RequestHandler)>,
+        work: &Work,
+    ) -> Result<(), Error>;
+
+    /// Consumes a subscription on this instance until `work.stop` is cancelled: at-least-once,
+    /// acknowledged after the handler succeeds, redelivered with backoff when it fails, dead-lettered
+    /// after `max_attempts`.
+    async fn subscribe(
+        &self,
+        spec: SubscriptionSpec,
+        handler: EventHandler,
+        work: &Work,
+    ) -> Result<(), Error>;
+
+    /// Whether other instances share this broker (false for the embedded one).
+    fn is_distributed(&self) -> bool;
+
+    /// Whether the broker can take work now (for `/readyz`).
+    fn is_ready(&self) -> bool;
+
+    /// Flushes what is buffered. Called at shutdown, after in-flight work has finished.
+    async fn close(&self) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_until_the_attempts_are_spent() {
+        let mut spec = SubscriptionSpec::new(&Subjects::default(), "s", "n", "e");
+        spec.max_attempts = 4;
+        spec.backoff = vec![Duration::from_secs(1), Duration::from_secs(5)];
+        let failed = Error::internal("boom");
+        let waits: Vec<_> = (1..=4).map(|n| spec.retry_after(n, &failed)).collect();
+        let secs = |s| Some(Duration::from_secs(s));
+        assert_eq!(waits, [secs(1), secs(5), secs(5), None]);
+    }
+
+    #[test]
+    fn an_event_that_does_not_decode_is_never_retried() {
+        let spec = SubscriptionSpec::new(&Subjects::default(), "s", "n", "e");
+        assert_eq!(
+            spec.retry_after(1, &Error::invalid("qty", "not a number")),
+            None
+        );
+        assert_eq!(spec.retry_after(1, &Error::bad_request("not JSON")), None);
+    }
+}

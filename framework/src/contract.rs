@@ -1,0 +1,34 @@
+//! What `#[command]` and `#[derive(Event)]` implement on a user's types, so that calls and events
+//! are checked at compile time.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// A command that can be called with its types checked at compile time:
+/// `ctx.call::<place_order>(input)`. `#[command]` implements it on a type named like the function.
+pub trait Command: 'static {
+    /// The input the function takes (`()` when it takes none).
+    type Input: Send + 'static;
+    /// What the function returns on success.
+    type Output: Send + 'static;
+    /// The service it belongs to.
+    const SERVICE: &'static str;
+    /// Its version: `v{VERSION}` in its subject.
+    const VERSION: u32;
+    /// Its name: the function's, unless `#[command(name = "...")]` says otherwise.
+    const NAME: &'static str;
+    /// The command's own timeout in milliseconds, if it sets one.
+    const TIMEOUT_MS: Option<u64>;
+}
+
+/// An event: a type published with `ctx.emit` and consumed by `#[subscription]`s.
+/// Implement it with `#[derive(Event)]` (name defaults to the type name in snake_case).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an event",
+    label = "not an event",
+    note = "add `#[derive(cohort::Event, serde::Serialize, serde::Deserialize)]` to `{Self}`"
+)]
+pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The name in event subjects: `{prefix}.evt.{service}.{NAME}`.
+    const NAME: &'static str;
+}

@@ -1,0 +1,104 @@
+//! The HTTP layer: routes from `#[http]`, each turned into a command sent over the broker.
+//!
+//! It never runs a handler itself. It assembles the input (path parameters, then query
+//! parameters, then the JSON body), sends the command, and turns the reply into a response:
+//! the body with the route's status, or an RFC 9457 problem. Every response says which instance
+//! answered ([`INSTANCE_HEADER`]) and, when a command ran, which instance ran it
+//! ([`EXECUTED_BY_HEADER`]).
+
+mod cookie;
+mod openapi;
+mod request;
+mod response;
+mod route;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderValue, Method, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, MethodRouter, get, on};
+use bytes::Bytes;
+
+pub use cookie::SESSION_COOKIE;
+pub use response::{EXECUTED_BY_HEADER, INSTANCE_HEADER};
+
+use crate::error::{Error, ErrorKind};
+use crate::message::JSON;
+use crate::registry::CommandDescriptor;
+use crate::runtime::Runtime;
+use response::problem;
+use route::{Route, handle};
+
+/// The router of every `#[http]` command in the binary, plus `/healthz`, `/readyz`,
+/// `/openapi.json` and problem-document fallbacks for 404 and 405.
+pub(crate) fn router(
+    runtime: Arc<Runtime>,
+    commands: &[&'static CommandDescriptor],
+) -> Result<Router, Error> {
+    let instance = HeaderValue::from_str(&runtime.instance_id).map_err(|_| {
+        Error::bad_request("COHORT_INSTANCE_ID must be printable ASCII").with_code("invalid_config")
+    })?;
+    let mut by_path: HashMap<&'static str, MethodRouter> = HashMap::new();
+    for &command in commands {
+        let Some(http) = command.http else { continue };
+        let route = Arc::new(Route::new(runtime.clone(), command, http, instance.clone()));
+        let filter = method_filter(http.method)?;
+        let handler = on(filter, move |request: Request| {
+            handle(route.clone(), request)
+        });
+        let entry = by_path
+            .remove(http.path)
+            .map_or(handler.clone(), |existing| existing.merge(handler));
+        by_path.insert(http.path, entry);
+    }
+    let mut router = Router::new();
+    for (path, methods) in by_path {
+        router = router.route(path, methods);
+    }
+    let openapi = Bytes::from(openapi::openapi(commands).to_string());
+    let (health_instance, ready_runtime) = (instance.clone(), runtime.clone());
+    let (not_found, not_allowed) = (instance.clone(), instance);
+    Ok(router
+        .route("/healthz", get(move || healthz(health_instance.clone())))
+        .route("/readyz", get(move || readyz(ready_runtime.clone())))
+        .route("/openapi.json", get(move || serve_openapi(openapi.clone())))
+        .fallback(move || async move {
+            problem(&not_found, &Error::not_found("no route matches this path"))
+        })
+        .method_not_allowed_fallback(move || async move {
+            let err = Error::new(
+                ErrorKind::MethodNotAllowed,
+                "this route does not take that method",
+            );
+            problem(&not_allowed, &err)
+        }))
+}
+
+fn method_filter(method: &str) -> Result<MethodFilter, Error> {
+    Method::from_bytes(method.as_bytes())
+        .ok()
+        .and_then(|m| MethodFilter::try_from(m).ok())
+        .ok_or_else(|| Error::internal(format!("unsupported HTTP method `{method}`")))
+}
+
+async fn healthz(instance: HeaderValue) -> Response {
+    let mut response = ([(header::CONTENT_TYPE, JSON)], r#"{"status":"ok"}"#).into_response();
+    response.headers_mut().insert(INSTANCE_HEADER, instance);
+    response
+}
+
+async fn readyz(runtime: Arc<Runtime>) -> Response {
+    let instance =
+        HeaderValue::from_str(&runtime.instance_id).unwrap_or(HeaderValue::from_static("?"));
+    match runtime.is_ready().await {
+        Ok(()) => healthz(instance).await,
+        Err(err) => problem(&instance, &Error::unavailable(err.message().to_owned())),
+    }
+}
+
+async fn serve_openapi(document: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, JSON)], document).into_response()
+}

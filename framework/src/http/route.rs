@@ -1,0 +1,65 @@
+//! One `#[http]` route: its request becomes the command's input, the command goes over the
+//! broker, and its reply becomes the response.
+
+use std::sync::Arc;
+
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::Response;
+
+use super::request::{Head, InputShape, build_input, read_body};
+use super::response::{problem, respond};
+use crate::registry::{CommandDescriptor, HttpRoute};
+use crate::runtime::{Runtime, Target};
+
+/// One route and what it needs to turn its requests into commands.
+pub(super) struct Route {
+    runtime: Arc<Runtime>,
+    target: Target,
+    status: StatusCode,
+    instance: HeaderValue,
+    shape: InputShape,
+}
+
+impl Route {
+    pub(super) fn new(
+        runtime: Arc<Runtime>,
+        command: &'static CommandDescriptor,
+        http: HttpRoute,
+        instance: HeaderValue,
+    ) -> Self {
+        Route {
+            target: command.target(&runtime.subjects),
+            status: StatusCode::from_u16(http.status).unwrap_or(StatusCode::OK),
+            shape: InputShape::of(command, http),
+            runtime,
+            instance,
+        }
+    }
+}
+
+pub(super) async fn handle(route: Arc<Route>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let head = match Head::read(&route.shape, parts).await {
+        Ok(head) => head,
+        Err(err) => return problem(&route.instance, &err),
+    };
+    let config = &route.runtime.config;
+    let body = match read_body(body, config.body_limit).await {
+        Ok(body) => body,
+        Err(err) => return problem(&route.instance, &err),
+    };
+    let input = match build_input(&route.shape, &head.params(), head.query.as_deref(), body) {
+        Ok(input) => input,
+        Err(err) => return problem(&route.instance, &err),
+    };
+    // Kept for the log line of a 500: the metadata itself goes with the command.
+    let trace_id = head.meta.trace_id().map(str::to_owned);
+    match route.runtime.invoke(&route.target, input, head.meta).await {
+        Ok(reply) => respond(config, route.status, &route.instance, reply),
+        Err(err) => {
+            let err = err.logged_if_internal(trace_id.as_deref(), "HTTP request failed");
+            problem(&route.instance, &err)
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! What every handler of an instance shares, and the calling side of a command: where it goes
+//! ([`Target`]), its deadline, and sending it over the broker ([`Runtime::invoke`]).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+
+use crate::broker::spi::Broker;
+use crate::config::Config;
+use crate::contract::Command;
+use crate::error::{Error, ErrorKind};
+use crate::message::{self, Message, Metadata, Subjects};
+use crate::state::spi::StateStore;
+
+/// What every handler of an instance shares: the broker, the store and the configuration.
+pub(crate) struct Runtime {
+    pub(crate) broker: Arc<dyn Broker>,
+    pub(crate) store: Arc<dyn StateStore>,
+    pub(crate) subjects: Subjects,
+    pub(crate) instance_id: Arc<str>,
+    pub(crate) config: Config,
+    /// False once shutdown begins, so `/readyz` tells the load balancer to stop sending.
+    pub(crate) accepting: AtomicBool,
+}
+
+/// A command as a caller addresses it: its names, its subject and its own timeout.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub(crate) service: &'static str,
+    pub(crate) version: u32,
+    pub(crate) name: &'static str,
+    /// `{prefix}.cmd.{service}.v{version}.{name}`
+    pub(crate) subject: String,
+    pub(crate) timeout_ms: Option<u64>,
+}
+
+impl Target {
+    /// The one place a command's subject is made.
+    pub(crate) fn new(
+        subjects: &Subjects,
+        service: &'static str,
+        version: u32,
+        name: &'static str,
+        timeout_ms: Option<u64>,
+    ) -> Target {
+        Target {
+            subject: subjects.command(service, version, name),
+            service,
+            version,
+            name,
+            timeout_ms,
+        }
+    }
+
+    /// The target of the typed command `C`.
+    pub(crate) fn of<C: Command>(subjects: &Subjects) -> Target {
+        Target::new(subjects, C::SERVICE, C::VERSION, C::NAME, C::TIMEOUT_MS)
+    }
+
+    /// When the command, started at `now` (ms since the epoch), runs out of its own timeout: its
+    /// `timeout`, or the configured default. Caller and executing instance both count it this way.
+    pub(crate) fn own_deadline(&self, config: &Config, now: u64) -> u64 {
+        let timeout = self
+            .timeout_ms
+            .map_or(config.command_timeout, Duration::from_millis);
+        now.saturating_add(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// The error of a command whose deadline passed before it could finish.
+    pub(crate) fn deadline_passed(&self) -> Error {
+        Error::new(
+            ErrorKind::Timeout,
+            format!("the deadline of `{}` passed", self.subject),
+        )
+    }
+}
+
+impl Runtime {
+    /// Sends a command and returns its reply, an error reply included. `Err` means the command
+    /// never ran to an answer: nobody serves it, the deadline passed, or the broker is down.
+    pub(crate) async fn invoke(
+        &self,
+        target: &Target,
+        payload: Bytes,
+        mut meta: Metadata,
+    ) -> Result<Message, Error> {
+        let now = message::unix_millis(SystemTime::now());
+        let own = target.own_deadline(&self.config, now);
+        // A call inside a call never outlives its caller's deadline.
+        let deadline = meta.deadline.map_or(own, |outer| outer.min(own));
+        // The executing instance allows a command its own timeout from when it arrives, so the
+        // deadline travels only when it is earlier than that: most commands go without the header.
+        meta.deadline = (deadline < own).then_some(deadline);
+        let timeout = Duration::from_millis(deadline.saturating_sub(now));
+        // No message id and no sender instance on commands: every header costs throughput on the
+        // hot path, the traceparent already names the call, and the reply names the executor.
+        meta.status = None;
+        if timeout.is_zero() {
+            return Err(target.deadline_passed());
+        }
+        self.broker
+            .request(&target.subject, Message { meta, payload }, timeout)
+            .await
+            .map_err(|err| match err.kind() {
+                ErrorKind::NoResponders => Error::new(
+                    ErrorKind::NoResponders,
+                    format!(
+                        "no instance serves `{}.v{}.{}`",
+                        target.service, target.version, target.name
+                    ),
+                ),
+                _ => err,
+            })
+    }
+
+    /// Whether this instance should get traffic: not shutting down, broker and store answering.
+    pub(crate) async fn is_ready(&self) -> Result<(), Error> {
+        if !self.accepting.load(Ordering::Relaxed) {
+            return Err(Error::unavailable("the instance is shutting down"));
+        }
+        if !self.broker.is_ready() {
+            return Err(Error::unavailable("the broker is not connected"));
+        }
+        self.store.ping().await
+    }
+}
+
+/// Turns a reply into the command's result.
+pub(crate) fn reply_result(reply: &Message) -> Result<&Bytes, Error> {
+    match reply.status() {
+        200..=299 => Ok(&reply.payload),
+        status => Err(Error::from_problem_json(status, &reply.payload)),
+    }
+}
