@@ -312,7 +312,7 @@ fn into_error(handler: &Handler) -> TokenStream {
         Some(ty) => {
             let error = Ident::new("error", Span::mixed_site());
             quote_spanned! {check_span(ty)=>
-                |#error| <#ty as ::core::convert::Into<::cohort::Error>>::into(#error)
+                |#error| <#ty as ::cohort::__private::IntoError>::into_error(#error)
             }
         }
         // `Result<T>` names no error type: a wrong one is reported on `Result`, where the error
@@ -321,7 +321,7 @@ fn into_error(handler: &Handler) -> TokenStream {
             let span = check_span(handler.result);
             let error = Ident::new("error", Span::mixed_site().located_at(span));
             quote_spanned! {span=>
-                |#error| ::core::convert::Into::<::cohort::Error>::into(#error)
+                |#error| ::cohort::__private::IntoError::into_error(#error)
             }
         }
     }

@@ -117,6 +117,24 @@ pub trait Describe: JsonSchema {}
 #[diagnostic::do_not_recommend]
 impl<T: JsonSchema + ?Sized> Describe for T {}
 
+/// The error type of a handler: anything `cohort::Error` converts from.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the error of a Cohort handler",
+    label = "not convertible into `cohort::Error`",
+    note = "return `Result<T, cohort::Error>` and make errors with `Error::conflict(..)`, `Error::internal(..)`, ...; for an error type of your own, implement `From<{Self}> for cohort::Error`",
+    note = "convert a `String` where it is made: `.map_err(cohort::Error::internal)?`; another crate's error: `.map_err(|e| cohort::Error::internal(e.to_string()))?`"
+)]
+pub trait IntoError {
+    fn into_error(self) -> Error;
+}
+
+#[diagnostic::do_not_recommend]
+impl<E: Into<Error>> IntoError for E {
+    fn into_error(self) -> Error {
+        self.into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

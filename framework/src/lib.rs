@@ -81,7 +81,8 @@ pub mod __private {
     pub use serde;
 
     pub use crate::input::{
-        Decode, Describe, Encode, decode_input, encode_output, into_event_result, no_input,
+        Decode, Describe, Encode, IntoError, decode_input, encode_output, into_event_result,
+        no_input,
     };
     pub use crate::registry::{CommandDescriptor, HttpRoute, Location, SubscriptionDescriptor};
 
@@ -95,7 +96,7 @@ pub mod __private {
     /// Compile-time check, spanned on the user's output type.
     pub const fn assert_output<T: Encode + Describe + Send + 'static>() {}
     /// Compile-time check, spanned on the user's error type.
-    pub const fn assert_error<E: Into<crate::Error>>() {}
+    pub const fn assert_error<E: IntoError>() {}
     /// Compile-time check, spanned on a subscription's event type.
     pub const fn assert_event<T: crate::Event>() {}
 }
