@@ -78,6 +78,11 @@ inventory::collect!(SubscriptionDescriptor);
 
 /// A command that can be called with its types checked at compile time:
 /// `ctx.call::<place_order>(input)`. `#[command]` implements it on a type named like the function.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a command",
+    label = "not a command",
+    note = "add `#[command(service = \"...\")]` to the function to call, then name the function: `ctx.call::<place_order>(input)`"
+)]
 pub trait Command: 'static {
     type Input: Send + 'static;
     type Output: Send + 'static;
