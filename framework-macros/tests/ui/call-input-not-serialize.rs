@@ -10,6 +10,8 @@ async fn reserve_stock(_ctx: Ctx, input: Reserve) -> Result<u32, Error> {
     Ok(input.sku.len() as u32)
 }
 
+// rustc checks the bounds of an `async fn` where it is named, again for the future it returns and
+// again at `.await`: the same message, three times.
 #[command(service = "orders")]
 async fn place_order(ctx: Ctx, sku: String) -> Result<u32, Error> {
     ctx.call::<reserve_stock>(Reserve { sku }).await
