@@ -1,5 +1,5 @@
-//! The code the macros generate: each entry point parses, validates, then generates, and hands any
-//! error to `fallback`.
+//! The code the macros generate: each entry point parses, validates, then generates. On error it
+//! salvages what it still can of the expansion and hands both to `fallback`.
 //!
 //! Generated checks on user types are spanned on those types (`check_span`), so that a missing
 //! `Deserialize` is reported on the input type rather than on the attribute.
@@ -9,7 +9,7 @@ use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{DeriveInput, Ident, ItemFn};
 
-use crate::ast::{Command, Event, Handler, Siblings, Subscription};
+use crate::ast::{Command, Event, Handler, Kind, Siblings, Subscription};
 use crate::fallback;
 use crate::valid::{CommandSpec, SubscriptionSpec};
 
@@ -45,7 +45,7 @@ pub fn subscription(args: TokenStream, item: TokenStream) -> TokenStream {
         let spec = subscription.validate()?;
         Ok(subscription_tokens(&subscription.handler, &spec))
     });
-    expanded.unwrap_or_else(|error| fallback::function(&func, error))
+    expanded.unwrap_or_else(|error| fallback::function(&func, error, None))
 }
 
 pub fn event(input: TokenStream) -> TokenStream {
@@ -57,12 +57,12 @@ pub fn event(input: TokenStream) -> TokenStream {
         let name = event.validate()?;
         Ok(event_impl(&input.ident, &name))
     });
-    expanded.unwrap_or_else(|error| fallback::event(&input, error))
+    expanded.unwrap_or_else(|error| fallback::derive(error, salvaged_event_impl(&input)))
 }
 
 /// The struct named like the function and its `Command` impl, which make
 /// `ctx.call::<place_order>(input)` typed.
-pub fn command_type(handler: &Handler, spec: &CommandSpec) -> TokenStream {
+fn command_type(handler: &Handler, spec: &CommandSpec) -> TokenStream {
     let vis = &handler.func.vis;
     let ident = &handler.func.sig.ident;
     let input = input_type(handler);
@@ -94,7 +94,7 @@ pub fn command_type(handler: &Handler, spec: &CommandSpec) -> TokenStream {
     }
 }
 
-pub fn event_impl(ident: &Ident, name: &str) -> TokenStream {
+fn event_impl(ident: &Ident, name: &str) -> TokenStream {
     quote! {
         impl ::cohort::Event for #ident {
             const NAME: &'static str = #name;
@@ -119,7 +119,24 @@ fn expand_command(func: &ItemFn, command: syn::Result<Command>) -> TokenStream {
         let spec = command.validate()?;
         Ok(command_tokens(&command.handler, &spec))
     });
-    expanded.unwrap_or_else(|error| fallback::command(func, error))
+    expanded.unwrap_or_else(|error| fallback::function(func, error, salvaged_command_type(func)))
+}
+
+/// The command type when the signature is sound (the error is then in the options), so that
+/// `ctx.call::<f>(...)` elsewhere keeps type-checking.
+fn salvaged_command_type(func: &ItemFn) -> Option<TokenStream> {
+    let handler = Handler::from_syn(func, Kind::Command).ok()?;
+    handler.validate().ok()?;
+    Some(command_type(&handler, &CommandSpec::default()))
+}
+
+/// The `Event` impl when the type allows one, so that uses of the event do not fail too.
+fn salvaged_event_impl(input: &DeriveInput) -> Option<TokenStream> {
+    input
+        .generics
+        .params
+        .is_empty()
+        .then(|| event_impl(&input.ident, ""))
 }
 
 fn command_tokens(handler: &Handler, spec: &CommandSpec) -> TokenStream {
@@ -295,7 +312,7 @@ fn into_error(handler: &Handler) -> TokenStream {
         Some(ty) => {
             let error = Ident::new("error", Span::mixed_site());
             quote_spanned! {check_span(ty)=>
-                |#error| <#ty as ::core::convert::Into<::cohort::Error>>::into(#error)
+                |#error| <#ty as ::cohort::__private::IntoError>::into_error(#error)
             }
         }
         // `Result<T>` names no error type: a wrong one is reported on `Result`, where the error
@@ -304,7 +321,7 @@ fn into_error(handler: &Handler) -> TokenStream {
             let span = check_span(handler.result);
             let error = Ident::new("error", Span::mixed_site().located_at(span));
             quote_spanned! {span=>
-                |#error| ::core::convert::Into::<::cohort::Error>::into(#error)
+                |#error| ::cohort::__private::IntoError::into_error(#error)
             }
         }
     }

@@ -1,13 +1,15 @@
 //! The attributes and the derive of Cohort. Use them through `cohort`, which re-exports them and
 //! holds everything their expansion names (`cohort::__private`).
 //!
-//! Each macro goes parse (`ast`, `attr`) → validate (`valid`) → generate (`expand`); on error,
-//! `fallback` emits the user's item unchanged next to the `compile_error!`.
+//! Each macro goes parse (`ast`, `attr`) → validate (`valid`, which applies the naming rules of
+//! `names`) → generate (`expand`); on error, `fallback` emits the user's item unchanged next to the
+//! `compile_error!` and to what `expand` could salvage of the expansion.
 
 mod ast;
 mod attr;
 mod expand;
 mod fallback;
+mod names;
 mod valid;
 
 use proc_macro::TokenStream;

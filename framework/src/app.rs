@@ -16,6 +16,7 @@ use crate::context::Ctx;
 use crate::contract::Command;
 use crate::dispatch::{command_handler, event_handler};
 use crate::error::Error;
+use crate::input::{Decode, Encode};
 use crate::message::{Metadata, Subjects};
 use crate::registry::{CommandDescriptor, Registry, SubscriptionDescriptor};
 use crate::runtime::Runtime;
@@ -443,8 +444,8 @@ impl Running {
     pub async fn call<C>(&self, input: C::Input) -> Result<C::Output, Error>
     where
         C: Command,
-        C::Input: serde::Serialize,
-        C::Output: serde::de::DeserializeOwned,
+        C::Input: Encode,
+        C::Output: Decode,
     {
         let caller = Metadata {
             traceparent: Some(crate::message::new_traceparent()),

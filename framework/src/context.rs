@@ -5,11 +5,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use crate::contract::{Command, Event};
 use crate::error::Error;
+use crate::input::{Decode, Encode};
 use crate::message::{self, Message, Metadata};
 use crate::runtime::{Runtime, Target, reply_result};
 use crate::session::{Session, SessionCell};
@@ -103,12 +102,13 @@ impl Ctx {
 
     /// Calls another command, on whichever instance serves it, with its input and output types
     /// checked at compile time: `ctx.call::<place_order>(input).await?`; a command without input
-    /// takes `()`. The principal, tenant, trace, session and deadline travel along.
+    /// takes `()`. The principal, tenant, trace, session and deadline travel along. The input must
+    /// be `Serialize` and the output `Deserialize`: they cross the network as JSON.
     pub async fn call<C>(&self, input: C::Input) -> Result<C::Output, Error>
     where
         C: Command,
-        C::Input: Serialize,
-        C::Output: DeserializeOwned,
+        C::Input: Encode,
+        C::Output: Decode,
     {
         let payload = serde_json::to_vec(&input).map_err(|e| {
             Error::internal(format!("cannot encode the input of `{}`: {e}", C::NAME))

@@ -6,6 +6,11 @@ use serde::de::DeserializeOwned;
 
 /// A command that can be called with its types checked at compile time:
 /// `ctx.call::<place_order>(input)`. `#[command]` implements it on a type named like the function.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a command",
+    label = "not a command",
+    note = "add `#[command(service = \"...\")]` to the function to call, then name the function: `ctx.call::<place_order>(input)`"
+)]
 pub trait Command: 'static {
     /// The input the function takes (`()` when it takes none).
     type Input: Send + 'static;

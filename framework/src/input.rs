@@ -1,6 +1,7 @@
 //! Decoding inputs and encoding outputs, with errors that name the field at fault.
 
 use bytes::Bytes;
+use schemars::JsonSchema;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::error::Category;
@@ -73,6 +74,67 @@ pub fn into_event_result<E: Into<Error>>(result: Result<(), E>) -> Result<(), Er
 /// The input of a command that takes none: whatever was sent is ignored.
 pub fn no_input(_payload: &[u8]) -> Result<(), Error> {
     Ok(())
+}
+
+// What a handler's types must be, each as a trait of its own whose `on_unimplemented` says, on the
+// user's type, what to write. The blanket impls are `do_not_recommend`, so that rustc reports the
+// missing trait itself rather than the serde bound under it, and the traits require what they
+// stand for as supertraits: a use that needs only `Serialize` of a type then fails with an error
+// that rustc recognizes as implied by the one about `Encode`, and drops.
+
+/// A type sent as JSON: a command's output, the input given to `ctx.call`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be sent as JSON: it does not implement `Serialize`",
+    label = "not `Serialize`",
+    note = "add `#[derive(serde::Serialize)]` to `{Self}`: command outputs and the inputs given to `ctx.call` cross the network as JSON",
+    note = "for a type of another crate, enable that crate's `serde` feature"
+)]
+pub trait Encode: Serialize {}
+
+#[diagnostic::do_not_recommend]
+impl<T: Serialize + ?Sized> Encode for T {}
+
+/// A type received as JSON: a command's input, the output `ctx.call` returns.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be received as JSON: it does not implement `Deserialize`",
+    label = "not `Deserialize`",
+    note = "add `#[derive(serde::Deserialize)]` to `{Self}`: command inputs and the outputs `ctx.call` returns cross the network as JSON",
+    note = "for a type of another crate, enable that crate's `serde` feature"
+)]
+pub trait Decode: DeserializeOwned {}
+
+#[diagnostic::do_not_recommend]
+impl<T: DeserializeOwned> Decode for T {}
+
+/// A type described by a JSON schema: a command's input and output.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no JSON schema: it does not implement `JsonSchema`",
+    label = "not `JsonSchema`",
+    note = "add `#[derive(schemars::JsonSchema)]` to `{Self}`: a command publishes the schemas of its input and output",
+    note = "for a type of another crate, enable the `schemars` feature that covers it"
+)]
+pub trait Describe: JsonSchema {}
+
+#[diagnostic::do_not_recommend]
+impl<T: JsonSchema + ?Sized> Describe for T {}
+
+/// The error type of a handler: anything `cohort::Error` converts from.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the error of a Cohort handler",
+    label = "not convertible into `cohort::Error`",
+    note = "return `Result<T, cohort::Error>` and make errors with `Error::conflict(..)`, `Error::internal(..)`, ...; for an error type of your own, implement `From<{Self}> for cohort::Error`",
+    note = "convert a `String` where it is made: `.map_err(cohort::Error::internal)?`; another crate's error: `.map_err(|e| cohort::Error::internal(e.to_string()))?`"
+)]
+pub trait IntoError {
+    /// The error as a `cohort::Error`.
+    fn into_error(self) -> Error;
+}
+
+#[diagnostic::do_not_recommend]
+impl<E: Into<Error>> IntoError for E {
+    fn into_error(self) -> Error {
+        self.into()
+    }
 }
 
 #[cfg(test)]

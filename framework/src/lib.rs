@@ -86,7 +86,10 @@ pub mod __private {
     pub use schemars;
     pub use serde;
 
-    pub use crate::input::{decode_input, encode_output, into_event_result, no_input};
+    pub use crate::input::{
+        Decode, Describe, Encode, IntoError, decode_input, encode_output, into_event_result,
+        no_input,
+    };
     pub use crate::registry::{CommandDescriptor, HttpRoute, Location, SubscriptionDescriptor};
 
     /// The JSON schema of `T`.
@@ -95,14 +98,11 @@ pub mod __private {
     }
 
     /// Compile-time check, spanned on the user's input type.
-    pub const fn assert_input<
-        T: serde::de::DeserializeOwned + schemars::JsonSchema + Send + 'static,
-    >() {
-    }
+    pub const fn assert_input<T: Decode + Describe + Send + 'static>() {}
     /// Compile-time check, spanned on the user's output type.
-    pub const fn assert_output<T: serde::Serialize + schemars::JsonSchema + Send + 'static>() {}
+    pub const fn assert_output<T: Encode + Describe + Send + 'static>() {}
     /// Compile-time check, spanned on the user's error type.
-    pub const fn assert_error<E: Into<crate::Error>>() {}
+    pub const fn assert_error<E: IntoError>() {}
     /// Compile-time check, spanned on a subscription's event type.
     pub const fn assert_event<T: crate::Event>() {}
 }
