@@ -1,11 +1,13 @@
-//! Helpers shared by the end-to-end tests: an HTTP client that keeps the session cookie, and ways
-//! to start the example app, in-process or as real processes.
+//! Helpers shared by the end-to-end tests: an HTTP client that keeps the session cookie, ways to
+//! start the example app, in-process or as real processes, and what several test files check.
 
 pub mod process;
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
+use std::time::Duration;
 
+use cohort::testing::eventually_ok;
 use cohort::{App, Config, Running};
 use reqwest::Method;
 use reqwest::header::{COOKIE, HeaderMap, SET_COOKIE};
@@ -156,4 +158,23 @@ impl Client {
             *self.cookie.lock().expect("cookie lock") = (!id.is_empty()).then(|| pair.to_owned());
         }
     }
+}
+
+/// How long the audit may take to count the orders placed: events are delivered asynchronously,
+/// and retried after a crash or a restart.
+const AUDIT_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Polls the example app's `/audit` until it has seen exactly `orders` orders, and returns it.
+pub async fn wait_for_audit(client: &Client, orders: u64) -> Value {
+    let what = format!("the audit must see {orders} orders");
+    eventually_ok(&what, AUDIT_PATIENCE, async || {
+        let reply = client.get("/audit").await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        if reply.body["orders_seen"] == orders {
+            Ok(reply.body)
+        } else {
+            Err(format!("it saw {}", reply.text))
+        }
+    })
+    .await
 }
