@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use cohort::testing::{Cluster, eventually};
-use cohort::{App, Config, ErrorKind};
+use cohort::{App, Config};
 use cohort_tests::{Client, wait_for_audit};
 use futures_util::future::join_all;
 use serde_json::{Value, json};
@@ -263,7 +263,6 @@ async fn redis_outage_is_503_and_service_resumes() {
         async || client.put("/stock/x", json!({"qty": 2})).await.status == 200,
     )
     .await;
-    assert_eq!(ErrorKind::Unavailable.status(), 503);
 }
 
 #[tokio::test]
