@@ -2,6 +2,8 @@
 //! events are redelivered to the others, and a rolling restart under load loses nothing.
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use cohort::testing::{NatsServer, RedisServer, eventually};
@@ -106,8 +108,10 @@ async fn sigterm_exits_cleanly_and_a_rolling_restart_loses_no_request() {
             .status,
         200
     );
+    let run_by_b = Arc::new(AtomicUsize::new(0));
     let load = {
         let client = Client::new(a.http.clone().expect("http"));
+        let run_by_b = run_by_b.clone();
         tokio::spawn(async move {
             let mut statuses = Vec::new();
             let until = Instant::now() + Duration::from_secs(3);
@@ -116,12 +120,18 @@ async fn sigterm_exits_cleanly_and_a_rolling_restart_loses_no_request() {
                     (0..8).map(|_| client.post("/orders", json!({"sku": "nut", "qty": 1}))),
                 )
                 .await;
+                let on_b = batch.iter().filter(|r| r.executed_by() == Some("rb"));
+                run_by_b.fetch_add(on_b.count(), Ordering::SeqCst);
                 statuses.extend(batch.into_iter().map(|r| r.status));
             }
             statuses
         })
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let under_load = "rb must be running orders of the load before it is restarted";
+    eventually(under_load, Duration::from_secs(3), async || {
+        run_by_b.load(Ordering::SeqCst) > 0
+    })
+    .await;
     b.signal("TERM").await;
     assert_eq!(
         b.wait().await,
