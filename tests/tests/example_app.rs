@@ -1,11 +1,13 @@
 //! The example app over real HTTP, one embedded instance: every endpoint and every error case.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cohort::prelude::*;
 use cohort::state::{MemoryStore, StateStore};
-use cohort_tests::{Client, base_url, start_embedded};
+use cohort::testing::{eventually, eventually_ok, eventually_some};
+use cohort_tests::{Client, base_url, start_embedded, wait_for_audit};
 use reqwest::Method;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -36,10 +38,14 @@ async fn too_slow(_ctx: Ctx, _input: Nothing) -> Result<Nothing, Error> {
     Ok(Nothing {})
 }
 
+/// How many `nap` commands have started: a test waits for its request to be in flight.
+static NAPS_STARTED: AtomicUsize = AtomicUsize::new(0);
+
 /// A command that takes a while, to show shutdown waits for it.
 #[command(service = "faults")]
 #[http(POST, "/faults/nap")]
 async fn nap(_ctx: Ctx, _input: Nothing) -> Result<Nothing, Error> {
+    NAPS_STARTED.fetch_add(1, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(400)).await;
     Ok(Nothing {})
 }
@@ -406,18 +412,6 @@ async fn orders_take_stock_atomically_and_are_audited() {
     );
 }
 
-async fn wait_for_audit(client: &Client, orders: u64) -> Value {
-    for _ in 0..200 {
-        let reply = client.get("/audit").await;
-        assert_eq!(reply.status, 200, "{}", reply.text);
-        if reply.body["orders_seen"] == orders {
-            return reply.body;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("the audit never saw {orders} orders");
-}
-
 #[tokio::test]
 async fn a_command_this_instance_does_not_serve_is_503_at_once() {
     let running = start_embedded(|config| config.services = Some(vec!["accounts".into()])).await;
@@ -449,7 +443,12 @@ async fn shutdown_finishes_requests_in_flight() {
         let client = Client::new(base);
         client.post("/faults/nap", json!({})).await
     });
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    eventually(
+        "the nap request must reach its command before the shutdown",
+        Duration::from_secs(10),
+        async || NAPS_STARTED.load(Ordering::SeqCst) > 0,
+    )
+    .await;
     running.shutdown().await.expect("shuts down");
     let reply = slow.await.expect("the request task");
     assert_eq!(
@@ -488,45 +487,52 @@ async fn an_event_that_does_not_decode_is_dead_lettered_without_retries() {
         )
         .await
         .expect("published");
-    for _ in 0..200 {
-        let letters = broker.dead_letters();
-        if letters.len() == 2 {
-            let subjects: Vec<&str> = letters
-                .iter()
-                .map(|(subject, _)| subject.as_str())
-                .collect();
-            assert!(
-                subjects.contains(&"cohort.dlq.audit.count_order"),
-                "{subjects:?}"
-            );
-            assert!(
-                subjects.contains(&"cohort.dlq.audit.hear_order"),
-                "{subjects:?}"
-            );
-            let error = letters[0].1.meta.error.as_deref().unwrap_or_default();
-            assert!(
-                error.contains("id"),
-                "the dead letter says what was wrong: {error}"
-            );
-            running.shutdown().await.expect("shuts down");
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!(
-        "the undecodable event was not dead-lettered: {:?}",
-        broker.dead_letters()
+    let letters = eventually_ok(
+        "the undecodable event must be dead-lettered by both audit subscriptions",
+        Duration::from_secs(10),
+        async || match broker.dead_letters() {
+            letters if letters.len() == 2 => Ok(letters),
+            letters => Err(format!("the dead letters so far: {letters:?}")),
+        },
+    )
+    .await;
+    let subjects: Vec<&str> = letters
+        .iter()
+        .map(|(subject, _)| subject.as_str())
+        .collect();
+    assert!(
+        subjects.contains(&"cohort.dlq.audit.count_order"),
+        "{subjects:?}"
     );
+    assert!(
+        subjects.contains(&"cohort.dlq.audit.hear_order"),
+        "{subjects:?}"
+    );
+    let error = letters[0].1.meta.error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("id"),
+        "the dead letter says what was wrong: {error}"
+    );
+    running.shutdown().await.expect("shuts down");
 }
 
 #[tokio::test]
 async fn readiness_turns_503_before_the_listener_closes() {
-    let running = start_embedded(|config| config.shutdown_delay = Duration::from_millis(500)).await;
+    let shutdown_delay = Duration::from_millis(500);
+    let running = start_embedded(|config| config.shutdown_delay = shutdown_delay).await;
     let client = Client::new(base_url(&running));
     assert_eq!(client.get("/readyz").await.status, 200);
     let stopping = tokio::spawn(running.shutdown());
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_problem(&client.get("/readyz").await, 503);
+    let unready = eventually_some(
+        "/readyz must turn 503 within the shutdown delay",
+        shutdown_delay,
+        async || {
+            let reply = client.get("/readyz").await;
+            (reply.status == 503).then_some(reply)
+        },
+    )
+    .await;
+    assert_problem(&unready, 503);
     let reply = client
         .post("/echo", json!({"text": "still served", "n": 1}))
         .await;
