@@ -1,27 +1,53 @@
-//! Helpers shared by the end-to-end tests: an HTTP client that keeps the session cookie, and ways
-//! to start the example app, in-process or as real processes.
+//! Helpers shared by the end-to-end tests: an HTTP client that keeps the session cookie, ways to
+//! start the example app, in-process or as real processes, and what several test files check.
 
+mod in_process;
 pub mod process;
 
-use std::net::SocketAddr;
-use std::sync::Mutex;
+pub use in_process::InProcess;
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use cohort::testing::eventually_ok;
 use cohort::{App, Config, Running};
 use reqwest::Method;
 use reqwest::header::{COOKIE, HeaderMap, SET_COOKIE};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+/// The input or output of a test's own command that needs none: `{}`.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+pub struct Nothing {}
+
+/// A `Config::http_addr` on loopback, on a port the OS picks.
+pub const ANY_LOOPBACK_PORT: Option<SocketAddr> =
+    Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0));
 
 /// Starts one embedded instance of the example app (memory broker and store) on a free port.
 pub async fn start_embedded(configure: impl FnOnce(&mut Config)) -> Running {
+    let configure = |config: &mut Config| {
+        config.http_addr = ANY_LOOPBACK_PORT;
+        configure(config);
+    };
+    start_app(configure, |app| app)
+        .await
+        .expect("the example app starts")
+}
+
+/// Starts the example app with the default configuration changed by `configure`, and `build`
+/// adding to the app (a broker or a store of the test's own) before it starts.
+pub async fn start_app(
+    configure: impl FnOnce(&mut Config),
+    build: impl FnOnce(App) -> App,
+) -> Result<Running, cohort::Error> {
     // Naming the example app's code keeps its registrations linked into the test binary.
     let _ = example_app::app;
     let mut config = Config::default();
-    config.http_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     configure(&mut config);
-    App::with_config(config)
-        .start()
-        .await
-        .expect("the example app starts")
+    build(App::with_config(config)).start().await
 }
 
 /// The base URL of a running instance.
@@ -49,6 +75,17 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// A reply of `status` with `headers`, its body parsed from `text` when it is JSON.
+    pub fn new(status: u16, headers: HeaderMap, text: String) -> Self {
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
     /// A header as text.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
@@ -134,13 +171,7 @@ impl Client {
         let headers = response.headers().clone();
         self.keep_cookie(&headers);
         let text = response.text().await.expect("the body arrives");
-        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply {
-            status,
-            headers,
-            body,
-            text,
-        }
+        Reply::new(status, headers, text)
     }
 
     fn keep_cookie(&self, headers: &HeaderMap) {
@@ -154,4 +185,44 @@ impl Client {
             *self.cookie.lock().expect("cookie lock") = (!id.is_empty()).then(|| pair.to_owned());
         }
     }
+}
+
+/// How long the audit may take to count the orders placed: events are delivered asynchronously,
+/// and retried after a crash or a restart.
+const AUDIT_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Polls the example app's `/audit` until it has seen exactly `orders` orders, and returns it.
+pub async fn wait_for_audit(client: &Client, orders: u64) -> Value {
+    let what = format!("the audit must see {orders} orders");
+    eventually_ok(&what, AUDIT_PATIENCE, async || {
+        let reply = client.get("/audit").await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        if reply.body["orders_seen"] == orders {
+            Ok(reply.body)
+        } else {
+            Err(format!("it saw {}", reply.text))
+        }
+    })
+    .await
+}
+
+/// Asserts that `reply` is a problem document (RFC 9457) of `status`, from a named instance.
+pub fn assert_problem(reply: &Reply, status: u16) {
+    assert_eq!(reply.status, status, "{}", reply.text);
+    assert_eq!(
+        reply.content_type(),
+        Some("application/problem+json"),
+        "{}",
+        reply.text
+    );
+    assert_eq!(reply.body["status"], status, "{}", reply.text);
+    assert!(
+        reply.body["title"].is_string() && reply.body["type"].is_string(),
+        "{}",
+        reply.text
+    );
+    assert!(
+        reply.instance().is_some(),
+        "every response names the instance"
+    );
 }

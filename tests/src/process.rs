@@ -4,8 +4,9 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use cohort::testing::eventually;
 use tokio::process::{Child, Command};
 
 /// The example-app binary, built once per test run.
@@ -137,14 +138,11 @@ async fn wait_for_ready_line(stderr: tokio::process::ChildStderr) {
 
 async fn wait_http_ready(base: &str) {
     let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Ok(reply) = client.get(format!("{base}/readyz")).send().await
-            && reply.status().is_success()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{base}/readyz never answered 200");
+    let url = format!("{base}/readyz");
+    let what = format!("{url} must answer 200");
+    eventually(&what, Duration::from_secs(10), async || {
+        let reply = client.get(&url).send().await;
+        reply.is_ok_and(|reply| reply.status().is_success())
+    })
+    .await;
 }

@@ -14,9 +14,9 @@ use cohort::broker::spi::{
     Work, header,
 };
 use cohort::broker::{MemoryBroker, NatsBroker};
-use cohort::testing::{NatsServer, event, run_broker_suite};
+use cohort::testing::{NatsServer, event, eventually, eventually_ok, lock, run_broker_suite};
 use futures_util::{FutureExt, StreamExt};
-use tokio::time::{Instant, sleep};
+use tokio::time::Instant;
 
 /// The content type of a JSON body.
 const JSON: &str = "application/json";
@@ -76,39 +76,8 @@ fn recorder() -> (EventHandler, Arc<Mutex<Vec<Message>>>) {
     (handler, seen)
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 fn has_event(seen: &Mutex<Vec<Message>>, id: &str) -> bool {
     lock(seen).iter().any(|m| m.meta.message_id() == Some(id))
-}
-
-/// Polls `done` until it holds, panicking with `what` after `within`.
-async fn eventually(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let until = Instant::now() + within;
-    while !done() {
-        assert!(Instant::now() < until, "{what} (waited {within:?})");
-        sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Retries `attempt` until it succeeds, panicking with `what` and the last error after `within`.
-async fn eventually_ok<T, E: std::fmt::Display, Fut: Future<Output = Result<T, E>>>(
-    what: &str,
-    within: Duration,
-    mut attempt: impl FnMut() -> Fut,
-) -> T {
-    let until = Instant::now() + within;
-    loop {
-        match attempt().await {
-            Ok(value) => return value,
-            Err(err) if Instant::now() >= until => panic!("{what}: {err} (retried for {within:?})"),
-            Err(_) => sleep(Duration::from_millis(100)).await,
-        }
-    }
 }
 
 /// Serves `endpoints` on `broker` until the returned work stops.
@@ -258,7 +227,7 @@ async fn a_plain_jetstream_publish_reaches_a_subscription() {
     eventually(
         "the subscription must receive the plain client's event",
         PATIENCE,
-        || !lock(&seen).is_empty(),
+        async || !lock(&seen).is_empty(),
     )
     .await;
     assert_eq!(lock(&seen)[0].payload.as_ref(), br#"{"from":"elsewhere"}"#);
@@ -427,7 +396,7 @@ async fn a_crashed_instance_events_go_to_another_after_the_ack_wait() {
     )
     .await
     .expect("publish");
-    eventually("instance A must take the event", PATIENCE, || {
+    eventually("instance A must take the event", PATIENCE, async || {
         !lock(&started).is_empty()
     })
     .await;
@@ -440,7 +409,7 @@ async fn a_crashed_instance_events_go_to_another_after_the_ack_wait() {
     eventually(
         "the crashed instance's event must be delivered to another instance",
         PATIENCE,
-        || has_event(&seen, "order-1"),
+        async || has_event(&seen, "order-1"),
     )
     .await;
     assert!(
@@ -500,7 +469,7 @@ async fn a_nats_restart_loses_no_stored_event() {
     eventually(
         "an event published before the restart is delivered",
         PATIENCE,
-        || has_event(&seen_running, "before"),
+        async || has_event(&seen_running, "before"),
     )
     .await;
     broker
@@ -530,7 +499,7 @@ async fn a_nats_restart_loses_no_stored_event() {
     eventually(
         "the running subscription resumes after the restart",
         PATIENCE,
-        || has_event(&seen_running, "after"),
+        async || has_event(&seen_running, "after"),
     )
     .await;
 
@@ -545,7 +514,7 @@ async fn a_nats_restart_loses_no_stored_event() {
     eventually(
         "an event stored before the restart is delivered after it",
         PATIENCE,
-        || has_event(&seen_resumed, "waiting"),
+        async || has_event(&seen_resumed, "waiting"),
     )
     .await;
     stop(&resumed_work).await;
@@ -577,7 +546,7 @@ async fn a_stopped_instance_leaves_new_events_to_the_others() {
     eventually(
         "events published after an instance stopped must all go to the others at once",
         Duration::from_secs(10),
-        || lock(&seen_b).len() == 20,
+        async || lock(&seen_b).len() == 20,
     )
     .await;
     assert!(

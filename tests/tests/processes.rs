@@ -2,13 +2,15 @@
 //! events are redelivered to the others, and a rolling restart under load loses nothing.
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use cohort::testing::{NatsServer, RedisServer};
-use cohort_tests::Client;
+use cohort::testing::{NatsServer, RedisServer, eventually};
 use cohort_tests::process::AppProcess;
+use cohort_tests::{Client, wait_for_audit};
 use futures_util::future::join_all;
-use serde_json::{Value, json};
+use serde_json::json;
 
 struct Servers {
     nats: NatsServer,
@@ -82,12 +84,10 @@ async fn events_held_by_a_killed_instance_are_redelivered_to_the_others() {
             201
         );
     }
-    let held =
-        wait_for_ack_pending(&servers.nats.url(), "COHORT_EVENTS", "audit__count_order").await;
-    assert!(held > 0, "kb holds unacknowledged events");
+    wait_for_ack_pending(&servers.nats.url(), "COHORT_EVENTS", "audit__count_order").await;
     b.signal("KILL").await;
     let _c = AppProcess::start("kc", false, &only("audit")).await;
-    let audit = wait_for_orders_seen(&client, orders).await;
+    let audit = wait_for_audit(&client, orders).await;
     assert_eq!(
         audit["by_instance"],
         json!({"kc": orders}),
@@ -108,8 +108,10 @@ async fn sigterm_exits_cleanly_and_a_rolling_restart_loses_no_request() {
             .status,
         200
     );
+    let run_by_b = Arc::new(AtomicUsize::new(0));
     let load = {
         let client = Client::new(a.http.clone().expect("http"));
+        let run_by_b = run_by_b.clone();
         tokio::spawn(async move {
             let mut statuses = Vec::new();
             let until = Instant::now() + Duration::from_secs(3);
@@ -118,12 +120,18 @@ async fn sigterm_exits_cleanly_and_a_rolling_restart_loses_no_request() {
                     (0..8).map(|_| client.post("/orders", json!({"sku": "nut", "qty": 1}))),
                 )
                 .await;
+                let on_b = batch.iter().filter(|r| r.executed_by() == Some("rb"));
+                run_by_b.fetch_add(on_b.count(), Ordering::SeqCst);
                 statuses.extend(batch.into_iter().map(|r| r.status));
             }
             statuses
         })
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let under_load = "rb must be running orders of the load before it is restarted";
+    eventually(under_load, Duration::from_secs(3), async || {
+        run_by_b.load(Ordering::SeqCst) > 0
+    })
+    .await;
     b.signal("TERM").await;
     assert_eq!(
         b.wait().await,
@@ -138,26 +146,11 @@ async fn sigterm_exits_cleanly_and_a_rolling_restart_loses_no_request() {
         statuses.iter().all(|s| *s == 201),
         "no request lost: {statuses:?}"
     );
-    wait_for_orders_seen(&client, placed).await;
+    wait_for_audit(&client, placed).await;
 }
 
-async fn wait_for_orders_seen(client: &Client, orders: u64) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let audit = client.get("/audit").await.body;
-        if audit["orders_seen"] == orders {
-            return audit;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the audit never saw {orders} orders: {audit}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Events delivered to the consumer and not yet acknowledged, once there are any (at most 2 s).
-async fn wait_for_ack_pending(url: &str, stream: &str, consumer: &str) -> u64 {
+/// Waits until the consumer has events delivered and not yet acknowledged (at most 2 s).
+async fn wait_for_ack_pending(url: &str, stream: &str, consumer: &str) {
     let client = async_nats::connect(url).await.expect("connect");
     let js = async_nats::jetstream::new(client);
     let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
@@ -167,12 +160,9 @@ async fn wait_for_ack_pending(url: &str, stream: &str, consumer: &str) -> u64 {
         .get_consumer(consumer)
         .await
         .expect("consumer");
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let pending = consumer.info().await.expect("info").num_ack_pending as u64;
-        if pending > 0 || Instant::now() > deadline {
-            return pending;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let held = "kb holds unacknowledged events";
+    eventually(held, Duration::from_secs(2), async || {
+        consumer.info().await.expect("info").num_ack_pending > 0
+    })
+    .await;
 }

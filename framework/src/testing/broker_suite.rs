@@ -11,6 +11,7 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use tokio::time::{Instant, sleep};
 
+use super::{eventually, lock};
 use crate::broker::spi::{Broker, Endpoint, EventHandler, RequestHandler, SubscriptionSpec, Work};
 use crate::error::{Error, ErrorKind};
 use crate::message::{self, JSON, Message, Metadata, PROBLEM_JSON, Subjects};
@@ -155,11 +156,6 @@ pub fn event(id: &str, body: &str) -> Message {
     }
 }
 
-/// Locks `mutex`, even one poisoned by a handler that panicked.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// ` on instance NAME` for a failure message, or nothing when the scenario has one instance.
 fn on_instance(instance: Option<&str>) -> String {
     instance
@@ -225,17 +221,6 @@ async fn stop(work: &Work, what: &str) {
         panic!(
             "{what}: the broker's tasks did not finish within {PATIENCE:?} of stopping the work"
         );
-    }
-}
-
-/// Polls `done` until it holds, panicking with `what` after `within`.
-async fn eventually(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let until = Instant::now() + within;
-    while !done() {
-        if Instant::now() >= until {
-            panic!("{what} (waited {within:?})");
-        }
-        sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -629,7 +614,7 @@ async fn each_event_reaches_one_instance(run: &Run, [a, b, publisher]: [Arc<dyn 
     eventually(
         "20 events published to a subscription shared by two instances must all be delivered",
         PATIENCE,
-        || deliveries.distinct() == 20,
+        async || deliveries.distinct() == 20,
     )
     .await;
     sleep(QUIET).await;
@@ -672,7 +657,7 @@ async fn failed_event_is_redelivered(run: &Run, [subscriber, publisher]: [Arc<dy
     eventually(
         "an event whose handler failed once must be delivered again",
         PATIENCE,
-        || count() >= 2,
+        async || count() >= 2,
     )
     .await;
     sleep(QUIET).await;
@@ -714,7 +699,7 @@ async fn failing_event_stops_after_max_attempts(
     eventually(
         "an event that always fails must be attempted max_attempts (3) times",
         PATIENCE,
-        || attempts.load(Ordering::SeqCst) >= 3,
+        async || attempts.load(Ordering::SeqCst) >= 3,
     )
     .await;
     // Longer than the backoff and the ack wait: a fourth attempt would come within it.
@@ -763,9 +748,11 @@ async fn stopping_an_instance_loses_no_event(run: &Run, [a, b, publisher]: [Arc<
     for i in 0..HANDOVER_EVENTS {
         publish(&*publisher, &subject, event(&format!("queued-{i}"), "{}")).await;
     }
-    eventually("instance A must start handling events", PATIENCE, || {
-        started_on_a.load(Ordering::SeqCst) > 0
-    })
+    eventually(
+        "instance A must start handling events",
+        PATIENCE,
+        async || started_on_a.load(Ordering::SeqCst) > 0,
+    )
     .await;
 
     let work_b = subscribe(&*b, spec, deliveries.handler(1), Some("B")).await;
@@ -781,7 +768,7 @@ async fn stopping_an_instance_loses_no_event(run: &Run, [a, b, publisher]: [Arc<
     eventually(
         "every event must be handled once one of two instances stopped: none may be lost",
         PATIENCE,
-        || deliveries.distinct() == HANDOVER_EVENTS,
+        async || deliveries.distinct() == HANDOVER_EVENTS,
     )
     .await;
     sleep(QUIET).await;
@@ -818,7 +805,7 @@ async fn every_instance_subscription_reaches_each_instance(
         eventually(
             &format!("an every-instance subscription must deliver each of 5 events to instance {instance}"),
             PATIENCE,
-            || deliveries.distinct() == 5,
+            async || deliveries.distinct() == 5,
         )
         .await;
     }

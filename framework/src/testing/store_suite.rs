@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::time::{Instant, sleep};
 
+use super::eventually;
 use crate::error::{Error, ErrorKind};
 use crate::state::State;
 use crate::state::spi::StateStore;
@@ -322,19 +322,14 @@ async fn expiry(store: &dyn StateStore, key: &str) {
 }
 
 async fn wait_until_gone(store: &dyn StateStore, key: &str, what: &str) {
-    let deadline = Instant::now() + SHORT_TTL + EXPIRY_GRACE;
-    while store
-        .get(key)
-        .await
-        .expect("get of an expiring key")
-        .is_some()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "{what} must expire: it still exists {EXPIRY_GRACE:?} after its TTL of {SHORT_TTL:?}"
-        );
-        sleep(Duration::from_millis(25)).await;
-    }
+    let still_there = format!(
+        "{what} must expire: it still exists {EXPIRY_GRACE:?} after its TTL of {SHORT_TTL:?}"
+    );
+    eventually(&still_there, SHORT_TTL + EXPIRY_GRACE, async || {
+        let value = store.get(key).await.expect("get of an expiring key");
+        value.is_none()
+    })
+    .await;
 }
 
 async fn concurrent_increments(store: &Arc<dyn StateStore>, key: &str) {

@@ -12,7 +12,7 @@ use tokio::sync::Semaphore;
 use tokio::time::{Instant, sleep, timeout};
 
 use super::delivery::{Subscription, deliver};
-use super::{FLUSH_TIMEOUT, Inner};
+use super::{FLUSH_TIMEOUT, Inner, server_caught_up};
 use crate::broker::spi::{EventHandler, SubscriptionSpec, Work};
 use crate::error::Error;
 
@@ -286,8 +286,12 @@ impl Puller {
     /// Stops pulling and hands the events that arrived but did not start back to the server, which
     /// gives them to another instance at once.
     async fn hand_back(mut self) {
-        // The server stops delivering to a pull request whose inbox nobody listens on.
+        // The server stops delivering to a pull request whose inbox nobody listens on; once it has
+        // seen the unsubscribe, an event published later goes to another instance.
         let _ = self.messages.unsubscribe().await;
+        if !server_caught_up(&self.broker.client).await {
+            tracing::debug!(consumer = %self.subscription.consumer, "NATS did not confirm the end of a pull in time");
+        }
         let mut handed_back = 0usize;
         while let Some(Some(message)) = self.messages.next().now_or_never() {
             if matches!(classify(&message), Pulled::Event) {
