@@ -1,4 +1,5 @@
-//! The audit: counts every order placed, and which instance consumed each `OrderPlaced`.
+//! The audit: counts every order placed, exactly once however often its event is delivered, and
+//! which instance consumed each `OrderPlaced`.
 
 use std::collections::BTreeMap;
 
@@ -6,48 +7,49 @@ use cohort::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::orders::OrderPlaced;
+use crate::orders::{OrderPlaced, orders_recorded};
 
 #[derive(Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 pub struct AuditReport {
-    /// Orders seen by the `count_order` subscription (each event by one instance).
+    /// Orders seen by the `count_order` subscription (each event by one instance, once).
     pub orders_seen: u64,
+    /// Orders recorded by `place_order`: equal to `orders_seen` once every event is consumed.
+    pub orders_recorded: u64,
     /// How many of them each instance consumed.
     pub by_instance: BTreeMap<String, u64>,
     /// Orders each instance heard of through the every-instance `hear_order` subscription.
     pub heard_by_instance: BTreeMap<String, u64>,
 }
 
-/// Counts an order. Runs on one instance per event.
+/// Counts an order, exactly once. Runs on one instance per event.
 #[subscription(service = "audit")]
 pub async fn count_order(ctx: Ctx, _event: OrderPlaced) -> Result<(), Error> {
-    let state = ctx.state();
     let instance = ctx.instance_id().to_owned();
-    state
-        .update::<BTreeMap<String, u64>, _>("by_instance", |counts| {
-            let mut counts = counts.unwrap_or_default();
-            *counts.entry(instance.clone()).or_default() += 1;
-            Ok(counts)
-        })
-        .await?;
-    state.increment("orders_seen", 1).await?;
-    Ok(())
+    ctx.transaction(async move |tx| {
+        tx.add("orders_seen", 1);
+        count_for(tx, "seen_by", &instance).await
+    })
+    .await
 }
 
-/// Hears every order on every instance (a cache would be invalidated here).
+/// Hears every order on every instance (a cache would be invalidated here), exactly once each.
 #[subscription(service = "audit", every_instance)]
 pub async fn hear_order(ctx: Ctx, _event: OrderPlaced) -> Result<(), Error> {
-    let key = format!("heard:{}", ctx.instance_id());
-    ctx.state().increment(&key, 1).await?;
-    ctx.state()
-        .update::<Vec<String>, _>("heard_instances", |instances| {
-            let mut instances = instances.unwrap_or_default();
-            if !instances.iter().any(|i| i == ctx.instance_id()) {
-                instances.push(ctx.instance_id().to_owned());
-            }
-            Ok(instances)
-        })
-        .await?;
+    let instance = ctx.instance_id().to_owned();
+    ctx.transaction(async move |tx| count_for(tx, "heard_by", &instance).await)
+        .await
+}
+
+/// Adds one to `{counter}:{instance}`, and lists the instance under `{counter}` the first time.
+/// The list is read only to be extended: a unit conflicts with another only when both add a new
+/// instance, not on every count.
+async fn count_for(tx: &Tx, counter: &str, instance: &str) -> Result<(), Error> {
+    tx.add(&format!("{counter}:{instance}"), 1);
+    let mut instances: Vec<String> = tx.get(counter).await?.unwrap_or_default();
+    if !instances.iter().any(|i| i == instance) {
+        instances.push(instance.to_owned());
+        tx.put(counter, &instances)?;
+    }
     Ok(())
 }
 
@@ -56,21 +58,23 @@ pub async fn hear_order(ctx: Ctx, _event: OrderPlaced) -> Result<(), Error> {
 #[http(GET, "/audit")]
 pub async fn audit_report(ctx: Ctx) -> Result<AuditReport, Error> {
     let state = ctx.state();
-    let mut heard_by_instance = BTreeMap::new();
-    for instance in state
-        .get::<Vec<String>>("heard_instances")
-        .await?
-        .unwrap_or_default()
-    {
-        let heard = state
-            .get::<u64>(&format!("heard:{instance}"))
-            .await?
-            .unwrap_or(0);
-        heard_by_instance.insert(instance, heard);
-    }
     Ok(AuditReport {
         orders_seen: state.get::<u64>("orders_seen").await?.unwrap_or(0),
-        by_instance: state.get("by_instance").await?.unwrap_or_default(),
-        heard_by_instance,
+        orders_recorded: ctx.call::<orders_recorded>(()).await?,
+        by_instance: counts(&state, "seen_by").await?,
+        heard_by_instance: counts(&state, "heard_by").await?,
     })
+}
+
+/// Each listed instance's `{counter}:{instance}`.
+async fn counts(state: &State, counter: &str) -> Result<BTreeMap<String, u64>, Error> {
+    let mut counts = BTreeMap::new();
+    for instance in state.get::<Vec<String>>(counter).await?.unwrap_or_default() {
+        let count = state
+            .get(&format!("{counter}:{instance}"))
+            .await?
+            .unwrap_or(0);
+        counts.insert(instance, count);
+    }
+    Ok(counts)
 }

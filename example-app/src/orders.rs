@@ -1,5 +1,6 @@
-//! Stock and orders. Taking stock is one atomic update in the shared store, so concurrent orders
-//! on any number of instances never sell more than there is.
+//! Stock and orders. An order is one unit of work: the stock it takes, the order it records and
+//! the `OrderPlaced` it announces commit together or not at all, and concurrent orders on any
+//! number of instances never sell more than there is.
 
 use cohort::prelude::*;
 use schemars::JsonSchema;
@@ -80,28 +81,20 @@ pub struct StockQuery {
     pub sku: String,
 }
 
-/// Takes `qty` of a SKU's stock, or fails with 409 leaving it untouched. Called by `place_order`
-/// through the broker, so it can run on any instance.
+/// Takes `qty` of a SKU's stock, or fails with 409 leaving it untouched: for other services and
+/// plain NATS clients (a warehouse system, say).
 #[command(service = "orders", version = 1, timeout = "5s")]
 pub async fn take_stock(ctx: Ctx, input: PlaceOrder) -> Result<Stock, Error> {
-    let qty = input.qty;
-    let left = ctx
-        .state()
-        .update::<u64, _>(&stock_key(&input.sku), |stock| {
-            let stock = stock.unwrap_or(0);
-            stock.checked_sub(qty).ok_or_else(|| {
-                Error::conflict(format!("only {stock} left of `{}`", input.sku))
-                    .with_code("insufficient_stock")
-            })
-        })
-        .await?;
-    Ok(Stock {
-        sku: input.sku,
-        qty: left,
+    let sku = input.sku.clone();
+    ctx.transaction(async move |tx| {
+        tx.take(&stock_key(&input.sku), input.qty, out_of_stock(&input.sku));
+        Ok(())
     })
+    .await?;
+    get_stock(ctx, StockQuery { sku }).await
 }
 
-/// Places an order: takes the stock, records the order and announces it.
+/// Places an order: takes the stock, records the order and announces it, as one unit of work.
 #[command(service = "orders", version = 1)]
 #[http(POST, "/orders", status = 201)]
 pub async fn place_order(ctx: Ctx, input: PlaceOrder) -> Result<Order, Error> {
@@ -113,11 +106,7 @@ pub async fn place_order(ctx: Ctx, input: PlaceOrder) -> Result<Order, Error> {
         Some(user) => ctx.with_principal(user),
         None => ctx,
     };
-    ctx.call::<take_stock>(PlaceOrder {
-        sku: input.sku.clone(),
-        qty: input.qty,
-    })
-    .await?;
+    // Like a database sequence: unique and increasing, with a gap when the order fails.
     let id = ctx.state().increment("order:next_id", 1).await? as u64;
     let order = Order {
         id,
@@ -125,14 +114,33 @@ pub async fn place_order(ctx: Ctx, input: PlaceOrder) -> Result<Order, Error> {
         qty: input.qty,
         placed_by,
     };
-    ctx.state().put(&order_key(id), &order).await?;
-    ctx.emit(&OrderPlaced {
-        id,
-        sku: order.sku.clone(),
-        qty: order.qty,
+    let placed = order.clone();
+    ctx.transaction(async move |tx| {
+        tx.take(
+            &stock_key(&placed.sku),
+            placed.qty,
+            out_of_stock(&placed.sku),
+        );
+        tx.put(&order_key(id), &placed)?;
+        tx.add(ORDERS_RECORDED, 1);
+        tx.emit(&OrderPlaced {
+            id,
+            sku: placed.sku.clone(),
+            qty: placed.qty,
+        })
     })
     .await?;
     Ok(order)
+}
+
+/// How many orders were recorded, counted in the unit that records each.
+#[command(service = "orders", version = 1)]
+pub async fn orders_recorded(ctx: Ctx) -> Result<u64, Error> {
+    Ok(ctx.state().get(ORDERS_RECORDED).await?.unwrap_or(0))
+}
+
+fn out_of_stock(sku: &str) -> Error {
+    Error::conflict(format!("not enough `{sku}` in stock")).with_code("insufficient_stock")
 }
 
 /// An order by id.
@@ -144,6 +152,9 @@ pub async fn get_order(ctx: Ctx, input: OrderId) -> Result<Order, Error> {
         .await?
         .ok_or_else(|| Error::not_found(format!("no order {}", input.id)))
 }
+
+/// The count of orders recorded.
+const ORDERS_RECORDED: &str = "orders:recorded";
 
 fn stock_key(sku: &str) -> String {
     format!("stock:{sku}")

@@ -146,6 +146,10 @@ impl App {
         // Consumers first: a command served a moment later may already emit events for them.
         subscribe(&runtime, &registry, &work).await?;
         serve_commands(&runtime, &registry, &work).await?;
+        work.tasks.spawn(crate::unit::relay_orphans(
+            runtime.clone(),
+            work.stop.clone(),
+        ));
         let router = crate::http::router(runtime.clone(), &registry.commands)?;
         let http_stop = CancellationToken::new();
         let (http_addr, http_task) = match runtime.config.http_addr {

@@ -62,6 +62,9 @@ pub struct Config {
     /// `COHORT_STREAM_REPLICAS` (default `1`): copies of the event streams in a NATS cluster, when
     /// this instance creates them (3 for no single point of failure).
     pub stream_replicas: usize,
+    /// `COHORT_DEDUPE_TTL` (default `24h`): how long the proof that a unit of work was applied is
+    /// kept (a delivery's event id, an idempotency key); a retry later than this applies it again.
+    pub dedupe_ttl: Duration,
     /// `COHORT_EVENT_ACK_WAIT` (default `30s`): how long an instance may hold an event before
     /// the broker assumes it died and hands the event to another.
     pub event_ack_wait: Duration,
@@ -91,6 +94,7 @@ impl Default for Config {
                 Duration::from_secs(30),
             ],
             event_ack_wait: Duration::from_secs(30),
+            dedupe_ttl: Duration::from_secs(24 * 3600),
             event_retention: Duration::from_secs(7 * 24 * 3600),
             stream_replicas: 1,
         }
@@ -145,6 +149,7 @@ impl Config {
         duration("COHORT_SESSION_TTL", &mut config.session_ttl)?;
         duration("COHORT_EVENT_ACK_WAIT", &mut config.event_ack_wait)?;
         duration("COHORT_EVENT_RETENTION", &mut config.event_retention)?;
+        duration("COHORT_DEDUPE_TTL", &mut config.dedupe_ttl)?;
         if let Some(list) = var("COHORT_EVENT_BACKOFF") {
             config.event_backoff = split_list(&list)
                 .iter()

@@ -1,6 +1,7 @@
 //! `Ctx`: what every handler receives — shared state, events, calls to other commands, the
 //! session, and who and what the work is for.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -13,6 +14,9 @@ use crate::message::{self, Message, Metadata};
 use crate::runtime::{Runtime, Target, reply_result};
 use crate::session::{Session, SessionCell};
 use crate::state::State;
+use crate::unit::Tx;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// The context of one command or event delivery. Cheap to clone.
 ///
@@ -32,10 +36,46 @@ struct Inner {
     /// here when something first asks for it. Most commands never do, and skip making one.
     trace: OnceLock<String>,
     session: Arc<SessionCell>,
+    /// Only an event delivery's units of work apply once; a command's have nothing to count.
+    units: Option<Arc<Units>>,
+}
+
+/// What makes a delivery's units of work apply once: the delivery they belong to, and how many it
+/// has started (a unit is known by its place in the delivery's work).
+struct Units {
+    /// `applied:{subscription}:{event id}`
+    delivery: String,
+    started: AtomicU32,
 }
 
 impl Ctx {
-    pub(crate) fn new(runtime: Arc<Runtime>, service: &'static str, mut meta: Metadata) -> Ctx {
+    pub(crate) fn new(runtime: Arc<Runtime>, service: &'static str, meta: Metadata) -> Ctx {
+        Ctx::with_units(runtime, service, meta, None)
+    }
+
+    /// The context of one delivery of an event to `subscription`: its units of work are applied
+    /// once, however often the event is delivered.
+    pub(crate) fn for_delivery(
+        runtime: Arc<Runtime>,
+        service: &'static str,
+        subscription: &str,
+        meta: Metadata,
+    ) -> Ctx {
+        let units = meta.message_id.as_deref().map(|id| {
+            Arc::new(Units {
+                delivery: format!("applied:{subscription}:{id}"),
+                started: AtomicU32::new(0),
+            })
+        });
+        Ctx::with_units(runtime, service, meta, units)
+    }
+
+    fn with_units(
+        runtime: Arc<Runtime>,
+        service: &'static str,
+        mut meta: Metadata,
+        units: Option<Arc<Units>>,
+    ) -> Ctx {
         let session = Arc::new(SessionCell::new(meta.session.clone()));
         let trace = match meta.traceparent.take() {
             Some(parent) if message::trace_id_of(&parent).is_some() => OnceLock::from(parent),
@@ -49,6 +89,7 @@ impl Ctx {
                 meta,
                 trace,
                 session,
+                units,
             }),
         }
     }
@@ -76,7 +117,52 @@ impl Ctx {
     }
 
     /// Publishes an event as this handler's service, and returns once the broker has stored it.
+    /// Inside a unit of work, emit with [`Tx::emit`] instead, so that the event goes out exactly
+    /// when the unit commits.
     pub async fn emit<E: Event>(&self, event: &E) -> Result<(), Error> {
+        let (subject, message) = self.event_message(event)?;
+        self.inner.runtime.broker.publish(&subject, message).await
+    }
+
+    /// Runs `work` as one unit of work: what it writes through its [`Tx`] and the events it emits
+    /// commit together, in one atomic step of the shared store, or not at all.
+    ///
+    /// ```no_run
+    /// # use cohort::prelude::*;
+    /// # async fn demo(ctx: Ctx, sku: String, qty: u64) -> Result<u64, Error> {
+    /// let id = ctx
+    ///     .transaction(async move |tx| {
+    ///         let out_of_stock = Error::conflict("not enough stock").with_code("insufficient_stock");
+    ///         tx.take(&format!("stock:{sku}"), qty, out_of_stock);
+    ///         let id = tx.get::<u64>("last_id").await?.unwrap_or(0) + 1;
+    ///         tx.put("last_id", &id)?;
+    ///         Ok(id)
+    ///     })
+    ///     .await?;
+    /// # Ok(id) }
+    /// ```
+    ///
+    /// Write the closure `async move`, moving in (clones of) what it uses: a closure that borrows
+    /// from the handler makes its future not `Send` for the compiler (a current limit of Rust's
+    /// async closures).
+    ///
+    /// - When a key the unit read changed before it could commit, the whole unit runs again
+    ///   (after a short random backoff): `work` may run more than once, so it must only act
+    ///   through its `Tx`.
+    /// - An `Err` from `work` ends it at once, with nothing written.
+    /// - In a subscription, a unit is applied once per event: a redelivered event (a lost ack,
+    ///   a crash, a timeout) gets the result the unit had the first time instead of applying it
+    ///   again. That is why the result must be serializable.
+    pub async fn transaction<T, F>(&self, work: F) -> Result<T, Error>
+    where
+        F: AsyncFnMut(&Tx) -> Result<T, Error>,
+        T: Serialize + DeserializeOwned,
+    {
+        crate::unit::run(self, work).await
+    }
+
+    /// The subject and message of `event`, emitted as this handler's service.
+    pub(crate) fn event_message<E: Event>(&self, event: &E) -> Result<(String, Message), Error> {
         let payload = serde_json::to_vec(event)
             .map_err(|e| Error::internal(format!("cannot encode event `{}`: {e}", E::NAME)))?;
         let mut meta = self.outgoing_meta();
@@ -87,17 +173,19 @@ impl Ctx {
             .runtime
             .subjects
             .event(self.inner.service, E::NAME);
-        self.inner
-            .runtime
-            .broker
-            .publish(
-                &subject,
-                Message {
-                    meta,
-                    payload: Bytes::from(payload),
-                },
-            )
-            .await
+        let message = Message {
+            meta,
+            payload: Bytes::from(payload),
+        };
+        Ok((subject, message))
+    }
+
+    /// The full key of the marker of the next unit of work this work starts, if its units apply
+    /// once (an event delivery).
+    pub(crate) fn next_unit_marker(&self) -> Option<String> {
+        let units = self.inner.units.as_ref()?;
+        let n = units.started.fetch_add(1, Ordering::Relaxed);
+        Some(self.state().key(&format!("{}:{n}", units.delivery)))
     }
 
     /// Calls another command, on whichever instance serves it, with its input and output types
@@ -151,6 +239,7 @@ impl Ctx {
                 // The same trace: started now if it was not yet, so that both contexts share it.
                 trace: OnceLock::from(self.traceparent().to_owned()),
                 session: self.inner.session.clone(),
+                units: self.inner.units.clone(),
             }),
         }
     }

@@ -148,7 +148,12 @@ pub(crate) fn event_handler(
     subscription: &'static SubscriptionDescriptor,
 ) -> EventHandler {
     Arc::new(move |msg: Message| {
-        let ctx = Ctx::new(runtime.clone(), subscription.service, msg.meta);
+        let ctx = Ctx::for_delivery(
+            runtime.clone(),
+            subscription.service,
+            subscription.name,
+            msg.meta,
+        );
         let run = AssertUnwindSafe((subscription.handler)(ctx.clone(), msg.payload)).catch_unwind();
         async move {
             let result = run.await.unwrap_or_else(|panic| {

@@ -28,6 +28,7 @@ mod registry;
 mod runtime;
 mod session;
 mod timer;
+mod unit;
 
 pub use app::{App, Running};
 pub use config::Config;
@@ -36,6 +37,7 @@ pub use contract::{Command, Event};
 pub use error::{Error, ErrorKind, Problem};
 pub use session::Session;
 pub use state::{State, Versioned};
+pub use unit::Tx;
 
 /// `#[derive(Event)]`: makes a type an event, named by `#[event(name = "...")]` or its snake_case name.
 pub use cohort_macros::Event;
@@ -51,7 +53,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What most handlers need: `use cohort::prelude::*;`.
 pub mod prelude {
-    pub use crate::{Ctx, Error, ErrorKind, Event, Session, State, command, http, subscription};
+    pub use crate::{
+        Ctx, Error, ErrorKind, Event, Session, State, Tx, command, http, subscription,
+    };
 }
 
 /// The guide's chapters, compiled as doc tests so that every code block in them builds.

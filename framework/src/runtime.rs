@@ -115,6 +115,11 @@ impl Runtime {
             })
     }
 
+    /// The key of the outbox that units of work write their events to.
+    pub(crate) fn outbox_key(&self) -> String {
+        format!("{}:outbox", self.subjects.prefix())
+    }
+
     /// Whether this instance should get traffic: not shutting down, broker and store answering.
     pub(crate) async fn is_ready(&self) -> Result<(), Error> {
         if !self.accepting.load(Ordering::Relaxed) {

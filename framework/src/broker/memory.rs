@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures_util::future::BoxFuture;
@@ -32,7 +32,12 @@ struct Inner {
     /// Turns for picking one subscriber of a shared subscription.
     next_subscriber: AtomicUsize,
     dead_letters: Mutex<Vec<(String, Message)>>,
+    /// Message ids published within the duplicate window, as JetStream keeps them.
+    published: Mutex<HashMap<String, Instant>>,
 }
+
+/// How long a message id is remembered to drop a second publish of it: JetStream's default.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
 #[derive(Default)]
 struct Served {
@@ -111,6 +116,25 @@ impl Inner {
         }
     }
 
+    /// Whether `msg` was not published yet within the duplicate window (by its message id).
+    fn first_publish(&self, msg: &Message) -> bool {
+        let Some(id) = msg.meta.message_id() else {
+            return true;
+        };
+        let now = Instant::now();
+        let mut published = lock(&self.published);
+        if published.len() % 1024 == 1023 {
+            published.retain(|_, at| now.duration_since(*at) < DUPLICATE_WINDOW);
+        }
+        match published.get(id) {
+            Some(at) if now.duration_since(*at) < DUPLICATE_WINDOW => false,
+            _ => {
+                published.insert(id.to_owned(), now);
+                true
+            }
+        }
+    }
+
     fn unserve(&self, serve_id: usize) {
         let mut endpoints = self.endpoints.write().unwrap_or_else(|p| p.into_inner());
         endpoints.retain(|_, served| {
@@ -151,6 +175,9 @@ impl Broker for MemoryBroker {
     }
 
     async fn publish(&self, subject: &str, msg: Message) -> Result<(), Error> {
+        if !self.inner.first_publish(&msg) {
+            return Ok(());
+        }
         self.inner.route(&Arc::from(subject), &msg, None);
         Ok(())
     }

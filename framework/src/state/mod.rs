@@ -46,6 +46,11 @@ impl State {
         }
     }
 
+    /// The store under this view.
+    pub(crate) fn store(&self) -> &dyn StateStore {
+        self.store.as_ref()
+    }
+
     /// The full key in the store.
     pub(crate) fn key(&self, key: &str) -> String {
         format!("{}:{key}", self.namespace)
@@ -188,13 +193,13 @@ impl std::fmt::Debug for State {
     }
 }
 
-fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, Error> {
+pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, Error> {
     serde_json::to_vec(value)
         .map(Bytes::from)
         .map_err(|e| Error::internal(format!("cannot encode a state value: {e}")))
 }
 
-fn decode<T: DeserializeOwned>(key: &str, raw: &[u8]) -> Result<T, Error> {
+pub(crate) fn decode<T: DeserializeOwned>(key: &str, raw: &[u8]) -> Result<T, Error> {
     serde_json::from_slice(raw).map_err(|e| {
         Error::internal(format!(
             "state key `{key}` holds a value of another shape: {e}"

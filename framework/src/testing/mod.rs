@@ -6,6 +6,7 @@
 
 mod broker_suite;
 mod cluster;
+mod commit_suite;
 mod servers;
 mod store_suite;
 mod wait;

@@ -43,6 +43,7 @@ pub async fn run_store_suite(store: Arc<dyn StateStore>) {
     concurrent_updates(&store, &format!("{prefix}:concurrent-update")).await;
     namespaces(&store, &format!("{prefix}:ns")).await;
     failed_update_writes_nothing(&store, &format!("{prefix}:abort")).await;
+    super::commit_suite::run(&*store, &format!("{prefix}:unit")).await;
 }
 
 /// A prefix no other run uses, so that runs sharing a server cannot see each other's keys.

@@ -17,7 +17,9 @@ use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, RedisError, Script};
 
-use super::spi::{StateStore, Versioned};
+mod unit;
+
+use super::spi::{Commit, OutboxEntry, Outcome, StateStore, Versioned};
 use crate::error::Error;
 use crate::redact::mask_urls;
 
@@ -105,6 +107,7 @@ struct Inner {
     put: Script,
     compare_and_swap: Script,
     increment: Script,
+    units: unit::UnitScripts,
 }
 
 impl RedisStore {
@@ -136,6 +139,7 @@ impl RedisStore {
                 put: Script::new(PUT),
                 compare_and_swap: Script::new(COMPARE_AND_SWAP),
                 increment: Script::new(INCREMENT),
+                units: unit::UnitScripts::default(),
             }),
         })
     }
@@ -329,6 +333,23 @@ impl StateStore for RedisStore {
                 "unexpected reply {other:?} from the increment script for `{key}`"
             ))),
         }
+    }
+
+    async fn commit(&self, commit: Commit) -> Result<Outcome, Error> {
+        self.commit_unit(commit).await
+    }
+
+    async fn outbox(
+        &self,
+        outbox: &str,
+        age: Duration,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, Error> {
+        self.read_outbox(outbox, age, limit).await
+    }
+
+    async fn outbox_remove(&self, outbox: &str, ids: &[String]) -> Result<(), Error> {
+        self.remove_from_outbox(outbox, ids).await
     }
 
     fn is_shared(&self) -> bool {

@@ -1,0 +1,301 @@
+//! Units of work: a handler's reads, writes and events, committed together or not at all
+//! ([`Ctx::transaction`]), and the relay that publishes committed events from the outbox.
+//!
+//! A unit reads through [`Tx::get`] (each key's version is remembered), buffers its writes and
+//! events, and commits them in one atomic step of the store, which first checks that nothing it
+//! read has changed. On a conflict the whole unit runs again, after a backoff with jitter. Its
+//! events go to the outbox in the same step and are published right after; an instance that dies
+//! in between leaves them to the relay of any other instance.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::context::Ctx;
+use crate::contract::Event;
+use crate::error::Error;
+use crate::runtime::Runtime;
+use crate::state::State;
+use crate::state::spi::{Commit, Marker, OutboxEntry, OutboxEvent, Outcome, Write};
+
+/// Attempts of a unit that keeps conflicting before it gives up with a 409.
+const MAX_ATTEMPTS: u32 = 32;
+/// The first backoff after a conflict; it doubles up to [`MAX_BACKOFF`], and each wait is a random
+/// part of it (full jitter), so that the units that collided do not collide again.
+const FIRST_BACKOFF: Duration = Duration::from_millis(1);
+const MAX_BACKOFF: Duration = Duration::from_millis(100);
+/// An outbox entry this old is presumed orphaned (its writer died before publishing it).
+const ORPHAN_AGE: Duration = Duration::from_secs(2);
+/// How often each instance looks for orphaned outbox entries.
+const RELAY_INTERVAL: Duration = Duration::from_secs(1);
+/// Entries the relay publishes per round.
+const RELAY_BATCH: usize = 256;
+
+/// The reads, writes and events of one attempt of a unit of work. See [`Ctx::transaction`].
+pub struct Tx {
+    state: State,
+    ctx: Ctx,
+    pending: Mutex<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    reads: Vec<(String, Option<u64>)>,
+    writes: Vec<Write>,
+    /// The error each bounded add fails the unit with, by its index in `writes`.
+    refusals: Vec<(usize, Error)>,
+    events: Vec<OutboxEvent>,
+}
+
+impl Tx {
+    fn new(ctx: &Ctx) -> Tx {
+        Tx {
+            state: ctx.state(),
+            ctx: ctx.clone(),
+            pending: Mutex::new(Pending::default()),
+        }
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        // Plain data, never left half-written.
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads `key` (the unit's own puts and deletes included). The unit commits only if the key
+    /// still has the version read here.
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
+        let full = self.state.key(key);
+        if let Some(own) = self.own_write(&full) {
+            return own
+                .map(|bytes| crate::state::decode(&full, &bytes))
+                .transpose();
+        }
+        let read = self.state.store().get(&full).await?;
+        let version = read.as_ref().map(|r| r.version);
+        let mut pending = self.pending();
+        if !pending.reads.iter().any(|(k, _)| *k == full) {
+            pending.reads.push((full.clone(), version));
+        }
+        drop(pending);
+        read.map(|r| crate::state::decode(&full, &r.value))
+            .transpose()
+    }
+
+    /// The value the unit itself last put at `full` (`Some(None)`: it deleted it).
+    fn own_write(&self, full: &str) -> Option<Option<Bytes>> {
+        self.pending()
+            .writes
+            .iter()
+            .rev()
+            .find_map(|write| match write {
+                Write::Put { key, value, .. } if key == full => Some(Some(value.clone())),
+                Write::Delete { key } if key == full => Some(None),
+                _ => None,
+            })
+    }
+
+    /// Writes `key` when the unit commits.
+    pub fn put<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<(), Error> {
+        self.write_put(key, value, None)
+    }
+
+    /// Writes `key` when the unit commits, expiring `ttl` later.
+    pub fn put_with_ttl<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Duration,
+    ) -> Result<(), Error> {
+        self.write_put(key, value, Some(ttl))
+    }
+
+    fn write_put<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Option<Duration>,
+    ) -> Result<(), Error> {
+        let value = crate::state::encode(value)?;
+        let key = self.state.key(key);
+        self.pending().writes.push(Write::Put { key, value, ttl });
+        Ok(())
+    }
+
+    /// Deletes `key` when the unit commits.
+    pub fn delete(&self, key: &str) {
+        let key = self.state.key(key);
+        self.pending().writes.push(Write::Delete { key });
+    }
+
+    /// Adds `by` to the integer at `key` (a missing key counts as 0) when the unit commits. Adds
+    /// never conflict: two units adding to the same counter both commit, whatever their order.
+    pub fn add(&self, key: &str, by: i64) {
+        let key = self.state.key(key);
+        self.pending()
+            .writes
+            .push(Write::Add { key, by, min: None });
+    }
+
+    /// Takes `amount` from the integer at `key` when the unit commits, or fails the whole unit
+    /// with `otherwise` (nothing written) when less than `amount` is left. Like [`Tx::add`], it
+    /// never conflicts, so many units can take from one hot stock at once.
+    pub fn take(&self, key: &str, amount: u64, otherwise: Error) {
+        let key = self.state.key(key);
+        let by = i64::try_from(amount).map_or(i64::MIN, |amount| -amount);
+        let mut pending = self.pending();
+        let index = pending.writes.len();
+        pending.refusals.push((index, otherwise));
+        pending.writes.push(Write::Add {
+            key,
+            by,
+            min: Some(0),
+        });
+    }
+
+    /// Emits `event` when the unit commits, as this handler's service.
+    pub fn emit<E: Event>(&self, event: &E) -> Result<(), Error> {
+        let (subject, message) = self.ctx.event_message(event)?;
+        self.pending().events.push(OutboxEvent { subject, message });
+        Ok(())
+    }
+
+    fn into_commit(self, outbox: String, marker: Option<Marker>) -> (Commit, Vec<(usize, Error)>) {
+        let pending = self.pending.into_inner().unwrap_or_else(|p| p.into_inner());
+        let mut commit = Commit::default();
+        commit.reads = pending.reads;
+        commit.writes = pending.writes;
+        commit.events = pending.events;
+        commit.outbox = outbox;
+        commit.marker = marker;
+        (commit, pending.refusals)
+    }
+}
+
+impl std::fmt::Debug for Tx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tx").field("state", &self.state).finish()
+    }
+}
+
+/// Runs `work` as one unit of work: see [`Ctx::transaction`].
+pub(crate) async fn run<T, F>(ctx: &Ctx, mut work: F) -> Result<T, Error>
+where
+    F: AsyncFnMut(&Tx) -> Result<T, Error>,
+    T: Serialize + DeserializeOwned,
+{
+    let runtime = ctx.runtime();
+    let marker_key = ctx.next_unit_marker();
+    if let Some(key) = &marker_key {
+        if let Some(applied) = runtime.store.get(key).await? {
+            return replay(&applied.value);
+        }
+    }
+    let mut backoff = FIRST_BACKOFF;
+    for attempt in 1.. {
+        let tx = Tx::new(ctx);
+        let result = work(&tx).await?;
+        let marker = match &marker_key {
+            Some(key) => Some(Marker {
+                key: key.clone(),
+                value: crate::state::encode(&result)?,
+                ttl: runtime.config.dedupe_ttl,
+            }),
+            None => None,
+        };
+        let (commit, mut refusals) = tx.into_commit(runtime.outbox_key(), marker);
+        let events = commit.events.clone();
+        match runtime.store.commit(commit).await? {
+            Outcome::Committed(ids) => {
+                let committed = ids.into_iter().zip(events);
+                relay(
+                    runtime,
+                    committed
+                        .map(|(id, event)| OutboxEntry { id, event })
+                        .collect(),
+                )
+                .await;
+                return Ok(result);
+            }
+            Outcome::Applied(previous) => return replay(&previous),
+            Outcome::BelowMin(index) => {
+                let refusal = refusals.iter().position(|(i, _)| *i == index);
+                return Err(match refusal {
+                    Some(at) => refusals.swap_remove(at).1,
+                    None => Error::conflict("a bounded add went below its minimum"),
+                });
+            }
+            Outcome::Conflict(key) if attempt >= MAX_ATTEMPTS => {
+                return Err(Error::conflict(format!(
+                    "`{key}` changed {attempt} times while a unit of work read it; try again"
+                ))
+                .with_code("update_contention"));
+            }
+            Outcome::Conflict(_) => {
+                tokio::time::sleep(jitter(backoff)).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+    unreachable!("the attempts above end in a return")
+}
+
+fn replay<T: DeserializeOwned>(applied: &[u8]) -> Result<T, Error> {
+    crate::state::decode("the result of a unit of work applied before", applied)
+}
+
+/// A random wait of up to `limit`.
+pub(crate) fn jitter(limit: Duration) -> Duration {
+    limit.mul_f64(rand::random::<f64>())
+}
+
+/// Publishes `entries` and removes those that went out.
+async fn relay(runtime: &Runtime, entries: Vec<OutboxEntry>) {
+    if entries.is_empty() {
+        return;
+    }
+    let mut published = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let OutboxEvent { subject, message } = entry.event;
+        match runtime.broker.publish(&subject, message).await {
+            Ok(()) => published.push(entry.id),
+            Err(err) => {
+                tracing::warn!(subject = %subject, error = %err, "could not publish an event of the outbox; will retry");
+                break;
+            }
+        }
+    }
+    if let Err(err) = runtime
+        .store
+        .outbox_remove(&runtime.outbox_key(), &published)
+        .await
+    {
+        // Published twice later at worst, which the broker drops by the event's id.
+        tracing::warn!(error = %err, "could not remove published events from the outbox");
+    }
+}
+
+/// The relay of this instance: publishes the outbox entries whose writer did not (it died, or
+/// the broker was down), until `stop`.
+pub(crate) async fn relay_orphans(
+    runtime: std::sync::Arc<Runtime>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let outbox = runtime.outbox_key();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(RELAY_INTERVAL) => {}
+        }
+        match runtime.store.outbox(&outbox, ORPHAN_AGE, RELAY_BATCH).await {
+            Ok(entries) if entries.is_empty() => {}
+            Ok(entries) => {
+                tracing::info!(events = entries.len(), "relaying events from the outbox");
+                relay(&runtime, entries).await;
+            }
+            Err(err) => tracing::debug!(error = %err, "could not read the outbox"),
+        }
+    }
+}

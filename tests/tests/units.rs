@@ -1,0 +1,243 @@
+//! Units of work: writes and events that commit together or not at all, retried on conflicts,
+//! applied once per event, and published even when their writer dies before it could.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use cohort::broker::MemoryBroker;
+use cohort::prelude::*;
+use cohort::state::MemoryStore;
+use cohort::state::spi::{Commit, OutboxEvent, Outcome, StateStore};
+use cohort::testing::{Cluster, eventually};
+use cohort::{App, Running};
+use cohort_tests::{Client, Nothing, start_embedded};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// A count of the units tests, bumped by a read-modify-write unit (which conflicts under load).
+#[command(service = "units")]
+async fn bump(ctx: Ctx, _input: Nothing) -> Result<u64, Error> {
+    ctx.transaction(async move |tx| {
+        let next = tx.get::<u64>("bumps").await?.unwrap_or(0) + 1;
+        tx.put("bumps", &next)?;
+        Ok(next)
+    })
+    .await
+}
+
+/// Written and announced in a unit that then fails: nothing of it may remain.
+#[command(service = "units")]
+async fn write_then_fail(ctx: Ctx, _input: Nothing) -> Result<(), Error> {
+    ctx.transaction(async move |tx| {
+        tx.put("ghost", &1)?;
+        tx.emit(&Noted { n: 1 })?;
+        Err::<(), _>(Error::conflict("changed my mind"))
+    })
+    .await
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+struct Noted {
+    n: u64,
+}
+
+/// The `n` of the event whose first delivery fails after its unit committed.
+const LOST_ACK: u64 = 5;
+/// Deliveries of that event, successful or not.
+static DELIVERIES: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts each `Noted` in a unit. The first delivery of `LOST_ACK` then fails, as if its ack were
+/// lost: the redelivery must find the unit applied and not count again.
+#[subscription(service = "units")]
+async fn note_once(ctx: Ctx, event: Noted) -> Result<(), Error> {
+    ctx.transaction(async move |tx| {
+        tx.add("noted", i64::try_from(event.n).unwrap_or(0));
+        Ok(())
+    })
+    .await?;
+    if event.n == LOST_ACK && DELIVERIES.fetch_add(1, Ordering::SeqCst) == 0 {
+        return Err(Error::unavailable("the ack is lost"));
+    }
+    Ok(())
+}
+
+async fn noted(running: &Running) -> u64 {
+    running
+        .call::<bumps_and_notes>(Nothing {})
+        .await
+        .expect("read")
+        .1
+}
+
+/// The counters these tests write.
+#[command(service = "units")]
+async fn bumps_and_notes(ctx: Ctx, _input: Nothing) -> Result<(u64, u64), Error> {
+    let state = ctx.state();
+    let bumps = state.get("bumps").await?.unwrap_or(0);
+    let noted = state.get("noted").await?.unwrap_or(0);
+    Ok((bumps, noted))
+}
+
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+struct Emit {
+    n: u64,
+}
+
+/// Emits `Noted` in a unit.
+#[command(service = "units")]
+async fn emit_noted(ctx: Ctx, input: Emit) -> Result<(), Error> {
+    ctx.transaction(async move |tx| tx.emit(&Noted { n: input.n }))
+        .await
+}
+
+#[tokio::test]
+async fn conflicting_units_are_retried_until_each_applies_once() {
+    let running = start_embedded(|_| {}).await;
+    let running = Arc::new(running);
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let running = running.clone();
+            tokio::spawn(async move { running.call::<bump>(Nothing {}).await })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(
+            task.await
+                .expect("joined")
+                .expect("a bump commits, however contended"),
+        );
+    }
+    results.sort_unstable();
+    assert_eq!(
+        results,
+        (1..=20).collect::<Vec<u64>>(),
+        "each unit saw the one before"
+    );
+}
+
+#[tokio::test]
+async fn a_unit_that_fails_writes_and_emits_nothing() {
+    let store = Arc::new(MemoryStore::new());
+    let running = App::default()
+        .http_addr(None)
+        .store(store.clone())
+        .start()
+        .await
+        .expect("starts");
+    let err = running
+        .call::<write_then_fail>(Nothing {})
+        .await
+        .expect_err("the unit fails");
+    assert_eq!(err.code(), "conflict");
+    assert_eq!(
+        store.get("cohort:units:ghost").await.expect("get"),
+        None,
+        "nothing written"
+    );
+    let outbox = store
+        .outbox("cohort:outbox", Duration::ZERO, 10)
+        .await
+        .expect("outbox");
+    assert!(outbox.is_empty(), "nothing emitted: {outbox:?}");
+}
+
+#[tokio::test]
+async fn a_redelivered_event_does_not_apply_its_unit_twice() {
+    let running = App::default()
+        .http_addr(None)
+        .configure(|c| c.event_backoff = vec![Duration::from_millis(20)])
+        .start()
+        .await
+        .expect("starts");
+    running
+        .call::<emit_noted>(Emit { n: LOST_ACK })
+        .await
+        .expect("emitted");
+    eventually(
+        "the event is delivered twice",
+        Duration::from_secs(10),
+        async || DELIVERIES.load(Ordering::SeqCst) >= 2,
+    )
+    .await;
+    assert_eq!(
+        noted(&running).await,
+        LOST_ACK,
+        "counted once, though delivered twice"
+    );
+}
+
+#[tokio::test]
+async fn an_event_its_writer_never_published_is_relayed_by_another_instance() {
+    let broker = MemoryBroker::new();
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+    let running = App::default()
+        .http_addr(None)
+        .broker(Arc::new(broker))
+        .store(store.clone())
+        .start()
+        .await
+        .expect("starts");
+    // What a writer that died right after its commit leaves behind: the event, only in the outbox.
+    let (subject, message) = {
+        let mut message = cohort::broker::spi::Message::new(r#"{"n":7}"#);
+        let id = cohort::broker::spi::header::MESSAGE_ID;
+        message.meta.set_header(id, "orphan-1");
+        ("cohort.evt.units.noted".to_owned(), message)
+    };
+    let mut orphan = Commit::default();
+    orphan.outbox = "cohort:outbox".to_owned();
+    orphan.events = vec![OutboxEvent { subject, message }];
+    assert!(matches!(
+        store.commit(orphan).await.expect("commit"),
+        Outcome::Committed(_)
+    ));
+    eventually(
+        "the orphan is relayed and counted",
+        Duration::from_secs(10),
+        async || noted(&running).await == 7,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn sixty_four_clients_on_one_hot_sku_get_no_conflict() {
+    let cluster = Cluster::start(2).await;
+    let clients: Vec<Client> = (0..2).map(|i| Client::new(cluster.http(i))).collect();
+    let stocked = clients[0].put("/stock/hot", json!({"qty": 10_000})).await;
+    assert_eq!(stocked.status, 200, "{}", stocked.text);
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let client = clients[i % 2].with_base(cluster.http(i % 2));
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                for _ in 0..5 {
+                    let reply = client
+                        .post("/orders", json!({"sku": "hot", "qty": 1}))
+                        .await;
+                    statuses.push((reply.status, reply.body["code"].clone()));
+                }
+                statuses
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for task in tasks {
+        for (status, code) in task.await.expect("joined") {
+            assert_eq!(
+                status, 201,
+                "every order on a hot SKU with ample stock succeeds: {code}"
+            );
+            created += 1;
+        }
+    }
+    assert_eq!(created, 320);
+    let left = clients[1].get("/stock/hot").await;
+    assert_eq!(
+        left.body["qty"],
+        10_000 - 320,
+        "exactly what was ordered was taken"
+    );
+}
