@@ -7,7 +7,8 @@ use syn::meta::ParseNestedMeta;
 use syn::parse::{ParseStream, Parser};
 use syn::{Attribute, Expr, ExprLit, Ident, Lit, LitBool, LitInt, LitStr, Meta, Path, Token};
 
-/// `#[command(service = "...", version = 1, name = "...", timeout = "5s", description = "...")]`.
+/// `#[command(service = "...", version = 1, name = "...", timeout = "5s", description = "...",
+/// idempotent)]`.
 pub struct CommandArgs {
     /// The attribute, for errors about an option it lacks. Empty for the attribute being expanded:
     /// an empty span is the call site, which is that attribute.
@@ -17,6 +18,7 @@ pub struct CommandArgs {
     pub name: Option<LitStr>,
     pub timeout: Option<LitStr>,
     pub description: Option<LitStr>,
+    pub idempotent: Option<LitBool>,
 }
 
 /// `#[http(POST, "/orders/{id}", status = 201)]`.
@@ -68,6 +70,7 @@ impl CommandArgs {
             name: None,
             timeout: None,
             description: None,
+            idempotent: None,
         };
         let parser = syn::meta::parser(|meta| {
             if meta.path.is_ident("service") {
@@ -88,10 +91,12 @@ impl CommandArgs {
                 set_once(&mut parsed.description, &meta, |m| {
                     string(m, "description = \"...\"")
                 })
+            } else if meta.path.is_ident("idempotent") {
+                set_once(&mut parsed.idempotent, &meta, flag)
             } else {
                 Err(unknown_option(
                     &meta.path,
-                    "one of: `service`, `version`, `name`, `timeout`, `description`",
+                    "one of: `service`, `version`, `name`, `timeout`, `description`, `idempotent`",
                 ))
             }
         });
@@ -362,6 +367,12 @@ mod tests {
         assert_eq!(args.version.map(|v| v.to_string()).as_deref(), Some("2"));
         assert_eq!(args.timeout.map(|t| t.value()).as_deref(), Some("5s"));
         assert!(args.name.is_none() && args.description.is_none());
+        assert!(args.idempotent.is_none());
+        let idempotent = CommandArgs::parse(quote!(service = "a", idempotent)).ok();
+        assert_eq!(
+            idempotent.and_then(|a| a.idempotent).map(|b| b.value),
+            Some(true)
+        );
     }
 
     #[test]
@@ -372,7 +383,7 @@ mod tests {
         assert_eq!(
             err.as_deref(),
             Some(
-                "unknown option `foo`; expected one of: `service`, `version`, `name`, `timeout`, `description`"
+                "unknown option `foo`; expected one of: `service`, `version`, `name`, `timeout`, `description`, `idempotent`"
             )
         );
         let err = CommandArgs::parse(quote!(service = "a", service = "b"))

@@ -72,6 +72,7 @@ fn command_type(handler: &Handler, spec: &CommandSpec) -> TokenStream {
         version,
         name,
         timeout_ms,
+        idempotent,
         ..
     } = spec;
     let doc = format!(
@@ -90,6 +91,7 @@ fn command_type(handler: &Handler, spec: &CommandSpec) -> TokenStream {
             const VERSION: u32 = #version;
             const NAME: &'static str = #name;
             const TIMEOUT_MS: ::core::option::Option<u64> = #timeout_ms;
+            const IDEMPOTENT: bool = #idempotent;
         }
     }
 }
@@ -190,6 +192,7 @@ fn command_tokens(handler: &Handler, spec: &CommandSpec) -> TokenStream {
         name,
         description,
         timeout_ms,
+        idempotent,
         http,
     } = spec;
     let timeout_ms = option(timeout_ms.map(|ms| quote!(#ms)));
@@ -218,6 +221,7 @@ fn command_tokens(handler: &Handler, spec: &CommandSpec) -> TokenStream {
                     name: #name,
                     description: #description,
                     timeout_ms: #timeout_ms,
+                    idempotent: #idempotent,
                     input_schema: #input_schema,
                     output_schema: #output_schema,
                     http: #http,

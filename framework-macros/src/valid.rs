@@ -21,6 +21,8 @@ pub struct CommandSpec {
     pub name: String,
     pub description: String,
     pub timeout_ms: Option<u64>,
+    /// Running it twice has the effect of running it once: the runtime may retry it elsewhere.
+    pub idempotent: bool,
     pub http: Option<Route>,
 }
 
@@ -59,6 +61,7 @@ impl Command<'_> {
                 .as_ref()
                 .map_or_else(|| self.handler.doc(), LitStr::value),
             timeout_ms: args.timeout.as_ref().map(|lit| problems.take(timeout(lit))),
+            idempotent: args.idempotent.as_ref().is_some_and(LitBool::value),
             http: self.http.as_ref().map(|http| problems.take(route(http))),
         };
         problems.finish(spec)

@@ -231,6 +231,8 @@ async fn connect_broker(config: &Config, subjects: &Subjects) -> Result<Arc<dyn 
         let streams = crate::broker::StreamSettings {
             max_age: config.event_retention,
             replicas: config.stream_replicas,
+            storage: config.stream_storage,
+            duplicate_window: config.duplicate_window,
         };
         let broker = crate::broker::NatsBroker::connect_with(
             url,

@@ -65,9 +65,28 @@ pub struct Config {
     /// `COHORT_DEDUPE_TTL` (default `24h`): how long the proof that a unit of work was applied is
     /// kept (a delivery's event id, an idempotency key); a retry later than this applies it again.
     pub dedupe_ttl: Duration,
+    /// `COHORT_IDEMPOTENCY_TTL` (default `24h`): how long the reply to a request with an
+    /// `Idempotency-Key` is kept to answer its repeats.
+    pub idempotency_ttl: Duration,
+    /// `COHORT_STREAM_STORAGE` (default `file`): where the event streams keep events, when this
+    /// instance creates them; `memory` loses them when nats-server stops.
+    pub stream_storage: StreamStorage,
+    /// `COHORT_DUPLICATE_WINDOW` (default `2m`): how long the events stream drops a second publish
+    /// of the same event id, when this instance creates it.
+    pub duplicate_window: Duration,
     /// `COHORT_EVENT_ACK_WAIT` (default `30s`): how long an instance may hold an event before
     /// the broker assumes it died and hands the event to another.
     pub event_ack_wait: Duration,
+}
+
+/// Where JetStream keeps the event streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StreamStorage {
+    /// On disk: events survive a restart of nats-server (and, once synced, of its machine).
+    #[default]
+    File,
+    /// In memory: faster, and gone when nats-server stops.
+    Memory,
 }
 
 impl Default for Config {
@@ -95,6 +114,9 @@ impl Default for Config {
             ],
             event_ack_wait: Duration::from_secs(30),
             dedupe_ttl: Duration::from_secs(24 * 3600),
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+            stream_storage: StreamStorage::File,
+            duplicate_window: Duration::from_secs(120),
             event_retention: Duration::from_secs(7 * 24 * 3600),
             stream_replicas: 1,
         }
@@ -150,6 +172,18 @@ impl Config {
         duration("COHORT_EVENT_ACK_WAIT", &mut config.event_ack_wait)?;
         duration("COHORT_EVENT_RETENTION", &mut config.event_retention)?;
         duration("COHORT_DEDUPE_TTL", &mut config.dedupe_ttl)?;
+        duration("COHORT_DUPLICATE_WINDOW", &mut config.duplicate_window)?;
+        duration("COHORT_IDEMPOTENCY_TTL", &mut config.idempotency_ttl)?;
+        if let Some(storage) = var("COHORT_STREAM_STORAGE") {
+            config.stream_storage = match storage.to_ascii_lowercase().as_str() {
+                "file" => StreamStorage::File,
+                "memory" => StreamStorage::Memory,
+                _ => {
+                    let expected = "`file` or `memory`";
+                    return Err(config_error("COHORT_STREAM_STORAGE", &storage, expected));
+                }
+            };
+        }
         if let Some(list) = var("COHORT_EVENT_BACKOFF") {
             config.event_backoff = split_list(&list)
                 .iter()
@@ -260,6 +294,8 @@ mod tests {
             ("COHORT_ALLOW_EMPTY", "yes"),
             ("COHORT_EVENT_RETENTION", "2d"),
             ("COHORT_STREAM_REPLICAS", "3"),
+            ("COHORT_STREAM_STORAGE", "Memory"),
+            ("COHORT_DUPLICATE_WINDOW", "10m"),
         ])
         .expect("valid");
         assert_eq!(config.http_addr, None);
@@ -273,6 +309,8 @@ mod tests {
         assert!(config.allow_local_state && config.allow_empty);
         assert_eq!(config.event_retention, Duration::from_secs(2 * 24 * 3600));
         assert_eq!(config.stream_replicas, 3);
+        assert_eq!(config.stream_storage, StreamStorage::Memory);
+        assert_eq!(config.duplicate_window, Duration::from_secs(600));
     }
 
     #[test]

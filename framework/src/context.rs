@@ -36,15 +36,16 @@ struct Inner {
     /// here when something first asks for it. Most commands never do, and skip making one.
     trace: OnceLock<String>,
     session: Arc<SessionCell>,
-    /// Only an event delivery's units of work apply once; a command's have nothing to count.
+    /// Only the units of an event delivery or of a command with an idempotency key apply once;
+    /// other commands' have nothing to count.
     units: Option<Arc<Units>>,
 }
 
-/// What makes a delivery's units of work apply once: the delivery they belong to, and how many it
-/// has started (a unit is known by its place in the delivery's work).
+/// What makes the units of some work apply once: the work they belong to, and how many it has
+/// started (a unit is known by its place in the work).
 struct Units {
-    /// `applied:{subscription}:{event id}`
-    delivery: String,
+    /// `applied:{subscription}:{event id}`, or the idempotency key's record.
+    scope: String,
     started: AtomicU32,
 }
 
@@ -53,21 +54,19 @@ impl Ctx {
         Ctx::with_units(runtime, service, meta, None)
     }
 
-    /// The context of one delivery of an event to `subscription`: its units of work are applied
-    /// once, however often the event is delivered.
-    pub(crate) fn for_delivery(
+    /// The context of work whose units of work apply once however often the work runs: one
+    /// event delivery (`scope` names the subscription and the event) or one idempotency key.
+    pub(crate) fn applying_once(
         runtime: Arc<Runtime>,
         service: &'static str,
-        subscription: &str,
+        scope: String,
         meta: Metadata,
     ) -> Ctx {
-        let units = meta.message_id.as_deref().map(|id| {
-            Arc::new(Units {
-                delivery: format!("applied:{subscription}:{id}"),
-                started: AtomicU32::new(0),
-            })
+        let units = Arc::new(Units {
+            scope,
+            started: AtomicU32::new(0),
         });
-        Ctx::with_units(runtime, service, meta, units)
+        Ctx::with_units(runtime, service, meta, Some(units))
     }
 
     fn with_units(
@@ -181,11 +180,11 @@ impl Ctx {
     }
 
     /// The full key of the marker of the next unit of work this work starts, if its units apply
-    /// once (an event delivery).
+    /// once.
     pub(crate) fn next_unit_marker(&self) -> Option<String> {
         let units = self.inner.units.as_ref()?;
         let n = units.started.fetch_add(1, Ordering::Relaxed);
-        Some(self.state().key(&format!("{}:{n}", units.delivery)))
+        Some(self.state().key(&format!("{}:{n}", units.scope)))
     }
 
     /// Calls another command, on whichever instance serves it, with its input and output types

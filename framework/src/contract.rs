@@ -24,6 +24,9 @@ pub trait Command: 'static {
     const NAME: &'static str;
     /// The command's own timeout in milliseconds, if it sets one.
     const TIMEOUT_MS: Option<u64>;
+    /// Whether running it twice has the effect of running it once (`#[command(idempotent)]`), so
+    /// that a caller may send it again when the instance running it is lost.
+    const IDEMPOTENT: bool;
 }
 
 /// An event: a type published with `ctx.emit` and consumed by `#[subscription]`s.

@@ -12,6 +12,7 @@ use futures_util::future::{BoxFuture, CatchUnwind};
 use crate::broker::spi::{EventHandler, RequestHandler};
 use crate::context::Ctx;
 use crate::error::{Error, ErrorKind};
+use crate::idempotency::{Claim, Claimed};
 use crate::message::{self, Message, Metadata, PROBLEM_JSON};
 use crate::registry::{CommandDescriptor, SubscriptionDescriptor};
 use crate::runtime::{Runtime, Target};
@@ -36,7 +37,23 @@ pub(crate) fn command_handler(
         target: command.target(&runtime.subjects),
         timed: runtime.broker.is_distributed(),
     });
-    Arc::new(move |msg| execute(runtime.clone(), served.clone(), msg).boxed())
+    Arc::new(move |msg: Message| match &msg.meta.idempotency_key {
+        None => execute(runtime.clone(), served.clone(), msg, None).boxed(),
+        Some(_) => execute_once(runtime.clone(), served.clone(), msg).boxed(),
+    })
+}
+
+/// Runs a command that came with an idempotency key: at most once per key and input.
+async fn execute_once(runtime: Arc<Runtime>, served: Arc<Served>, msg: Message) -> Message {
+    let key = msg.meta.idempotency_key.clone().unwrap_or_default();
+    let claim = match Claim::take(&runtime, served.command, &msg, &key).await {
+        Ok(Claimed::Run(claim)) => claim,
+        Ok(Claimed::Reply(reply)) => return *reply,
+        Err(err) => return error_reply(&runtime, err, None),
+    };
+    let reply = execute(runtime.clone(), served, msg, Some(claim.scope())).await;
+    claim.finish(&runtime, &reply).await;
+    reply
 }
 
 /// Runs one command that arrived here. What needs no waiting happens before the returned future
@@ -46,8 +63,9 @@ fn execute(
     runtime: Arc<Runtime>,
     served: Arc<Served>,
     msg: Message,
+    scope: Option<String>,
 ) -> impl Future<Output = Message> + Send + 'static {
-    let started = start(runtime, &served, msg);
+    let started = start(runtime, &served, msg, scope);
     async move {
         let (ctx, run) = match started {
             Ok(started) => started,
@@ -95,6 +113,7 @@ fn start(
     runtime: Arc<Runtime>,
     served: &Served,
     msg: Message,
+    scope: Option<String>,
 ) -> Result<(Ctx, Running), Box<Message>> {
     let now = message::unix_millis(SystemTime::now());
     let mut meta = msg.meta;
@@ -108,7 +127,11 @@ fn start(
         return Err(Box::new(error_reply(&runtime, err, None)));
     }
     // A trace the caller did not send starts in the context, when something first needs it.
-    let ctx = Ctx::new(runtime, served.command.service, meta);
+    let service = served.command.service;
+    let ctx = match scope {
+        None => Ctx::new(runtime, service, meta),
+        Some(scope) => Ctx::applying_once(runtime, service, scope, meta),
+    };
     let run = AssertUnwindSafe((served.command.handler)(ctx.clone(), msg.payload)).catch_unwind();
     Ok((ctx, run))
 }
@@ -148,12 +171,14 @@ pub(crate) fn event_handler(
     subscription: &'static SubscriptionDescriptor,
 ) -> EventHandler {
     Arc::new(move |msg: Message| {
-        let ctx = Ctx::for_delivery(
-            runtime.clone(),
-            subscription.service,
-            subscription.name,
-            msg.meta,
-        );
+        let ctx = match msg.meta.message_id() {
+            Some(id) => {
+                let scope = format!("applied:{}:{id}", subscription.name);
+                Ctx::applying_once(runtime.clone(), subscription.service, scope, msg.meta)
+            }
+            // An event published without an id by a client of its own: nothing to know it by.
+            None => Ctx::new(runtime.clone(), subscription.service, msg.meta),
+        };
         let run = AssertUnwindSafe((subscription.handler)(ctx.clone(), msg.payload)).catch_unwind();
         async move {
             let result = run.await.unwrap_or_else(|panic| {

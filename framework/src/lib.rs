@@ -19,6 +19,7 @@ mod context;
 mod contract;
 mod dispatch;
 mod error;
+mod idempotency;
 mod input;
 mod logging;
 mod message;
@@ -31,7 +32,7 @@ mod timer;
 mod unit;
 
 pub use app::{App, Running};
-pub use config::Config;
+pub use config::{Config, StreamStorage};
 pub use context::Ctx;
 pub use contract::{Command, Event};
 pub use error::{Error, ErrorKind, Problem};

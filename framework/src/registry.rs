@@ -60,6 +60,8 @@ pub struct CommandDescriptor {
     pub description: &'static str,
     /// The command's own timeout; `None` uses the app's default.
     pub timeout_ms: Option<u64>,
+    /// Declared idempotent: a caller may send it again when the instance running it is lost.
+    pub idempotent: bool,
     /// The JSON schema of its input.
     pub input_schema: fn() -> schemars::Schema,
     /// The JSON schema of its output.
@@ -81,6 +83,7 @@ impl CommandDescriptor {
             self.version,
             self.name,
             self.timeout_ms,
+            self.idempotent,
         )
     }
 }
@@ -253,6 +256,7 @@ mod tests {
             name,
             description: "",
             timeout_ms: None,
+            idempotent: false,
             input_schema: || schemars::schema_for!(ById),
             output_schema: || schemars::schema_for!(()),
             http: Some(HttpRoute {

@@ -34,6 +34,8 @@ pub(crate) struct Target {
     /// `{prefix}.cmd.{service}.v{version}.{name}`
     pub(crate) subject: String,
     pub(crate) timeout_ms: Option<u64>,
+    /// Declared idempotent: it may be sent again when the instance running it is lost.
+    pub(crate) idempotent: bool,
 }
 
 impl Target {
@@ -44,6 +46,7 @@ impl Target {
         version: u32,
         name: &'static str,
         timeout_ms: Option<u64>,
+        idempotent: bool,
     ) -> Target {
         Target {
             subject: subjects.command(service, version, name),
@@ -51,12 +54,20 @@ impl Target {
             version,
             name,
             timeout_ms,
+            idempotent,
         }
     }
 
     /// The target of the typed command `C`.
     pub(crate) fn of<C: Command>(subjects: &Subjects) -> Target {
-        Target::new(subjects, C::SERVICE, C::VERSION, C::NAME, C::TIMEOUT_MS)
+        Target::new(
+            subjects,
+            C::SERVICE,
+            C::VERSION,
+            C::NAME,
+            C::TIMEOUT_MS,
+            C::IDEMPOTENT,
+        )
     }
 
     /// When the command, started at `now` (ms since the epoch), runs out of its own timeout: its
@@ -86,7 +97,7 @@ impl Runtime {
         payload: Bytes,
         mut meta: Metadata,
     ) -> Result<Message, Error> {
-        let now = message::unix_millis(SystemTime::now());
+        let now = unix_now();
         let own = target.own_deadline(&self.config, now);
         // A call inside a call never outlives its caller's deadline.
         let deadline = meta.deadline.map_or(own, |outer| outer.min(own));
@@ -97,11 +108,32 @@ impl Runtime {
         // No message id and no sender instance on commands: every header costs throughput on the
         // hot path, the traceparent already names the call, and the reply names the executor.
         meta.status = None;
+        // A command that may run twice may be sent again when the instance running it is lost
+        // (boxed: rare, and every request's future would hold it).
+        let resend = (target.idempotent || meta.idempotency_key.is_some())
+            .then(|| Box::new(Message::clone_of(&meta, &payload)));
+        let first = self.send(target, Message { meta, payload }, timeout).await;
+        match (first, resend) {
+            (Err(err), Some(again)) if err.code() == EXECUTOR_LOST => {
+                let left = Duration::from_millis(deadline.saturating_sub(unix_now()));
+                tracing::info!(command = %target.subject, "the instance running an idempotent command was lost; sending it again");
+                self.send(target, *again, left).await
+            }
+            (result, _) => result,
+        }
+    }
+
+    async fn send(
+        &self,
+        target: &Target,
+        msg: Message,
+        timeout: Duration,
+    ) -> Result<Message, Error> {
         if timeout.is_zero() {
             return Err(target.deadline_passed());
         }
         self.broker
-            .request(&target.subject, Message { meta, payload }, timeout)
+            .request(&target.subject, msg, timeout)
             .await
             .map_err(|err| match err.kind() {
                 ErrorKind::NoResponders => Error::new(
@@ -113,6 +145,11 @@ impl Runtime {
                 ),
                 _ => err,
             })
+    }
+
+    /// The full key of `key` in `service`'s state.
+    pub(crate) fn state_key(&self, service: &str, key: &str) -> String {
+        format!("{}:{service}:{key}", self.subjects.prefix())
     }
 
     /// The key of the outbox that units of work write their events to.
@@ -130,6 +167,13 @@ impl Runtime {
         }
         self.store.ping().await
     }
+}
+
+/// The code of the error a caller gets when the instance running its command is lost.
+pub(crate) const EXECUTOR_LOST: &str = "executor_lost";
+
+fn unix_now() -> u64 {
+    message::unix_millis(SystemTime::now())
 }
 
 /// Turns a reply into the command's result.

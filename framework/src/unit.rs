@@ -25,8 +25,8 @@ use crate::state::spi::{Commit, Marker, OutboxEntry, OutboxEvent, Outcome, Write
 const MAX_ATTEMPTS: u32 = 32;
 /// The first backoff after a conflict; it doubles up to [`MAX_BACKOFF`], and each wait is a random
 /// part of it (full jitter), so that the units that collided do not collide again.
-const FIRST_BACKOFF: Duration = Duration::from_millis(1);
-const MAX_BACKOFF: Duration = Duration::from_millis(100);
+pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(1);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_millis(100);
 /// An outbox entry this old is presumed orphaned (its writer died before publishing it).
 const ORPHAN_AGE: Duration = Duration::from_secs(2);
 /// How often each instance looks for orphaned outbox entries.
@@ -164,12 +164,13 @@ impl Tx {
 
     fn into_commit(self, outbox: String, marker: Option<Marker>) -> (Commit, Vec<(usize, Error)>) {
         let pending = self.pending.into_inner().unwrap_or_else(|p| p.into_inner());
-        let mut commit = Commit::default();
-        commit.reads = pending.reads;
-        commit.writes = pending.writes;
-        commit.events = pending.events;
-        commit.outbox = outbox;
-        commit.marker = marker;
+        let commit = Commit {
+            reads: pending.reads,
+            writes: pending.writes,
+            events: pending.events,
+            outbox,
+            marker,
+        };
         (commit, pending.refusals)
     }
 }
@@ -188,10 +189,10 @@ where
 {
     let runtime = ctx.runtime();
     let marker_key = ctx.next_unit_marker();
-    if let Some(key) = &marker_key {
-        if let Some(applied) = runtime.store.get(key).await? {
-            return replay(&applied.value);
-        }
+    if let Some(key) = &marker_key
+        && let Some(applied) = runtime.store.get(key).await?
+    {
+        return replay(&applied.value);
     }
     let mut backoff = FIRST_BACKOFF;
     for attempt in 1.. {

@@ -154,7 +154,27 @@ impl Client {
 
     /// Sends `body` as it is (malformed JSON included).
     pub async fn send(&self, method: Method, path: &str, body: Option<String>) -> Reply {
+        self.send_with(method, path, body, &[]).await
+    }
+
+    /// Posts `body` with these extra headers.
+    pub async fn post_with(&self, path: &str, body: Value, headers: &[(&str, &str)]) -> Reply {
+        self.send_with(Method::POST, path, Some(body.to_string()), headers)
+            .await
+    }
+
+    /// Sends `body` as it is, with these extra headers.
+    pub async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
         let mut request = self.http.request(method, format!("{}{path}", self.base));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         if let Some(body) = body {
             request = request
                 .header("content-type", "application/json")

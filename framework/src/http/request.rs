@@ -18,6 +18,8 @@ use crate::registry::{CommandDescriptor, HttpRoute, route_params, schema_propert
 
 /// The W3C trace context of a request, which its command continues.
 const TRACEPARENT: HeaderName = HeaderName::from_static(header::TRACEPARENT);
+/// The client's key for running a request once however often it is sent (IETF draft).
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
 /// What a route's input is made of: which parameters it has, and the JSON type of each input field
 /// that a path or query parameter may fill.
@@ -106,7 +108,7 @@ impl Head {
         Ok(Head {
             path_params,
             query: parts.uri.query().map(str::to_owned),
-            meta: request_meta(&parts.headers),
+            meta: request_meta(&parts.headers)?,
         })
     }
 
@@ -131,14 +133,32 @@ pub(super) async fn read_body(body: Body, limit: usize) -> Result<Bytes, Error> 
 }
 
 /// The metadata an HTTP request gives its command: the caller's trace, if it has one (otherwise
-/// the trace starts where the command runs), and the session cookie.
-fn request_meta(headers: &HeaderMap) -> Metadata {
+/// the trace starts where the command runs), the session cookie and the idempotency key.
+fn request_meta(headers: &HeaderMap) -> Result<Metadata, Error> {
     let traceparent = headers.get(&TRACEPARENT).and_then(|v| v.to_str().ok());
-    Metadata {
+    Ok(Metadata {
         traceparent: traceparent.map(|parent| child_traceparent(Some(parent))),
         session: session_cookie(headers),
+        idempotency_key: idempotency_key(headers)?,
         ..Metadata::default()
+    })
+}
+
+/// The `Idempotency-Key` header, if the request has one: 1 to 255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Error> {
+    let Some(value) = headers.get(&IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let key = value.to_str().unwrap_or_default();
+    let valid = (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic());
+    if !valid {
+        return Err(Error::bad_request(
+            "the Idempotency-Key header must be 1 to 255 visible ASCII characters",
+        )
+        .with_field("Idempotency-Key")
+        .with_code("invalid_idempotency_key"));
     }
+    Ok(Some(key.to_owned()))
 }
 
 /// The command's input: path parameters over query parameters over the JSON body. Without

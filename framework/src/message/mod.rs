@@ -41,6 +41,9 @@ pub mod header {
     pub const SESSION_CLEAR: &str = "Cohort-Session-Clear";
     /// On a dead-lettered event: the last error.
     pub const ERROR: &str = "Cohort-Error";
+    /// On a command: the caller's idempotency key (HTTP `Idempotency-Key`): the command runs once
+    /// per key and input, and a repeat gets the first reply.
+    pub const IDEMPOTENCY_KEY: &str = "Cohort-Idempotency-Key";
 }
 
 /// Content type of a successful body.
@@ -66,6 +69,7 @@ pub struct Metadata {
     pub(crate) session_set: Option<String>,
     pub(crate) session_clear: bool,
     pub(crate) error: Option<String>,
+    pub(crate) idempotency_key: Option<String>,
 }
 
 impl Metadata {
@@ -95,6 +99,7 @@ impl Metadata {
             session_set,
             session_clear,
             error,
+            idempotency_key,
         } = self;
         // One call a field, not an array of them to loop over: that array is moved around whole.
         let mut put_some = |name, value: Option<String>| {
@@ -115,6 +120,7 @@ impl Metadata {
         put_some(header::SESSION_SET, session_set);
         put_some(header::SESSION_CLEAR, session_clear.then(|| "1".to_owned()));
         put_some(header::ERROR, error);
+        put_some(header::IDEMPOTENCY_KEY, idempotency_key);
     }
 
     /// Reads one header. Unknown names are ignored, so newer senders can add headers freely;
@@ -134,6 +140,7 @@ impl Metadata {
             header::CONTENT_TYPE => &mut self.content_type,
             header::SESSION_SET => &mut self.session_set,
             header::ERROR => &mut self.error,
+            header::IDEMPOTENCY_KEY => &mut self.idempotency_key,
             _ => return,
         };
         *text = Some(value.to_owned());
@@ -191,6 +198,14 @@ impl Message {
         }
     }
 
+    /// A copy of a message that is being moved on: sent again if the first one is lost.
+    pub(crate) fn clone_of(meta: &Metadata, payload: &Bytes) -> Message {
+        Message {
+            meta: meta.clone(),
+            payload: payload.clone(),
+        }
+    }
+
     /// The status of a reply; a reply without one is a success.
     pub fn status(&self) -> u16 {
         self.meta.status.unwrap_or(200)
@@ -229,6 +244,7 @@ pub(crate) mod tests {
             session_set: Some("s2".into()),
             session_clear: true,
             error: Some("boom".into()),
+            idempotency_key: Some("k1".into()),
         }
     }
 

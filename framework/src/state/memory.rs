@@ -104,13 +104,12 @@ impl MemoryStore {
                 return Ok(Some(Outcome::Conflict(key.clone())));
             }
         }
-        if let Some(marker) = &commit.marker {
-            if let Some(entry) = entries
+        if let Some(marker) = &commit.marker
+            && let Some(entry) = entries
                 .get(&marker.key)
                 .filter(|e| e.is_live(Instant::now()))
-            {
-                return Ok(Some(Outcome::Applied(entry.value.clone())));
-            }
+        {
+            return Ok(Some(Outcome::Applied(entry.value.clone())));
         }
         let mut pending: HashMap<&str, i64> = HashMap::new();
         for (index, write) in commit.writes.iter().enumerate() {

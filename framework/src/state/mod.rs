@@ -35,7 +35,7 @@ pub struct State {
 }
 
 /// How often `update` retries after losing a race before it gives up with a 409.
-const UPDATE_ATTEMPTS: u32 = 64;
+const UPDATE_ATTEMPTS: u32 = 32;
 
 impl State {
     /// A view of `store` whose keys all start with `namespace` and a `:`.
@@ -161,6 +161,7 @@ impl State {
         F: FnMut(Option<T>) -> Result<T, Error>,
     {
         let full = self.key(key);
+        let mut backoff = crate::unit::FIRST_BACKOFF;
         for _ in 0..UPDATE_ATTEMPTS {
             let (old, version) = match self.store.get(&full).await? {
                 Some(raw) => (Some(decode::<T>(&full, &raw.value)?), Some(raw.version)),
@@ -176,7 +177,9 @@ impl State {
             {
                 return Ok(new);
             }
-            tokio::task::yield_now().await;
+            // A random wait, so that the writers that collided do not collide again.
+            tokio::time::sleep(crate::unit::jitter(backoff)).await;
+            backoff = (backoff * 2).min(crate::unit::MAX_BACKOFF);
         }
         Err(Error::conflict(format!(
             "`{key}` changed {UPDATE_ATTEMPTS} times while updating it; try again"

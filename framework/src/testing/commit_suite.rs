@@ -50,10 +50,11 @@ fn event(subject: &str, id: &str) -> OutboxEvent {
 }
 
 fn unit(outbox: &str, writes: Vec<Write>) -> Commit {
-    let mut commit = Commit::default();
-    commit.outbox = outbox.to_owned();
-    commit.writes = writes;
-    commit
+    Commit {
+        outbox: outbox.to_owned(),
+        writes,
+        ..Commit::default()
+    }
 }
 
 async fn commit(store: &dyn StateStore, unit: Commit, what: &str) -> Outcome {

@@ -30,6 +30,7 @@ use tokio::time::timeout;
 use super::spi::{
     Broker, Endpoint, EventHandler, Message, RequestHandler, Subjects, SubscriptionSpec, Work,
 };
+use crate::config::StreamStorage;
 use crate::error::Error;
 use crate::redact::mask_urls;
 
@@ -55,6 +56,11 @@ pub struct StreamSettings {
     pub max_age: Duration,
     /// Copies of each stream in a NATS cluster (`COHORT_STREAM_REPLICAS`, default 1; 3 for HA).
     pub replicas: usize,
+    /// Where the streams keep events (`COHORT_STREAM_STORAGE`, default on disk).
+    pub storage: StreamStorage,
+    /// How long the events stream remembers a message id to drop a second publish of it
+    /// (`COHORT_DUPLICATE_WINDOW`, default 2 minutes).
+    pub duplicate_window: Duration,
 }
 
 impl Default for StreamSettings {
@@ -62,6 +68,8 @@ impl Default for StreamSettings {
         StreamSettings {
             max_age: Duration::from_secs(7 * 24 * 3600),
             replicas: 1,
+            storage: StreamStorage::File,
+            duplicate_window: Duration::from_secs(120),
         }
     }
 }

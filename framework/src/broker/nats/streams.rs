@@ -9,6 +9,7 @@ use bytes::Bytes;
 use super::Inner;
 use super::wire::event_headers;
 use crate::broker::spi::Message;
+use crate::config::StreamStorage;
 use crate::error::{Error, ErrorKind};
 
 /// Publishes an event and waits until it is stored: see
@@ -73,7 +74,11 @@ impl Inner {
             name: name.to_owned(),
             description: Some(description.to_owned()),
             subjects: vec![subject],
-            storage: StorageType::File,
+            storage: match self.streams.storage {
+                StreamStorage::File => StorageType::File,
+                StreamStorage::Memory => StorageType::Memory,
+            },
+            duplicate_window: self.streams.duplicate_window,
             retention: RetentionPolicy::Limits,
             max_age: self.streams.max_age,
             num_replicas: self.streams.replicas,
