@@ -173,7 +173,7 @@ pub(crate) fn event_handler(
     Arc::new(move |msg: Message| {
         let ctx = match msg.meta.message_id() {
             Some(id) => {
-                let scope = format!("applied:{}:{id}", subscription.name);
+                let scope = delivery_scope(&runtime, subscription, id);
                 Ctx::applying_once(runtime.clone(), subscription.service, scope, msg.meta)
             }
             // An event published without an id by a client of its own: nothing to know it by.
@@ -190,4 +190,13 @@ pub(crate) fn event_handler(
         }
         .boxed()
     })
+}
+
+/// What a delivery's units of work are known by: the subscription and the event, and for an
+/// every-instance subscription the instance too, since each instance applies each event.
+fn delivery_scope(runtime: &Runtime, subscription: &SubscriptionDescriptor, id: &str) -> String {
+    match subscription.every_instance {
+        false => format!("applied:{}:{id}", subscription.name),
+        true => format!("applied:{}:{}:{id}", subscription.name, runtime.instance_id),
+    }
 }

@@ -76,6 +76,8 @@ pub mod guide {
     pub struct Configuration;
     #[doc = include_str!("../../guide/src/testing.md")]
     pub struct Testing;
+    #[doc = include_str!("../../guide/src/guarantees.md")]
+    pub struct Guarantees;
     #[doc = include_str!("../../guide/src/many-instances.md")]
     pub struct ManyInstances;
     #[doc = include_str!("../../guide/src/performance.md")]
