@@ -15,7 +15,14 @@ pub fn example_app_binary() -> PathBuf {
     BINARY
         .get_or_init(|| {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-            let status = std::process::Command::new(cargo)
+            let mut build = std::process::Command::new(cargo);
+            // Cargo gives this test binary the variables of the tests crate, and build scripts
+            // (ring's) rerun when one changes: without them, the build finds everything fresh
+            // instead of rebuilding dependencies, twice, once here and once in the next `cargo test`.
+            for (name, _) in std::env::vars().filter(|(name, _)| set_by_cargo_for_a_crate(name)) {
+                build.env_remove(name);
+            }
+            let status = build
                 .args([
                     "build",
                     "--quiet",
@@ -36,6 +43,20 @@ pub fn example_app_binary() -> PathBuf {
             profile_dir.join("example-app")
         })
         .clone()
+}
+
+/// Whether `name` is one of the variables Cargo sets for the crate it compiles or tests.
+fn set_by_cargo_for_a_crate(name: &str) -> bool {
+    [
+        "CARGO_PKG_",
+        "CARGO_MANIFEST_",
+        "CARGO_CRATE_",
+        "CARGO_BIN_",
+        "CARGO_TARGET_TMPDIR",
+    ]
+    .iter()
+    .any(|prefix| name.starts_with(prefix))
+        || name == "CARGO_PRIMARY_PACKAGE"
 }
 
 /// A free TCP port on loopback (the OS picks it; it is free again once we let go of it).
