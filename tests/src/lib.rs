@@ -2,7 +2,9 @@
 //! start the example app, in-process or as real processes, and what several test files check.
 
 mod in_process;
+pub mod jetstream;
 pub mod process;
+pub mod servers;
 
 pub use in_process::InProcess;
 
