@@ -1,8 +1,10 @@
 //! Helpers shared by the end-to-end tests: an HTTP client that keeps the session cookie, ways to
-//! start the example app, in-process or as real processes, and what several test files check.
+//! start the example app, in-process or as real processes, loads that record every attempt, and
+//! what several test files check.
 
 mod in_process;
 pub mod jetstream;
+pub mod load;
 pub mod process;
 pub mod servers;
 
