@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use cohort::testing::eventually;
+use cohort_tests::books::AUDIT_CONSUMER;
 use cohort_tests::jetstream::EventStreams;
 use cohort_tests::process::AppProcess;
 use cohort_tests::servers::Servers;
@@ -66,7 +67,7 @@ async fn events_held_by_a_killed_instance_are_redelivered_to_the_others() {
     }
     EventStreams::connect(&servers.nats.url())
         .await
-        .wait_until_held("audit__count_order")
+        .wait_until_held(AUDIT_CONSUMER)
         .await;
     b.signal("KILL").await;
     let _c = AppProcess::start("kc", false, &only("audit")).await;
