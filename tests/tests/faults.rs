@@ -38,16 +38,16 @@ const WARM_UP: usize = 50;
 const EVENTS: usize = 300;
 const KILLED_AT: u64 = 100;
 
-/// A load of orders on `targets` for `duration`: eight clients, each with a pause of 20 ms between
-/// orders; an attempt unanswered after 5 s counts as lost (and is retried), and retries go on for
-/// 15 s after the load.
+/// A load of orders on `targets` for `duration`: eight clients, each placing an order as soon as
+/// the last is answered, so that a fault always meets orders in flight; an attempt unanswered
+/// after 5 s counts as lost (and is retried), and retries go on for 15 s after the load.
 fn load_of_orders(targets: Vec<String>, duration: Duration, run: &str) -> Load {
     let plan = Plan {
         targets,
         clients: 8,
         calls: 10_000,
         duration,
-        pace: Duration::from_millis(20),
+        pace: Duration::ZERO,
         give_up_after: Duration::from_secs(5),
         unsettled,
         retry_for: Duration::from_secs(15),
