@@ -325,11 +325,11 @@ impl Record {
             .count()
     }
 
-    /// The attempts whose status is not one of `expected` (unanswered ones included).
-    pub fn unexpected(&self, expected: &[u16]) -> Vec<&Attempt> {
+    /// The attempts that are not `expected`.
+    pub fn unexpected(&self, expected: impl Fn(&Attempt) -> bool) -> Vec<&Attempt> {
         self.attempts
             .iter()
-            .filter(|attempt| attempt.status.is_none_or(|s| !expected.contains(&s)))
+            .filter(|attempt| !expected(attempt))
             .collect()
     }
 
