@@ -1,8 +1,13 @@
 //! Helpers shared by the end-to-end tests: an HTTP client that keeps the session cookie, ways to
-//! start the example app, in-process or as real processes, and what several test files check.
+//! start the example app, in-process or as real processes, loads and the books they must balance,
+//! and what several test files check.
 
+pub mod books;
 mod in_process;
+pub mod jetstream;
+pub mod load;
 pub mod process;
+pub mod servers;
 
 pub use in_process::InProcess;
 

@@ -15,7 +15,14 @@ pub fn example_app_binary() -> PathBuf {
     BINARY
         .get_or_init(|| {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-            let status = std::process::Command::new(cargo)
+            let mut build = std::process::Command::new(cargo);
+            // Cargo gives this test binary the variables of the tests crate, and build scripts
+            // (ring's) rerun when one changes: without them, the build finds everything fresh
+            // instead of rebuilding dependencies, twice, once here and once in the next `cargo test`.
+            for (name, _) in std::env::vars().filter(|(name, _)| set_by_cargo_for_a_crate(name)) {
+                build.env_remove(name);
+            }
+            let status = build
                 .args([
                     "build",
                     "--quiet",
@@ -38,6 +45,20 @@ pub fn example_app_binary() -> PathBuf {
         .clone()
 }
 
+/// Whether `name` is one of the variables Cargo sets for the crate it compiles or tests.
+fn set_by_cargo_for_a_crate(name: &str) -> bool {
+    [
+        "CARGO_PKG_",
+        "CARGO_MANIFEST_",
+        "CARGO_CRATE_",
+        "CARGO_BIN_",
+        "CARGO_TARGET_TMPDIR",
+    ]
+    .iter()
+    .any(|prefix| name.starts_with(prefix))
+        || name == "CARGO_PRIMARY_PACKAGE"
+}
+
 /// A free TCP port on loopback (the OS picks it; it is free again once we let go of it).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -50,6 +71,8 @@ pub fn free_port() -> u16 {
 pub struct AppProcess {
     pub id: String,
     pub http: Option<String>,
+    port: Option<u16>,
+    env: Vec<(String, String)>,
     child: Child,
 }
 
@@ -58,40 +81,31 @@ impl AppProcess {
     /// it is ready: `/readyz` answers 200, or, for a worker without HTTP, a moment after the
     /// ready log line.
     pub async fn start(id: &str, http: bool, env: &[(&str, String)]) -> AppProcess {
-        let port = free_port();
-        let mut command = Command::new(example_app_binary());
-        for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("COHORT_")) {
-            command.env_remove(name);
-        }
-        command
-            .env("COHORT_INSTANCE_ID", id)
-            .env(
-                "COHORT_HTTP_ADDR",
-                if http {
-                    format!("127.0.0.1:{port}")
-                } else {
-                    "off".to_owned()
-                },
-            )
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = command.spawn().expect("example-app starts");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let ready = wait_for_ready_line(stderr);
-        let process = AppProcess {
+        let port = http.then(free_port);
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), value.clone()))
+            .collect();
+        let child = spawn(id, port, &env).await;
+        AppProcess {
             id: id.to_owned(),
-            http: http.then(|| format!("http://127.0.0.1:{port}")),
+            http: port.map(|port| format!("http://127.0.0.1:{port}")),
+            port,
+            env,
             child,
-        };
-        tokio::time::timeout(Duration::from_secs(30), ready)
-            .await
-            .unwrap_or_else(|_| panic!("{id} did not get ready in 30 s"));
-        if let Some(base) = &process.http {
-            wait_http_ready(base).await;
         }
-        process
+    }
+
+    /// Starts one instance serving HTTP per id in `ids`, all at once, and waits until all are ready.
+    pub async fn start_all(ids: &[&str], env: &[(&str, String)]) -> Vec<AppProcess> {
+        futures_util::future::join_all(ids.iter().map(|id| AppProcess::start(id, true, env))).await
+    }
+
+    /// The base URL of its HTTP server.
+    pub fn url(&self) -> String {
+        self.http
+            .clone()
+            .unwrap_or_else(|| panic!("{} serves no HTTP", self.id))
     }
 
     pub fn pid(&self) -> i32 {
@@ -109,6 +123,21 @@ impl AppProcess {
         assert!(status.success(), "kill -{signal} {}", self.pid());
     }
 
+    /// Kills the process with SIGKILL, as a crash would: no shutdown, nothing acknowledged or
+    /// handed back. Returns once it is gone.
+    pub async fn kill(&mut self) {
+        self.signal("KILL").await;
+        self.wait().await;
+    }
+
+    /// Starts the process again with the same id, HTTP port and environment (killing it first if
+    /// it still runs), and waits until it is ready.
+    pub async fn restart(&mut self) {
+        // An error means it already exited, which is what we want.
+        let _ = self.child.kill().await;
+        self.child = spawn(&self.id, self.port, &self.env).await;
+    }
+
     /// Waits for the process to exit and returns its exit code.
     pub async fn wait(&mut self) -> Option<i32> {
         let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
@@ -117,6 +146,34 @@ impl AppProcess {
             .expect("wait works");
         status.code()
     }
+}
+
+/// Spawns example-app as instance `id`, serving HTTP on `port` (or none), and waits until it is
+/// ready.
+async fn spawn(id: &str, port: Option<u16>, env: &[(String, String)]) -> Child {
+    let mut command = Command::new(example_app_binary());
+    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("COHORT_")) {
+        command.env_remove(name);
+    }
+    command
+        .env("COHORT_INSTANCE_ID", id)
+        .env(
+            "COHORT_HTTP_ADDR",
+            port.map_or_else(|| "off".to_owned(), |port| format!("127.0.0.1:{port}")),
+        )
+        .envs(env.iter().map(|(name, value)| (name, value)))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = command.spawn().expect("example-app starts");
+    let stderr = child.stderr.take().expect("piped stderr");
+    tokio::time::timeout(Duration::from_secs(30), wait_for_ready_line(stderr))
+        .await
+        .unwrap_or_else(|_| panic!("{id} did not get ready in 30 s"));
+    if let Some(port) = port {
+        wait_http_ready(&format!("http://127.0.0.1:{port}")).await;
+    }
+    child
 }
 
 /// Reads the log until "cohort instance ready", then keeps draining it so the process never

@@ -6,33 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use cohort::testing::{NatsServer, RedisServer, eventually};
+use cohort::testing::eventually;
+use cohort_tests::books::AUDIT_CONSUMER;
+use cohort_tests::jetstream::EventStreams;
 use cohort_tests::process::AppProcess;
+use cohort_tests::servers::Servers;
 use cohort_tests::{Client, wait_for_audit};
 use futures_util::future::join_all;
 use serde_json::json;
-
-struct Servers {
-    nats: NatsServer,
-    redis: RedisServer,
-}
-
-impl Servers {
-    async fn start() -> Servers {
-        let (nats, redis) = tokio::join!(NatsServer::start(), RedisServer::start());
-        Servers { nats, redis }
-    }
-
-    fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("COHORT_NATS_URL", self.nats.url()),
-            ("COHORT_REDIS_URL", self.redis.url()),
-            ("COHORT_EVENT_ACK_WAIT", "3s".to_owned()),
-            ("COHORT_EVENT_BACKOFF", "50ms,200ms".to_owned()),
-            ("COHORT_LOG", "warn,cohort::app=info".to_owned()),
-        ]
-    }
-}
 
 #[tokio::test]
 async fn two_processes_share_the_work() {
@@ -84,7 +65,10 @@ async fn events_held_by_a_killed_instance_are_redelivered_to_the_others() {
             201
         );
     }
-    wait_for_ack_pending(&servers.nats.url(), "COHORT_EVENTS", "audit__count_order").await;
+    EventStreams::connect(&servers.nats.url())
+        .await
+        .wait_until_held(AUDIT_CONSUMER)
+        .await;
     b.signal("KILL").await;
     let _c = AppProcess::start("kc", false, &only("audit")).await;
     let audit = wait_for_audit(&client, orders).await;
@@ -147,22 +131,4 @@ async fn sigterm_exits_cleanly_and_a_rolling_restart_loses_no_request() {
         "no request lost: {statuses:?}"
     );
     wait_for_audit(&client, placed).await;
-}
-
-/// Waits until the consumer has events delivered and not yet acknowledged (at most 2 s).
-async fn wait_for_ack_pending(url: &str, stream: &str, consumer: &str) {
-    let client = async_nats::connect(url).await.expect("connect");
-    let js = async_nats::jetstream::new(client);
-    let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
-        .get_stream(stream)
-        .await
-        .expect("stream")
-        .get_consumer(consumer)
-        .await
-        .expect("consumer");
-    let held = "kb holds unacknowledged events";
-    eventually(held, Duration::from_secs(2), async || {
-        consumer.info().await.expect("info").num_ack_pending > 0
-    })
-    .await;
 }

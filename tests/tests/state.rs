@@ -117,6 +117,43 @@ async fn a_redis_that_stops_answering_is_unavailable_then_service_resumes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_redis_server_is_unavailable_then_service_resumes() {
+    let redis = RedisServer::start().await;
+    let store = connect(&redis.url()).await;
+    store
+        .increment("sigstop:n", 1)
+        .await
+        .expect("increment before the freeze");
+    redis.freeze().await;
+    assert_unavailable("get", store.get("sigstop:n")).await;
+    redis.thaw().await;
+    eventually_serves(&store).await;
+    let n = store.increment("sigstop:n", 1).await;
+    assert_eq!(n.expect("increment after the thaw"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_redis_keeps_what_it_acknowledged_across_a_stop_or_a_kill() {
+    let mut redis = RedisServer::start_durable().await;
+    let store = connect(&redis.url()).await;
+    let n = store.increment("durable:n", 41).await;
+    assert_eq!(n.expect("increment before the stop"), 41);
+
+    redis.terminate().await;
+    assert_unavailable("increment", store.increment("durable:n", 1)).await;
+    redis.restart().await;
+    eventually_serves(&store).await;
+    let n = store.increment("durable:n", 1).await;
+    assert_eq!(n.expect("increment after a SIGTERM"), 42);
+
+    redis.stop().await;
+    redis.restart().await;
+    eventually_serves(&store).await;
+    let n = store.increment("durable:n", 1).await;
+    assert_eq!(n.expect("increment after a SIGKILL"), 43);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_cohort_did_not_write_is_an_internal_error_not_an_outage() {
     let redis = RedisServer::start().await;
     let mut raw = TcpStream::connect(("127.0.0.1", redis.port()))

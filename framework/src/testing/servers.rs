@@ -125,6 +125,26 @@ impl NatsServer {
         self.process.spawn(&args).await;
         wait_for_nats(&mut self.process, self.port).await;
     }
+
+    /// Freezes the server with SIGSTOP: its connections stay open but nothing is answered, as
+    /// with a server stuck in a long pause or behind a network that drops packets. Clients see
+    /// no error, only silence, until [`thaw`](Self::thaw).
+    ///
+    /// # Panics
+    ///
+    /// When the server is not running.
+    pub async fn freeze(&self) {
+        self.process.signal("STOP").await;
+    }
+
+    /// Resumes a server frozen by [`freeze`](Self::freeze) with SIGCONT.
+    ///
+    /// # Panics
+    ///
+    /// When the server is not running.
+    pub async fn thaw(&self) {
+        self.process.signal("CONT").await;
+    }
 }
 
 fn nats_args(process: &Process, port: &str) -> Vec<OsString> {
@@ -173,7 +193,8 @@ async fn wait_for_nats(process: &mut Process, port: u16) {
     }
 }
 
-/// A real `redis-server` on a free port of 127.0.0.1, without persistence, in its own directory.
+/// A real `redis-server` on a free port of 127.0.0.1, in its own directory: without persistence,
+/// or [durable](Self::start_durable) for tests whose data must outlive a restart.
 ///
 /// ```no_run
 /// # async fn demo() {
@@ -188,6 +209,7 @@ async fn wait_for_nats(process: &mut Process, port: u16) {
 pub struct RedisServer {
     process: Process,
     port: u16,
+    durable: bool,
 }
 
 impl RedisServer {
@@ -199,13 +221,34 @@ impl RedisServer {
     /// When the binary is missing or the server does not become ready; the message includes the
     /// server's output.
     pub async fn start() -> Self {
+        Self::start_with(false).await
+    }
+
+    /// Like [`start`](Self::start), with an append-only file synced before each reply leaves the
+    /// server, so whatever a client was told is stored survives [`stop`](Self::stop),
+    /// [`terminate`](Self::terminate) and [`restart`](Self::restart).
+    ///
+    /// # Panics
+    ///
+    /// As [`start`](Self::start).
+    pub async fn start_durable() -> Self {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(durable: bool) -> Self {
         let mut process = Process::new(&REDIS);
         let mut attempt = 1;
         loop {
             let port = free_port();
             let log_start = process.log_len();
-            match start_redis(&mut process, port).await {
-                Ok(()) => return RedisServer { process, port },
+            match start_redis(&mut process, port, durable).await {
+                Ok(()) => {
+                    return RedisServer {
+                        process,
+                        port,
+                        durable,
+                    };
+                }
                 // Another process took the port between our probe and the server's bind.
                 Err(NotReady::Exited(_))
                     if attempt < PORT_ATTEMPTS
@@ -231,9 +274,40 @@ impl RedisServer {
     }
 
     /// Kills the server (as a crash would) and waits until it is gone. Its directory is kept, but
-    /// as it persists nothing, a restart begins empty. Does nothing when it is already stopped.
+    /// unless the server is [durable](Self::start_durable), a restart begins empty. Does nothing
+    /// when it is already stopped.
     pub async fn stop(&mut self) {
         self.process.stop().await;
+    }
+
+    /// Stops the server gracefully with SIGTERM, as an orchestrator would, and waits until it has
+    /// closed its connections and exited. Does nothing when it is already stopped.
+    ///
+    /// # Panics
+    ///
+    /// When the server does not exit within 30 s, for example because it is frozen.
+    pub async fn terminate(&mut self) {
+        self.process.terminate().await;
+    }
+
+    /// Freezes the server with SIGSTOP: its connections stay open but nothing is answered, as
+    /// with a server stuck in a long pause or behind a network that drops packets. Clients see
+    /// no error, only silence, until [`thaw`](Self::thaw); then it runs what it received.
+    ///
+    /// # Panics
+    ///
+    /// When the server is not running.
+    pub async fn freeze(&self) {
+        self.process.signal("STOP").await;
+    }
+
+    /// Resumes a server frozen by [`freeze`](Self::freeze) with SIGCONT.
+    ///
+    /// # Panics
+    ///
+    /// When the server is not running.
+    pub async fn thaw(&self) {
+        self.process.signal("CONT").await;
     }
 
     /// Starts the server again on the same port (stopping it first if it runs) and returns once
@@ -243,15 +317,16 @@ impl RedisServer {
     ///
     /// When the server does not become ready, for example because another process took the port.
     pub async fn restart(&mut self) {
-        if let Err(e) = start_redis(&mut self.process, self.port).await {
+        if let Err(e) = start_redis(&mut self.process, self.port, self.durable).await {
             self.process.fail("answering PING", e);
         }
     }
 }
 
-/// Spawns redis-server on `port` and waits until it is ready. Its own log must say so too: a PING
-/// alone could be answered by another server that won the port.
-async fn start_redis(process: &mut Process, port: u16) -> Result<(), NotReady> {
+/// Spawns redis-server on `port` and waits until it is ready (a durable one has loaded its
+/// append-only file by then). Its own log must say so too: a PING alone could be answered by
+/// another server that won the port.
+async fn start_redis(process: &mut Process, port: u16, durable: bool) -> Result<(), NotReady> {
     let port_arg = port.to_string();
     let mut args: Vec<OsString> = [
         "--port",
@@ -261,7 +336,10 @@ async fn start_redis(process: &mut Process, port: u16) -> Result<(), NotReady> {
         "--save",
         "",
         "--appendonly",
-        "no",
+        if durable { "yes" } else { "no" },
+        // Written and synced before the replies of each round leave: nothing acknowledged is lost.
+        "--appendfsync",
+        "always",
         "--dir",
     ]
     .into_iter()
@@ -464,6 +542,41 @@ impl Process {
         if let Some(mut child) = self.child.take() {
             // An error here means it already exited, which is what we want.
             let _ = child.kill().await;
+        }
+    }
+
+    /// Asks the server to shut down with SIGTERM, if it runs, and waits for it to exit.
+    async fn terminate(&mut self) {
+        if self.child.is_none() {
+            return;
+        }
+        self.signal("TERM").await;
+        if let Some(mut child) = self.child.take()
+            && timeout(READY_TIMEOUT, child.wait()).await.is_err()
+        {
+            let _ = child.kill().await;
+            panic!(
+                "{} did not exit within {READY_TIMEOUT:?} of SIGTERM",
+                self.binary.name
+            );
+        }
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, `TERM`) to the running server with kill(1).
+    async fn signal(&self, signal: &str) {
+        let name = self.binary.name;
+        let Some(pid) = self.child.as_ref().and_then(Child::id) else {
+            panic!("cannot send SIG{signal} to {name}: it is not running");
+        };
+        let sent = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .await;
+        match sent {
+            Ok(status) if status.success() => {}
+            Ok(status) => panic!("kill -{signal} {pid} ({name}) failed: {status}"),
+            Err(e) => panic!("cannot run kill(1) to send SIG{signal} to {name}: {e}"),
         }
     }
 

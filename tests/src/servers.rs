@@ -1,0 +1,40 @@
+//! One real NATS and one real Redis for example-app processes, and the environment that points
+//! the processes at them.
+
+use cohort::testing::{NatsServer, RedisServer};
+
+/// The servers a deployment of example-app processes shares.
+pub struct Servers {
+    pub nats: NatsServer,
+    pub redis: RedisServer,
+}
+
+impl Servers {
+    /// Starts both servers; Redis forgets everything when it stops.
+    pub async fn start() -> Servers {
+        let (nats, redis) = tokio::join!(NatsServer::start(), RedisServer::start());
+        Servers { nats, redis }
+    }
+
+    /// Starts both servers; Redis keeps what it acknowledged across a stop and a restart, as
+    /// the state of a deployment must to add up after an outage.
+    pub async fn start_with_durable_redis() -> Servers {
+        let (nats, redis) = tokio::join!(NatsServer::start(), RedisServer::start_durable());
+        Servers { nats, redis }
+    }
+
+    /// The environment of an example-app process of this deployment. Event timings are short so
+    /// that a test sees redeliveries: an event held by an instance that died comes back after
+    /// 2 s, and one whose handler fails is retried for about half a minute before it is
+    /// dead-lettered, which outlasts any outage a test causes.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("COHORT_NATS_URL", self.nats.url()),
+            ("COHORT_REDIS_URL", self.redis.url()),
+            ("COHORT_EVENT_ACK_WAIT", "2s".to_owned()),
+            ("COHORT_EVENT_BACKOFF", "50ms,200ms,1s".to_owned()),
+            ("COHORT_EVENT_MAX_ATTEMPTS", "30".to_owned()),
+            ("COHORT_LOG", "warn,cohort::app=info".to_owned()),
+        ]
+    }
+}

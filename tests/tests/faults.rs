@@ -1,0 +1,320 @@
+//! Effects that add up under faults: the example shop as three real example-app processes on one
+//! NATS and one Redis, under a load of orders, while an instance is killed, NATS or Redis goes
+//! away, or Redis freezes.
+//!
+//! While a fault lasts, every request is answered within seconds, never at a far deadline. Once
+//! it is over, the books balance exactly: every idempotency key the load sent is confirmed as one
+//! order, stored as confirmed, its stock taken once and its event counted once. The load retries
+//! a call that got no answer or a 503 with the same `Idempotency-Key`, as a careful client would,
+//! so that every call ends confirmed and the counts can be exact.
+//!
+//! The tests take turns: their time bounds hold on a machine running one deployment, not five.
+
+use std::time::{Duration, Instant};
+
+use cohort_tests::Client;
+use cohort_tests::books::{Books, orders, unsettled};
+use cohort_tests::load::{Attempt, Call, Fault, Load, Plan, Record, listing};
+use cohort_tests::process::AppProcess;
+use cohort_tests::servers::Servers;
+use reqwest::Method;
+use serde_json::json;
+use tokio::sync::Mutex;
+use tokio::time::sleep;
+
+/// Held by the test that runs.
+static TURN: Mutex<()> = Mutex::const_new(());
+
+/// How soon a request must be answered: from its start, or from the moment the fault it met lets
+/// it wait for (see [`Fault`]).
+const ANSWER_WITHIN: Duration = Duration::from_secs(3);
+/// The SKUs of the load, each stocked far beyond what it can order.
+const SKUS: [&str; 3] = ["bolt", "nut", "gear"];
+const AMPLE: u64 = 1_000_000;
+/// What an attempt may be answered.
+struct Answers {
+    what: &'static str,
+    expected: fn(&Attempt) -> bool,
+}
+
+/// During a fault: the order, a fast 503, or, to a retry, a 409 saying that its key is still in use
+/// by the attempt before.
+const ORDER_OR_503: Answers = Answers {
+    what: "201, 503, or a 409 to a retry whose key is in use",
+    expected: |a| match a.status {
+        Some(201 | 503) => true,
+        Some(409) => a.number > 1 && a.code() != Some("insufficient_stock"),
+        _ => false,
+    },
+};
+
+/// Without a fault on the way of the orders: the order.
+const ORDER: Answers = Answers {
+    what: "201",
+    expected: |a| a.status == Some(201),
+};
+
+/// To one key sent many times: its order, replayed, or a 409 saying that the key is in use.
+const ORDER_OR_KEY_IN_USE: Answers = Answers {
+    what: "201, or a 409 saying that the key is in use",
+    expected: |a| match a.status {
+        Some(201) => true,
+        Some(409) => a.code() != Some("insufficient_stock"),
+        _ => false,
+    },
+};
+
+/// Orders placed before a fault, so that it meets a load in full swing.
+const WARM_UP: usize = 50;
+/// How many orders the events test places, and how many the audit counts before its subscribers
+/// are killed.
+const EVENTS: usize = 300;
+const KILLED_AT: u64 = 100;
+
+/// A load of orders on `targets` for `duration`: eight clients, each placing an order as soon as
+/// the last is answered, so that a fault always meets orders in flight; an attempt unanswered
+/// after 5 s counts as lost (and is retried), and retries go on for 15 s after the load.
+fn load_of_orders(targets: Vec<String>, duration: Duration, run: &str) -> Load {
+    let plan = Plan {
+        targets,
+        clients: 8,
+        calls: 10_000,
+        duration,
+        pace: Duration::ZERO,
+        give_up_after: Duration::from_secs(5),
+        unsettled,
+        retry_for: Duration::from_secs(15),
+    };
+    Load::start(plan, orders(&SKUS, run))
+}
+
+/// Opens the books on `instance` with ample stock of every SKU.
+async fn open_books(servers: &Servers, instance: &AppProcess) -> Books {
+    let stock = SKUS.map(|sku| (sku, AMPLE));
+    Books::open(Client::new(instance.url()), servers.nats.url(), &stock).await
+}
+
+async fn wait_for_warm_up(load: &Load) {
+    let what = format!("the load must place {WARM_UP} orders before the fault");
+    let warm = async || load.count(|a| a.status == Some(201)) >= WARM_UP;
+    cohort::testing::eventually(&what, Duration::from_secs(10), warm).await;
+}
+
+/// Fails with everything that went wrong at once: attempts answered later than
+/// [`ANSWER_WITHIN`] after their start or the fault they met, attempts answered other than
+/// `answers`, and what does not add up in the books. `scene` says what the faults met.
+async fn assert_in_time_and_balanced(
+    books: &Books,
+    record: &Record,
+    faults: &[Fault],
+    answers: &Answers,
+    scene: &str,
+) {
+    let mut failures = Vec::new();
+    let late: Vec<String> = record
+        .slower_than(ANSWER_WITHIN, faults)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    if !late.is_empty() {
+        failures.push(format!(
+            "{} attempts answered more than {ANSWER_WITHIN:?} after their start or the fault \
+             they met:{}",
+            late.len(),
+            listing(&late, 5)
+        ));
+    }
+    let unexpected: Vec<String> = record
+        .unexpected(answers.expected)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    if !unexpected.is_empty() {
+        failures.push(format!(
+            "{} attempts answered other than {}:{}",
+            unexpected.len(),
+            answers.what,
+            listing(&unexpected, 5)
+        ));
+    }
+    failures.extend(books.discrepancies(record).await);
+    assert!(
+        failures.is_empty(),
+        "\n{}\n\n{scene}; the load: {}",
+        failures.join("\n"),
+        record.summary()
+    );
+}
+
+/// What a fault that began at `fault` met: `what`, with the attempts then in flight.
+fn scene(what: &str, record: &Record, fault: Instant) -> String {
+    format!(
+        "{what} with {} attempts in flight",
+        record.in_flight_at(fault)
+    )
+}
+
+#[tokio::test]
+async fn orders_add_up_when_an_executing_instance_is_killed() {
+    let _turn = TURN.lock().await;
+    let servers = Servers::start().await;
+    let mut instances = AppProcess::start_all(&["k1", "k2", "k3"], &servers.env()).await;
+    let books = open_books(&servers, &instances[0]).await;
+    // k3 only runs commands: every request has an HTTP instance that survives.
+    let targets = vec![instances[0].url(), instances[1].url()];
+    let load = load_of_orders(targets, Duration::from_secs(6), "kill");
+    wait_for_warm_up(&load).await;
+    let what = "k3 must run orders of the load before it is killed";
+    load.wait_for(what, Duration::from_secs(10), |a| {
+        a.executed_by.as_deref() == Some("k3")
+    })
+    .await;
+    let killed = Instant::now();
+    instances[2].kill().await;
+    instances[2].restart().await;
+    let record = load.finish().await;
+    let scene = scene("k3 was killed", &record, killed);
+    assert_in_time_and_balanced(&books, &record, &[Fault::at(killed)], &ORDER_OR_503, &scene).await;
+}
+
+#[tokio::test]
+async fn orders_add_up_when_nats_stops_for_three_seconds() {
+    let _turn = TURN.lock().await;
+    let mut servers = Servers::start().await;
+    let instances = AppProcess::start_all(&["n1", "n2", "n3"], &servers.env()).await;
+    let books = open_books(&servers, &instances[0]).await;
+    let targets = instances.iter().map(AppProcess::url).collect();
+    let load = load_of_orders(targets, Duration::from_secs(8), "nats");
+    wait_for_warm_up(&load).await;
+    let stopped = Instant::now();
+    servers.nats.stop().await;
+    sleep(Duration::from_secs(3)).await;
+    servers.nats.restart().await;
+    // A call in flight may still succeed once NATS is back: its reply may have waited for it.
+    let outage = Fault::lasting(stopped, Instant::now());
+    let record = load.finish().await;
+    let scene = scene("NATS stopped", &record, stopped);
+    assert_in_time_and_balanced(&books, &record, &[outage], &ORDER_OR_503, &scene).await;
+}
+
+#[tokio::test]
+async fn orders_add_up_when_redis_stops_for_five_seconds() {
+    let _turn = TURN.lock().await;
+    let mut servers = Servers::start_with_durable_redis().await;
+    let instances = AppProcess::start_all(&["r1", "r2", "r3"], &servers.env()).await;
+    let books = open_books(&servers, &instances[0]).await;
+    let targets = instances.iter().map(AppProcess::url).collect();
+    let load = load_of_orders(targets, Duration::from_secs(10), "redis-stop");
+    wait_for_warm_up(&load).await;
+    let stopped = Instant::now();
+    servers.redis.terminate().await;
+    sleep(Duration::from_secs(5)).await;
+    servers.redis.restart().await;
+    let record = load.finish().await;
+    let scene = scene("Redis stopped", &record, stopped);
+    assert_in_time_and_balanced(
+        &books,
+        &record,
+        &[Fault::at(stopped)],
+        &ORDER_OR_503,
+        &scene,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn orders_add_up_when_redis_freezes_for_five_seconds() {
+    let _turn = TURN.lock().await;
+    let servers = Servers::start().await;
+    let instances = AppProcess::start_all(&["z1", "z2", "z3"], &servers.env()).await;
+    let books = open_books(&servers, &instances[0]).await;
+    let targets = instances.iter().map(AppProcess::url).collect();
+    let load = load_of_orders(targets, Duration::from_secs(10), "redis-freeze");
+    wait_for_warm_up(&load).await;
+    let frozen = Instant::now();
+    servers.redis.freeze().await;
+    sleep(Duration::from_secs(5)).await;
+    servers.redis.thaw().await;
+    let record = load.finish().await;
+    let scene = scene("Redis froze", &record, frozen);
+    assert_in_time_and_balanced(&books, &record, &[Fault::at(frozen)], &ORDER_OR_503, &scene).await;
+}
+
+#[tokio::test]
+async fn each_event_counts_once_when_every_subscriber_is_killed_mid_stream() {
+    let _turn = TURN.lock().await;
+    let servers = Servers::start().await;
+    let only = |services: &str| {
+        let mut env = servers.env();
+        env.push(("COHORT_SERVICES", services.to_owned()));
+        env
+    };
+    // e1 takes the orders; e2 and e3 run the audit's subscriptions, and nothing else does.
+    let e1 = AppProcess::start("e1", true, &only("accounts,orders,echo")).await;
+    let audit = only("audit");
+    let (mut e2, mut e3) = tokio::join!(
+        AppProcess::start("e2", false, &audit),
+        AppProcess::start("e3", false, &audit),
+    );
+    let books = open_books(&servers, &e1).await;
+    let plan = Plan {
+        targets: vec![e1.url()],
+        clients: 6,
+        calls: EVENTS,
+        duration: Duration::from_secs(30),
+        pace: Duration::ZERO,
+        give_up_after: Duration::from_secs(5),
+        unsettled,
+        retry_for: Duration::from_secs(5),
+    };
+    // Frozen while the orders are placed, the subscribers thaw to a backlog: they die busy,
+    // events in hand, not idle between two.
+    tokio::join!(e2.signal("STOP"), e3.signal("STOP"));
+    let record = Load::start(plan, orders(&SKUS, "events")).finish().await;
+    tokio::join!(e2.signal("CONT"), e3.signal("CONT"));
+    let client = Client::new(e1.url());
+    let what = format!("the audit must count {KILLED_AT} orders before its subscribers die");
+    let seen = async || {
+        let audit = client.get("/audit").await.body;
+        audit["orders_seen"]
+            .as_u64()
+            .filter(|seen| *seen >= KILLED_AT)
+    };
+    let seen_before = cohort::testing::eventually_some(&what, Duration::from_secs(10), seen).await;
+    tokio::join!(e2.kill(), e3.kill());
+    assert!(
+        seen_before < EVENTS as u64,
+        "the subscribers must die in the middle of the events, not after {seen_before} of {EVENTS}"
+    );
+    tokio::join!(e2.restart(), e3.restart());
+    assert_eq!(record.outcomes().len(), EVENTS, "{}", record.summary());
+    let scene = format!("the subscribers were killed once orders_seen was {seen_before}");
+    assert_in_time_and_balanced(&books, &record, &[], &ORDER, &scene).await;
+}
+
+#[tokio::test]
+async fn one_idempotency_key_sent_twenty_times_at_once_makes_one_order() {
+    let _turn = TURN.lock().await;
+    let servers = Servers::start().await;
+    let instances = AppProcess::start_all(&["d1", "d2", "d3"], &servers.env()).await;
+    let books = open_books(&servers, &instances[0]).await;
+    let plan = Plan {
+        targets: instances.iter().map(AppProcess::url).collect(),
+        clients: 20,
+        calls: 20,
+        duration: Duration::from_secs(10),
+        pace: Duration::ZERO,
+        give_up_after: Duration::from_secs(5),
+        unsettled: |_| false,
+        retry_for: Duration::ZERO,
+    };
+    let same_order = |_| Call {
+        method: Method::POST,
+        path: "/orders".to_owned(),
+        body: json!({"sku": "bolt", "qty": 2}),
+        idempotency_key: Some("one-order".to_owned()),
+    };
+    let record = Load::start(plan, same_order).finish().await;
+    let scene = "one key sent 20 times at once";
+    assert_in_time_and_balanced(&books, &record, &[], &ORDER_OR_KEY_IN_USE, scene).await;
+}
