@@ -38,7 +38,8 @@ const HANDOVER_EVENTS: usize = 100;
 /// ```no_run
 /// # async fn demo() {
 /// use std::sync::Arc;
-/// use cohort::broker::{Broker, MemoryBroker};
+/// use cohort::broker::MemoryBroker;
+/// use cohort::broker::spi::Broker;
 ///
 /// let broker = MemoryBroker::new();
 /// cohort::testing::run_broker_suite(|| {
