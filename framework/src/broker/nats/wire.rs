@@ -4,7 +4,7 @@
 use async_nats::header::NATS_MESSAGE_ID;
 use async_nats::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::message::Metadata;
+use crate::message::{Metadata, header};
 
 /// The headers of `meta`.
 fn header_map(meta: &Metadata) -> HeaderMap {
@@ -44,12 +44,32 @@ pub(super) fn header_value(value: String) -> HeaderValue {
 /// The metadata carried by `headers`.
 pub(super) fn metadata_of(headers: Option<&HeaderMap>) -> Metadata {
     match headers {
-        Some(headers) => Metadata::from_headers(headers.iter().flat_map(|(name, values)| {
-            let name: &str = name.as_ref();
-            values.iter().map(move |value| (name, value.as_str()))
-        })),
+        Some(headers) => Metadata::from_headers(pairs(headers)),
         None => Metadata::default(),
     }
+}
+
+/// The metadata carried by the headers of a command, and whether they ask for progress
+/// ([`header::PROGRESS`]), read in the same pass.
+pub(super) fn command_metadata_of(headers: Option<&HeaderMap>) -> (Metadata, bool) {
+    let Some(headers) = headers else {
+        return (Metadata::default(), false);
+    };
+    let mut progress = false;
+    let meta = Metadata::from_headers(pairs(headers).filter(|&(name, value)| {
+        let asks = name == header::PROGRESS;
+        progress |= asks && value == "1";
+        !asks
+    }));
+    (meta, progress)
+}
+
+/// Every (name, value) of `headers`.
+fn pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+    headers.iter().flat_map(|(name, values)| {
+        let name: &str = name.as_ref();
+        values.iter().map(move |value| (name, value.as_str()))
+    })
 }
 
 #[cfg(test)]
@@ -92,5 +112,20 @@ mod tests {
             meta
         );
         assert_eq!(metadata_of(None), Metadata::default());
+    }
+
+    #[test]
+    fn a_command_asks_for_progress_with_its_header() {
+        let meta = Metadata {
+            principal: Some("alice".into()),
+            ..Metadata::default()
+        };
+        let mut headers = header_map(&meta);
+        assert_eq!(command_metadata_of(Some(&headers)), (meta.clone(), false));
+        headers.insert(header::PROGRESS, "1");
+        assert_eq!(command_metadata_of(Some(&headers)), (meta.clone(), true));
+        headers.insert(header::PROGRESS, "0");
+        assert_eq!(command_metadata_of(Some(&headers)), (meta, false));
+        assert_eq!(command_metadata_of(None), (Metadata::default(), false));
     }
 }
