@@ -731,35 +731,28 @@ async fn a_caller_whose_nats_connection_drops_learns_it_within_3_s() {
     .await;
 }
 
-/// Sends `{}` to `subject` from the plain client `plain`, with `headers` when there are some, and
+/// Sends `{}` to `subject` from the plain client `plain` with the reply subject `reply_to`, and
 /// returns every message that comes back up to the reply (the first that is not progress).
 /// Checks that nothing follows the reply.
 async fn plain_request(
     plain: &async_nats::Client,
     subject: &str,
-    headers: Option<async_nats::HeaderMap>,
+    reply_to: String,
 ) -> Vec<async_nats::Message> {
-    let inbox = plain.new_inbox();
-    let mut inbox_messages = plain.subscribe(inbox.clone()).await.expect("subscribe");
-    let body = Bytes::from_static(b"{}");
-    let sent = match headers {
-        Some(headers) => {
-            plain
-                .publish_with_reply_and_headers(subject.to_owned(), inbox.clone(), headers, body)
-                .await
-        }
-        None => {
-            plain
-                .publish_with_reply(subject.to_owned(), inbox.clone(), body)
-                .await
-        }
-    };
-    sent.expect("publish the request");
+    let mut inbox = plain.subscribe(reply_to.clone()).await.expect("subscribe");
+    plain
+        .publish_with_reply(
+            subject.to_owned(),
+            reply_to.clone(),
+            Bytes::from_static(b"{}"),
+        )
+        .await
+        .expect("publish the request");
     let mut next = async || {
-        tokio::time::timeout(PATIENCE, inbox_messages.next())
+        tokio::time::timeout(PATIENCE, inbox.next())
             .await
-            .expect("a message on the inbox")
-            .expect("the inbox subscription is open")
+            .expect("a message on the reply subject")
+            .expect("the reply subscription is open")
     };
     let mut messages = vec![next().await];
     while messages.last().and_then(status_of) == Some("100") {
@@ -767,7 +760,7 @@ async fn plain_request(
     }
     // A marker sent after the reply is the next message: nothing else came in between.
     plain
-        .publish(inbox, Bytes::from_static(b"marker"))
+        .publish(reply_to, Bytes::from_static(b"marker"))
         .await
         .expect("publish the marker");
     assert_eq!(
@@ -796,7 +789,7 @@ async fn a_plain_client_gets_progress_only_when_it_asks() {
     let work = serve(&broker, vec![(report.clone(), slow)]).await;
     let plain = plain_client(&server).await;
 
-    let without = plain_request(&plain, &report.subject, None).await;
+    let without = plain_request(&plain, &report.subject, plain.new_inbox()).await;
     assert_eq!(
         without.len(),
         1,
@@ -805,15 +798,15 @@ async fn a_plain_client_gets_progress_only_when_it_asks() {
     assert_eq!(without[0].payload.as_ref(), b"{}");
     assert_eq!(status_of(&without[0]), Some("200"));
 
-    let mut asking = async_nats::HeaderMap::new();
-    asking.insert(header::PROGRESS, "1");
-    let with = plain_request(&plain, &report.subject, Some(asking)).await;
+    // A reply subject whose last token is `cohort-progress` asks for progress.
+    let asking = format!("{}.1.cohort-progress", plain.new_inbox());
+    let with = plain_request(&plain, &report.subject, asking).await;
     let statuses: Vec<_> = with.iter().map(status_of).collect();
     assert_eq!(
         statuses,
         [Some("100"), Some("100"), Some("200")],
         "a request that asks gets a progress message a second from the command's first wait, \
-         then the reply"
+         then one every second, then the reply"
     );
     for progress in &with[..2] {
         assert!(progress.payload.is_empty(), "progress has no body");

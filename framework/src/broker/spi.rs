@@ -144,7 +144,7 @@ pub trait Broker: Send + Sync + 'static {
     /// timeout, and fail with [`crate::ErrorKind::Unavailable`] and the code `executor_lost`:
     /// the command may have run, in full or in part. A command that runs long but whose instance
     /// is alive must still get its reply. The NATS broker does it with progress messages
-    /// ([`header::PROGRESS`]); the embedded broker runs the command inside the caller's own
+    /// (`Cohort-Status: 100`); the embedded broker runs the command inside the caller's own
     /// process, where it cannot be lost alone, and never fails this way.
     async fn request(
         &self,

@@ -33,7 +33,8 @@ pub mod header {
     pub const SERVICE: &str = "Cohort-Service";
     /// `application/problem+json` on an error reply; absent means `application/json`.
     pub const CONTENT_TYPE: &str = "Content-Type";
-    /// The HTTP-like status of a reply; `100` on a progress message (see [`PROGRESS`]).
+    /// The HTTP-like status of a reply; `100` on a progress message, which tells a caller that
+    /// asked for progress that its command still runs.
     pub const STATUS: &str = "Cohort-Status";
     /// On a reply: the session id the HTTP layer must now send as its cookie.
     pub const SESSION_SET: &str = "Cohort-Session-Set";
@@ -41,13 +42,6 @@ pub mod header {
     pub const SESSION_CLEAR: &str = "Cohort-Session-Clear";
     /// On a dead-lettered event: the last error.
     pub const ERROR: &str = "Cohort-Error";
-    /// On a command: `1` asks the executing instance for progress messages. While the command
-    /// runs, from a second after it first waits and every second after that, the instance sends
-    /// one to the reply subject: `Cohort-Status: 100`, no body. The reply follows them as usual.
-    /// Cohort's callers ask for them and take an instance that stays silent for 2.5 s as lost;
-    /// a caller that does not ask gets the reply alone. The broker reads and writes this header
-    /// itself: it is not part of [`Metadata`](super::Metadata).
-    pub const PROGRESS: &str = "Cohort-Progress";
 }
 
 /// Content type of a successful body.

@@ -17,12 +17,11 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout};
 
 use super::replies::Unanswered;
-use super::wire::{command_metadata_of, into_header_map, metadata_of};
+use super::wire::{asks_for_progress, into_header_map, metadata_of};
 use super::{Inner, PROGRESS_INTERVAL, SILENCE_LIMIT, micro, server_caught_up};
 use crate::broker::spi::{Endpoint, Message, Metadata, RequestHandler, Work};
 use crate::broker::{no_responders, timed_out};
 use crate::error::{Error, ErrorKind};
-use crate::message::header;
 
 /// The code of the error a caller gets when the instance running its command went silent.
 pub(crate) const EXECUTOR_LOST: &str = "executor_lost";
@@ -30,9 +29,9 @@ pub(crate) const EXECUTOR_LOST: &str = "executor_lost";
 /// Sends a command and waits for its reply: see
 /// [`Broker::request`](crate::broker::spi::Broker::request).
 ///
-/// The command asks for progress, so that a silent executor is found out within
-/// [`SILENCE_LIMIT`]. Only silence fails a request early: a reply that arrives is taken, whatever
-/// happened to the connection meanwhile. A connection that drops makes the request silent like a
+/// The command asks for progress (its reply subject does), so that a silent executor is found out
+/// within [`SILENCE_LIMIT`]. Only silence fails a request early: a reply that arrives is taken,
+/// whatever happened to the connection meanwhile. A connection that drops makes the request silent like a
 /// dead executor does, and a reply sent while it was down is lost with it.
 pub(super) async fn request(
     inner: &Inner,
@@ -43,8 +42,7 @@ pub(super) async fn request(
     if inner.client.connection_state() == State::Disconnected {
         return Err(inner.not_connected(&format!("send the command to `{subject}`")));
     }
-    let mut headers = into_header_map(msg.meta);
-    headers.insert(header::PROGRESS, "1");
+    let headers = into_header_map(msg.meta);
     let (reply_to, pending) = inner.replies.expect();
     let sent = Instant::now();
     let published = inner
@@ -382,9 +380,9 @@ fn answer(
     served: Arc<Served>,
     started: Instant,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let (meta, progress) = command_metadata_of(request.headers.as_ref());
+    let progress = asks_for_progress(&reply_to);
     let msg = Message {
-        meta,
+        meta: metadata_of(request.headers.as_ref()),
         payload: request.payload,
     };
     let handling = (served.handler)(msg);

@@ -27,9 +27,8 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use tokio::sync::watch;
 use tokio::time::timeout;
-use tokio_util::sync::DropGuard;
 
-use self::replies::Replies;
+use self::replies::{Delivering, Replies};
 use super::spi::{
     Broker, Endpoint, EventHandler, Message, RequestHandler, Subjects, SubscriptionSpec, Work,
 };
@@ -42,7 +41,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// connection cannot hold either up.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often an instance running a command tells its caller that it still does, once the
-/// command has waited this long: see [`crate::message::header::PROGRESS`].
+/// command has waited this long, when the caller asked (see [`wire::PROGRESS_TOKEN`]).
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a caller waits without a word from the instance running its command before it takes
 /// that instance as lost: two progress messages may be late or lost, not three.
@@ -89,7 +88,7 @@ struct Inner {
     /// The requests waiting for their replies.
     replies: Arc<Replies>,
     /// Stops taking replies once the broker is dropped, which lets the connection close.
-    _replies_taken: DropGuard,
+    _replies_delivered: Delivering,
 }
 
 impl std::fmt::Debug for NatsBroker {
@@ -178,7 +177,7 @@ impl NatsBroker {
                 ))
             })?;
 
-        let (replies, replies_taken) = Replies::start(&client).await.map_err(|err| {
+        let (replies, delivering) = Replies::start(&client).await.map_err(|err| {
             Error::unavailable(format!(
                 "cannot subscribe to the replies of commands on NATS at `{shown}`: {err}"
             ))
@@ -192,7 +191,7 @@ impl NatsBroker {
             urls: shown,
             connections,
             replies,
-            _replies_taken: replies_taken,
+            _replies_delivered: delivering,
         };
         inner.ensure_streams().await?;
         Ok(NatsBroker {

@@ -4,7 +4,8 @@
 //! async-nats' own request multiplexer takes the first message on a reply subject and forgets the
 //! request, so it cannot hear progress. This one works the same way (one wildcard subscription
 //! on an inbox prefix, a map from each request's token to the request waiting for it), but keeps
-//! a request waiting through its progress messages, and tells it when they stop.
+//! a request waiting through its progress messages, and tells it when they stop. Its reply
+//! subjects, `{inbox}.{token}.cohort-progress`, ask for the progress ([`PROGRESS_TOKEN`]).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -14,15 +15,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_nats::{Client, Subject, SubscribeError, Subscriber};
 use futures_util::StreamExt;
 use tokio::sync::oneshot;
+use tokio::task::AbortHandle;
 use tokio::time::{Instant, timeout_at};
-use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::SILENCE_LIMIT;
+use super::wire::PROGRESS_TOKEN;
 use crate::message::header;
 
 /// The requests of one connection that wait for their reply.
 pub(super) struct Replies {
-    /// `{inbox}.`: a request's reply subject is this followed by its token.
+    /// `{inbox}.`: a request's reply subject is this, its token, `.` and [`PROGRESS_TOKEN`].
     prefix: String,
     next_token: AtomicU64,
     waiting: Mutex<HashMap<u64, Waiting, BuildHasherDefault<TokenHasher>>>,
@@ -47,29 +49,32 @@ pub(super) enum Unanswered {
 
 impl Replies {
     /// Subscribes to the replies of `client`'s requests and delivers them until the returned
-    /// guard drops.
+    /// [`Delivering`] drops.
     pub(super) async fn start(
         client: &Client,
-    ) -> Result<(Arc<Replies>, DropGuard), SubscribeError> {
+    ) -> Result<(Arc<Replies>, Delivering), SubscribeError> {
         let prefix = format!("{}.", client.new_inbox());
-        let subscription = client.subscribe(format!("{prefix}*")).await?;
+        let subscription = client
+            .subscribe(format!("{prefix}*.{PROGRESS_TOKEN}"))
+            .await?;
         let replies = Arc::new(Replies {
             prefix,
             next_token: AtomicU64::new(0),
             waiting: Mutex::default(),
         });
-        let stop = CancellationToken::new();
-        tokio::spawn(deliver(replies.clone(), subscription, stop.clone()));
-        Ok((replies, stop.drop_guard()))
+        let delivering = tokio::spawn(deliver(replies.clone(), subscription));
+        Ok((replies, Delivering(delivering.abort_handle())))
     }
 
     /// A reply subject of its own for a new request, and the request's wait for it. The request
     /// must be sent after this, so that no reply can come before it is expected.
     pub(super) fn expect(&self) -> (Subject, Pending<'_>) {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-        let mut subject = String::with_capacity(self.prefix.len() + 20);
+        let mut subject = String::with_capacity(self.prefix.len() + 21 + PROGRESS_TOKEN.len());
         subject.push_str(&self.prefix);
         subject.push_str(itoa::Buffer::new().format(token));
+        subject.push('.');
+        subject.push_str(PROGRESS_TOKEN);
         let (sender, reply) = oneshot::channel();
         let waiting = Waiting {
             reply: sender,
@@ -95,6 +100,8 @@ impl Replies {
         let Some(token) = message
             .subject
             .strip_prefix(self.prefix.as_str())
+            .and_then(|rest| rest.strip_suffix(PROGRESS_TOKEN))
+            .and_then(|rest| rest.strip_suffix('.'))
             .and_then(|token| token.parse::<u64>().ok())
         else {
             return;
@@ -120,20 +127,23 @@ impl Replies {
     }
 }
 
-/// Delivers the messages of `subscription` until `stop`, or until the connection closes; then
-/// every request still waiting learns that no reply will come.
-async fn deliver(replies: Arc<Replies>, mut subscription: Subscriber, stop: CancellationToken) {
-    loop {
-        tokio::select! {
-            biased;
-            () = stop.cancelled() => break,
-            message = subscription.next() => match message {
-                Some(message) => replies.deliver(message),
-                None => break,
-            },
-        }
+/// Delivers the messages of `subscription` until the connection closes; then every request still
+/// waiting learns that no reply will come.
+async fn deliver(replies: Arc<Replies>, mut subscription: Subscriber) {
+    while let Some(message) = subscription.next().await {
+        replies.deliver(message);
     }
     replies.lock().clear();
+}
+
+/// Stops delivering replies when dropped, which ends the subscription and lets the connection
+/// close. The broker drops it, once no request waits: each waiting request borrows the broker.
+pub(super) struct Delivering(AbortHandle);
+
+impl Drop for Delivering {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Whether `message` is a progress message rather than a reply: no body, `Cohort-Status: 100`.
@@ -319,9 +329,25 @@ mod tests {
     #[test]
     fn messages_for_no_request_are_dropped() {
         let replies = replies();
-        replies.deliver(message("_INBOX.test.7", Some("200"), b"{}"));
-        replies.deliver(message("_INBOX.other.0", Some("200"), b"{}"));
-        replies.deliver(message("_INBOX.test.x", Some("100"), b""));
-        assert!(replies.lock().is_empty());
+        let (_subject, _pending) = replies.expect();
+        replies.deliver(message("_INBOX.test.7.cohort-progress", Some("200"), b"{}"));
+        replies.deliver(message(
+            "_INBOX.other.0.cohort-progress",
+            Some("200"),
+            b"{}",
+        ));
+        replies.deliver(message("_INBOX.test.x.cohort-progress", Some("100"), b""));
+        replies.deliver(message("_INBOX.test.0", Some("200"), b"{}"));
+        assert_eq!(replies.lock().len(), 1, "the request still waits");
+    }
+
+    #[test]
+    fn reply_subjects_ask_for_progress() {
+        let replies = replies();
+        let (first, _a) = replies.expect();
+        let (second, _b) = replies.expect();
+        assert_eq!(first.as_str(), "_INBOX.test.0.cohort-progress");
+        assert_eq!(second.as_str(), "_INBOX.test.1.cohort-progress");
+        assert!(super::super::wire::asks_for_progress(&first));
     }
 }
