@@ -1,4 +1,8 @@
-//! `POST /echo`: answers with the text, `n + 1`, and the instance that ran it.
+//! `POST /echo`: answers with the text, `n + 1`, and the instance that ran it. `POST /echo/slow`
+//! does the same after a wait, to watch a command in flight (and what a client sees when the
+//! instance running it dies).
+
+use std::time::Duration;
 
 use cohort::prelude::*;
 use schemars::JsonSchema;
@@ -31,4 +35,21 @@ pub async fn echo(ctx: Ctx, input: EchoIn) -> Result<EchoOut, Error> {
         n,
         instance: ctx.instance_id().to_owned(),
     })
+}
+
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+pub struct SlowEchoIn {
+    pub text: String,
+    pub n: i64,
+    /// How long to wait before answering, in milliseconds.
+    pub wait_ms: u64,
+}
+
+/// Echoes like `echo`, after waiting `wait_ms`.
+#[command(service = "echo", version = 1)]
+#[http(POST, "/echo/slow")]
+pub async fn slow_echo(ctx: Ctx, input: SlowEchoIn) -> Result<EchoOut, Error> {
+    tokio::time::sleep(Duration::from_millis(input.wait_ms)).await;
+    let SlowEchoIn { text, n, .. } = input;
+    echo(ctx, EchoIn { text, n }).await
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -589,5 +589,233 @@ async fn a_command_handler_that_panics_does_not_stop_its_endpoint() {
         .await
         .expect("the endpoint still answers after a handler panicked");
     assert_eq!(fine.payload.as_ref(), b"\"fine\"");
+    stop(&work).await;
+}
+
+/// A handler that marks `started` when its command arrives and never answers: a command in flight
+/// for as long as the test needs.
+fn hangs(started: Arc<AtomicBool>) -> RequestHandler {
+    request_handler(move |_msg: Message| {
+        started.store(true, Ordering::SeqCst);
+        futures_util::future::pending()
+    })
+}
+
+/// A plain client of `server` that sees every reply subject, and so the progress messages that
+/// go to Cohort's callers.
+async fn spy_on_replies(server: &NatsServer) -> async_nats::Subscriber {
+    let plain = plain_client(server).await;
+    let spy = plain.subscribe("_INBOX.>").await.expect("subscribe");
+    plain.flush().await.expect("flush");
+    spy
+}
+
+/// The `Cohort-Status` of a message, if it has one.
+fn status_of(message: &async_nats::Message) -> Option<&str> {
+    let headers = message.headers.as_ref()?;
+    headers.get(header::STATUS).map(|value| value.as_str())
+}
+
+/// Waits for the next progress message that `spy` sees.
+async fn next_progress(spy: &mut async_nats::Subscriber) -> async_nats::Message {
+    let progress = async {
+        while let Some(message) = spy.next().await {
+            if status_of(&message) == Some("100") {
+                return message;
+            }
+        }
+        panic!("the spy's subscription ended");
+    };
+    tokio::time::timeout(PATIENCE, progress)
+        .await
+        .expect("the instance running the command must send progress")
+}
+
+#[tokio::test]
+async fn a_caller_learns_within_3_s_that_the_instance_running_its_command_is_gone() {
+    let server = NatsServer::start().await;
+    let caller = connect(&server.url(), "caller").await;
+    let doomed = connect(&server.url(), "doomed").await;
+    let vault = endpoint("vault", "open");
+    let started = Arc::new(AtomicBool::new(false));
+    let _work = serve(&doomed, vec![(vault.clone(), hangs(started.clone()))]).await;
+    let mut spy = spy_on_replies(&server).await;
+
+    let waiting = tokio::spawn(async move {
+        let msg = Message::new(Bytes::from_static(b"{}"));
+        caller
+            .request(&vault.subject, msg, Duration::from_secs(30))
+            .await
+    });
+    let progress = next_progress(&mut spy).await;
+    assert!(
+        started.load(Ordering::SeqCst),
+        "progress comes from the running command"
+    );
+    let sent_by = progress
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(header::INSTANCE));
+    assert_eq!(sent_by.map(|v| v.as_str()), Some("doomed"));
+    // The loss: the connection of the instance running the command goes away.
+    doomed
+        .client()
+        .drain()
+        .await
+        .expect("close doomed's connection");
+    let lost_at = Instant::now();
+    let err = waiting
+        .await
+        .expect("the request task")
+        .expect_err("a command whose instance is gone gets no reply");
+    assert!(
+        lost_at.elapsed() < Duration::from_secs(3),
+        "the caller must learn it within 3 s, not after {:?}",
+        lost_at.elapsed()
+    );
+    assert_eq!(
+        (err.kind(), err.code()),
+        (ErrorKind::Unavailable, "executor_lost"),
+        "{err}"
+    );
+    assert!(err.message().contains("vault"), "{err}");
+}
+
+#[tokio::test]
+async fn a_caller_whose_nats_connection_drops_learns_it_within_3_s() {
+    let mut server = NatsServer::start().await;
+    let caller = connect(&server.url(), "caller").await;
+    let executor = connect(&server.url(), "executor").await;
+    let vault = endpoint("vault", "open");
+    let ping = endpoint("vault", "ping");
+    let started = Arc::new(AtomicBool::new(false));
+    let endpoints = vec![
+        (vault.clone(), hangs(started.clone())),
+        (ping.clone(), echo()),
+    ];
+    let _work = serve(&executor, endpoints).await;
+
+    let waiting = tokio::spawn({
+        let caller = caller.clone();
+        async move {
+            let msg = Message::new(Bytes::from_static(b"{}"));
+            caller
+                .request(&vault.subject, msg, Duration::from_secs(30))
+                .await
+        }
+    });
+    let running = "the command must be running before NATS goes away";
+    eventually(running, PATIENCE, async || started.load(Ordering::SeqCst)).await;
+    server.stop().await;
+    let dropped_at = Instant::now();
+    let err = waiting
+        .await
+        .expect("the request task")
+        .expect_err("a caller without a connection gets no reply");
+    assert!(
+        dropped_at.elapsed() < Duration::from_secs(3),
+        "the caller must learn it within 3 s, not after {:?}",
+        dropped_at.elapsed()
+    );
+    assert_eq!(
+        (err.kind(), err.code()),
+        (ErrorKind::Unavailable, "executor_lost"),
+        "{err}"
+    );
+
+    server.restart().await;
+    eventually_ok("a request once NATS is back", PATIENCE, || {
+        let msg = Message::new(Bytes::from_static(b"{}"));
+        caller.request(&ping.subject, msg, Duration::from_secs(2))
+    })
+    .await;
+}
+
+/// Sends `{}` to `subject` from the plain client `plain` with the reply subject `reply_to`, and
+/// returns every message that comes back up to the reply (the first that is not progress).
+/// Checks that nothing follows the reply.
+async fn plain_request(
+    plain: &async_nats::Client,
+    subject: &str,
+    reply_to: String,
+) -> Vec<async_nats::Message> {
+    let mut inbox = plain.subscribe(reply_to.clone()).await.expect("subscribe");
+    plain
+        .publish_with_reply(
+            subject.to_owned(),
+            reply_to.clone(),
+            Bytes::from_static(b"{}"),
+        )
+        .await
+        .expect("publish the request");
+    let mut next = async || {
+        tokio::time::timeout(PATIENCE, inbox.next())
+            .await
+            .expect("a message on the reply subject")
+            .expect("the reply subscription is open")
+    };
+    let mut messages = vec![next().await];
+    while messages.last().and_then(status_of) == Some("100") {
+        messages.push(next().await);
+    }
+    // A marker sent after the reply is the next message: nothing else came in between.
+    plain
+        .publish(reply_to, Bytes::from_static(b"marker"))
+        .await
+        .expect("publish the marker");
+    assert_eq!(
+        next().await.payload.as_ref(),
+        b"marker",
+        "nothing may follow the reply"
+    );
+    messages
+}
+
+/// Long enough for two progress messages, a second from each other.
+const TWO_PROGRESS_MESSAGES: Duration = Duration::from_millis(2500);
+
+#[tokio::test]
+async fn a_plain_client_gets_progress_only_when_it_asks() {
+    let server = NatsServer::start().await;
+    let broker = connect(&server.url(), "worker").await;
+    let report = endpoint("reports", "build");
+    let slow = request_handler(|msg: Message| async move {
+        tokio::time::sleep(TWO_PROGRESS_MESSAGES).await;
+        Message {
+            meta: Metadata::from_headers([(header::STATUS, "200")]),
+            payload: msg.payload,
+        }
+    });
+    let work = serve(&broker, vec![(report.clone(), slow)]).await;
+    let plain = plain_client(&server).await;
+
+    let without = plain_request(&plain, &report.subject, plain.new_inbox()).await;
+    assert_eq!(
+        without.len(),
+        1,
+        "a request that does not ask gets the reply alone"
+    );
+    assert_eq!(without[0].payload.as_ref(), b"{}");
+    assert_eq!(status_of(&without[0]), Some("200"));
+
+    // A reply subject whose last token is `cohort-progress` asks for progress.
+    let asking = format!("{}.1.cohort-progress", plain.new_inbox());
+    let with = plain_request(&plain, &report.subject, asking).await;
+    let statuses: Vec<_> = with.iter().map(status_of).collect();
+    assert_eq!(
+        statuses,
+        [Some("100"), Some("100"), Some("200")],
+        "a request that asks gets a progress message a second from the command's first wait, \
+         then one every second, then the reply"
+    );
+    for progress in &with[..2] {
+        assert!(progress.payload.is_empty(), "progress has no body");
+        let sent_by = progress
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(header::INSTANCE));
+        assert_eq!(sent_by.map(|v| v.as_str()), Some("worker"));
+    }
+    assert_eq!(with[2].payload.as_ref(), b"{}");
     stop(&work).await;
 }

@@ -1,5 +1,6 @@
 //! Real example-app processes against one NATS and one Redis: work spreads, a killed instance's
-//! events are redelivered to the others, and a rolling restart under load loses nothing.
+//! events are redelivered to the others, its callers learn at once that it is gone, and a rolling
+//! restart under load loses nothing.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use cohort_tests::jetstream::EventStreams;
 use cohort_tests::process::AppProcess;
 use cohort_tests::servers::Servers;
 use cohort_tests::{Client, wait_for_audit};
+use futures_util::StreamExt;
 use futures_util::future::join_all;
 use serde_json::json;
 
@@ -131,4 +133,51 @@ async fn sigterm_exits_cleanly_and_a_rolling_restart_loses_no_request() {
         "no request lost: {statuses:?}"
     );
     wait_for_audit(&client, placed).await;
+}
+
+#[tokio::test]
+async fn a_caller_learns_within_3_s_that_the_instance_running_its_command_was_killed() {
+    let servers = Servers::start().await;
+    let only = |services: &str| {
+        let mut env = servers.env();
+        env.push(("COHORT_SERVICES", services.to_owned()));
+        env
+    };
+    // la takes HTTP and runs no echo; lb runs the echo commands.
+    let a = AppProcess::start("la", true, &only("accounts,orders,audit")).await;
+    let b = AppProcess::start("lb", false, &only("echo")).await;
+    let spy = async_nats::connect(servers.nats.url())
+        .await
+        .expect("a plain client");
+    let mut replies = spy.subscribe("_INBOX.>").await.expect("subscribe");
+    spy.flush().await.expect("flush");
+
+    let client = Client::new(a.http.clone().expect("http"));
+    let slow = tokio::spawn(async move {
+        let input = json!({"text": "doomed", "n": 1, "wait_ms": 60_000});
+        client.post("/echo/slow", input).await
+    });
+    // lb's progress on the reply subject: the command is running there.
+    let progress = async {
+        while let Some(message) = replies.next().await {
+            let headers = message.headers.as_ref();
+            let header = |name| headers.and_then(|h| h.get(name)).map(|v| v.as_str());
+            if header("Cohort-Status") == Some("100") && header("Cohort-Instance") == Some("lb") {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), progress)
+        .await
+        .expect("lb must report progress on the slow echo");
+    b.signal("KILL").await;
+    let killed_at = Instant::now();
+    let reply = slow.await.expect("the request task");
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(3),
+        "the caller must learn it within 3 s, not after {:?}",
+        killed_at.elapsed()
+    );
+    assert_eq!(reply.status, 503, "{}", reply.text);
+    assert_eq!(reply.body["code"], "executor_lost", "{}", reply.text);
 }

@@ -138,6 +138,14 @@ pub trait Broker: Send + Sync + 'static {
     /// Sends a command and waits for its reply. Fails at once with
     /// [`crate::ErrorKind::NoResponders`] when no instance serves
     /// `subject`, and with [`crate::ErrorKind::Timeout`] after `timeout`.
+    ///
+    /// A broker whose executing instance can be lost apart from the caller (it dies, hangs, or
+    /// the connection between them drops) must find that out within 3 seconds, not at the
+    /// timeout, and fail with [`crate::ErrorKind::Unavailable`] and the code `executor_lost`:
+    /// the command may have run, in full or in part. A command that runs long but whose instance
+    /// is alive must still get its reply. The NATS broker does it with progress messages
+    /// (`Cohort-Status: 100`); the embedded broker runs the command inside the caller's own
+    /// process, where it cannot be lost alone, and never fails this way.
     async fn request(
         &self,
         subject: &str,

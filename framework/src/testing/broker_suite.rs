@@ -33,7 +33,7 @@ const HANDOVER_EVENTS: usize = 100;
 /// Each call of `make` returns the broker handle of a new instance of the same deployment: clones
 /// of one `MemoryBroker`, or new connections to the same NATS servers. The brokers must use the
 /// default subject prefix (`cohort`); every run uses its own service names, so runs may share a
-/// server. The suite takes about ten seconds.
+/// server. The suite takes about fifteen seconds.
 ///
 /// ```no_run
 /// # async fn demo() {
@@ -58,6 +58,7 @@ where
     request_reply_round_trip(&run, instances(&make).await).await;
     no_responders_fail_fast(&run, instances(&make).await).await;
     slow_handler_times_out(&run, instances(&make).await).await;
+    long_command_gets_its_reply(&run, instances(&make).await).await;
     requests_run_concurrently(&run, instances(&make).await).await;
     requests_spread_over_instances_and_avoid_stopped_ones(&run, instances(&make).await).await;
     stopping_an_instance_under_load_loses_no_request(&run, instances(&make).await).await;
@@ -397,6 +398,36 @@ async fn slow_handler_times_out(run: &Run, [server, client]: [Arc<dyn Broker>; 2
         started.elapsed()
     );
     stop(&work, "slow handler").await;
+}
+
+/// Longer than any broker may wait without a word from the instance running a command before it
+/// takes that instance as lost (NATS: 2.5 s).
+const LONG_COMMAND: Duration = Duration::from_secs(5);
+
+/// A command that runs longer than the broker's silence limit, on an instance that is alive, gets
+/// its reply: the broker must tell a long command from a lost instance.
+async fn long_command_gets_its_reply(run: &Run, [server, client]: [Arc<dyn Broker>; 2]) {
+    let endpoint = run.endpoint(&run.service("long"), "long");
+    let subject = endpoint.subject.clone();
+    let work = serve(&*server, endpoint, delayed_echo(LONG_COMMAND), None).await;
+    let started = Instant::now();
+    let reply = client
+        .request(&subject, Message::new(Bytes::from_static(b"{}")), PATIENCE)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "a command that runs {LONG_COMMAND:?} on a live instance must get its reply, \
+                 not: {e} (after {:?})",
+                started.elapsed()
+            )
+        });
+    assert_eq!(reply.payload.as_ref(), b"{}");
+    assert!(
+        started.elapsed() >= LONG_COMMAND,
+        "the reply came before the command finished ({:?})",
+        started.elapsed()
+    );
+    stop(&work, "long command").await;
 }
 
 async fn requests_run_concurrently(run: &Run, [server, client]: [Arc<dyn Broker>; 2]) {

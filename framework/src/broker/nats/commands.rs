@@ -1,25 +1,38 @@
 //! Commands: core request/reply on queue-group subscriptions, each request answered in place or
-//! on its own task; each service announced with the NATS micro protocol ([`micro`]).
+//! on its own task, with progress messages while it runs when its caller asks for them; each
+//! service announced with the NATS micro protocol ([`micro`]). The caller's side of the replies
+//! is in [`replies`](super::replies).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::Duration;
 
 use async_nats::connection::State;
-use async_nats::{Client, HeaderMap, RequestErrorKind, Subject, Subscriber};
+use async_nats::{Client, HeaderMap, PublishErrorKind, StatusCode, Subject, Subscriber};
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt};
-use tokio::time::{Instant, timeout};
+use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout};
 
-use super::micro;
-use super::wire::{into_header_map, metadata_of};
-use super::{Inner, server_caught_up};
+use super::replies::Unanswered;
+use super::wire::{asks_for_progress, into_header_map, metadata_of};
+use super::{Inner, PROGRESS_INTERVAL, SILENCE_LIMIT, micro, server_caught_up};
 use crate::broker::spi::{Endpoint, Message, Metadata, RequestHandler, Work};
 use crate::broker::{no_responders, timed_out};
 use crate::error::{Error, ErrorKind};
 
+/// The code of the error a caller gets when the instance running its command went silent.
+pub(crate) const EXECUTOR_LOST: &str = "executor_lost";
+
 /// Sends a command and waits for its reply: see
 /// [`Broker::request`](crate::broker::spi::Broker::request).
+///
+/// The command asks for progress (its reply subject does), so that a silent executor is found out
+/// within [`SILENCE_LIMIT`]. Only silence fails a request early: a reply that arrives is taken,
+/// whatever happened to the connection meanwhile. A connection that drops makes the request silent like a
+/// dead executor does, and a reply sent while it was down is lost with it.
 pub(super) async fn request(
     inner: &Inner,
     subject: &str,
@@ -29,30 +42,57 @@ pub(super) async fn request(
     if inner.client.connection_state() == State::Disconnected {
         return Err(inner.not_connected(&format!("send the command to `{subject}`")));
     }
-    let request = async_nats::Request::new()
-        .headers(into_header_map(msg.meta))
-        .payload(msg.payload)
-        .timeout(Some(timeout));
-    match inner.client.send_request(subject.to_owned(), request).await {
-        Ok(reply) => Ok(Message {
-            meta: metadata_of(reply.headers.as_ref()),
-            payload: reply.payload,
-        }),
-        Err(err) => Err(match err.kind() {
-            RequestErrorKind::NoResponders => no_responders(subject),
-            RequestErrorKind::TimedOut if inner.is_connected() => timed_out(subject, timeout),
-            RequestErrorKind::TimedOut => {
-                inner.not_connected(&format!("get the answer of `{subject}`"))
-            }
-            RequestErrorKind::MaxPayloadExceeded => Error::new(
+    let headers = into_header_map(msg.meta);
+    let (reply_to, pending) = inner.replies.expect();
+    let sent = Instant::now();
+    let published = inner
+        .client
+        .publish_with_reply_and_headers(subject.to_owned(), reply_to, headers, msg.payload)
+        .await;
+    if let Err(err) = published {
+        return Err(match err.kind() {
+            PublishErrorKind::MaxPayloadExceeded => Error::new(
                 ErrorKind::PayloadTooLarge,
                 format!("the command to `{subject}` is larger than the NATS server accepts: {err}"),
             ),
             _ => Error::unavailable(format!(
                 "cannot send the command to `{subject}` over NATS: {err}"
             )),
-        }),
+        });
     }
+    match pending.wait(sent, sent + timeout).await {
+        Ok(reply) if reply.status == Some(StatusCode::NO_RESPONDERS) => Err(no_responders(subject)),
+        Ok(reply) => Ok(Message {
+            meta: metadata_of(reply.headers.as_ref()),
+            payload: reply.payload,
+        }),
+        Err(Unanswered::Deadline) if inner.is_connected() => Err(timed_out(subject, timeout)),
+        Err(Unanswered::Deadline) => {
+            Err(inner.not_connected(&format!("get the answer of `{subject}`")))
+        }
+        Err(Unanswered::Silent) => Err(executor_lost(inner, subject)),
+        Err(Unanswered::Closed) => Err(Error::unavailable(format!(
+            "cannot get the answer of `{subject}`: the connection to NATS at `{}` is closed",
+            inner.urls
+        ))),
+    }
+}
+
+/// The error of a request to `subject` that heard nothing for [`SILENCE_LIMIT`]. The command may
+/// have run, in full or in part.
+fn executor_lost(inner: &Inner, subject: &str) -> Error {
+    let why = match inner.is_connected() {
+        true => "the instance running it died or hangs, or the connection dropped meanwhile".into(),
+        false => format!(
+            "this instance lost its connection to NATS at `{}`",
+            inner.urls
+        ),
+    };
+    Error::unavailable(format!(
+        "no word about the command to `{subject}` for {SILENCE_LIMIT:?}: {why}; it may have run, \
+         in full or in part"
+    ))
+    .with_code(EXECUTOR_LOST)
 }
 
 /// Serves these commands on this instance: see [`Broker::serve`](crate::broker::spi::Broker::serve).
@@ -110,6 +150,11 @@ async fn subscribe(
         handler,
         client: inner.client.clone(),
         plain_success: PlainSuccess::of(&inner.instance_id),
+        progress: into_header_map(Metadata {
+            status: Some(100),
+            instance: Some(inner.instance_id.clone()),
+            ..Metadata::default()
+        }),
         subscribed_on,
     };
     Ok((requests, Arc::new(served)))
@@ -138,6 +183,8 @@ struct Served {
     client: Client,
     stats: Arc<micro::EndpointStats>,
     plain_success: PlainSuccess,
+    /// The headers of a progress message from this instance.
+    progress: HeaderMap,
     /// The client's count of connections to NATS when it subscribed.
     subscribed_on: u64,
 }
@@ -333,6 +380,7 @@ fn answer(
     served: Arc<Served>,
     started: Instant,
 ) -> impl Future<Output = ()> + Send + 'static {
+    let progress = asks_for_progress(&reply_to);
     let msg = Message {
         meta: metadata_of(request.headers.as_ref()),
         payload: request.payload,
@@ -342,7 +390,10 @@ fn answer(
     async move {
         // The reply in a block of its own: its space is not kept while the reply is sent.
         let (headers, payload) = {
-            let reply = handling.await;
+            let reply = match progress {
+                false => handling.await,
+                true => with_progress(handling, &served, &reply_to).await,
+            };
             served.stats.record(&reply, started.elapsed());
             (served.plain_success.headers(reply.meta), reply.payload)
         };
@@ -353,6 +404,48 @@ fn answer(
         if let Err(err) = sent {
             // The connection is gone; the caller times out and may try again.
             tracing::debug!(%subject, error = %err, "could not send a reply");
+        }
+    }
+}
+
+/// Runs a command whose caller asked for progress. One that finishes without waiting (most do)
+/// needs no timer and sends nothing but its reply.
+async fn with_progress(
+    mut handling: BoxFuture<'static, Message>,
+    served: &Served,
+    reply_to: &Subject,
+) -> Message {
+    match std::future::poll_fn(|cx| Poll::Ready(handling.poll_unpin(cx))).await {
+        Poll::Ready(reply) => reply,
+        // Boxed: its timer and the progress it sends would make every command's future larger.
+        Poll::Pending => Box::pin(keep_posted(handling, served, reply_to)).await,
+    }
+}
+
+/// Runs a command that has waited, sending its caller a progress message every
+/// [`PROGRESS_INTERVAL`] from now until the reply is there.
+async fn keep_posted(
+    mut handling: BoxFuture<'static, Message>,
+    served: &Served,
+    reply_to: &Subject,
+) -> Message {
+    let mut ticks = interval_at(Instant::now() + PROGRESS_INTERVAL, PROGRESS_INTERVAL);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            reply = &mut handling => return reply,
+            _ = ticks.tick() => {
+                let progress = served.progress.clone();
+                let sent = served
+                    .client
+                    .publish_with_headers(reply_to.clone(), progress, Bytes::new())
+                    .await;
+                if let Err(err) = sent {
+                    // The caller will take this instance as lost, as it should: it cannot hear it.
+                    tracing::debug!(%reply_to, error = %err, "could not send progress");
+                }
+            }
         }
     }
 }

@@ -12,6 +12,7 @@
 mod commands;
 mod delivery;
 mod micro;
+mod replies;
 mod streams;
 mod subscriptions;
 mod wire;
@@ -27,6 +28,7 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 use tokio::time::timeout;
 
+use self::replies::{Delivering, Replies};
 use super::spi::{
     Broker, Endpoint, EventHandler, Message, RequestHandler, Subjects, SubscriptionSpec, Work,
 };
@@ -39,6 +41,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Bound on flushes at shutdown and on confirming subscriptions at start, so that a lost
 /// connection cannot hold either up.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often an instance running a command tells its caller that it still does, once the
+/// command has waited this long, when the caller asked (see [`wire::PROGRESS_TOKEN`]).
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a caller waits without a word from the instance running its command before it takes
+/// that instance as lost: two progress messages may be late or lost, not three.
+const SILENCE_LIMIT: Duration = Duration::from_millis(2500);
 
 /// Commands and events over NATS, shared by every instance connected to the same servers.
 /// Clones share one connection.
@@ -85,6 +93,10 @@ struct Inner {
     /// Bumped on every (re)connection: a pull request sent before it may be gone with the old
     /// connection or server, so pull loops send a new one.
     connections: watch::Receiver<u64>,
+    /// The requests waiting for their replies.
+    replies: Arc<Replies>,
+    /// Stops taking replies once the broker is dropped, which lets the connection close.
+    _replies_delivered: Delivering,
 }
 
 impl std::fmt::Debug for NatsBroker {
@@ -173,6 +185,11 @@ impl NatsBroker {
                 ))
             })?;
 
+        let (replies, delivering) = Replies::start(&client).await.map_err(|err| {
+            Error::unavailable(format!(
+                "cannot subscribe to the replies of commands on NATS at `{shown}`: {err}"
+            ))
+        })?;
         let inner = Inner {
             jetstream: jetstream::new(client.clone()),
             client,
@@ -181,6 +198,8 @@ impl NatsBroker {
             instance_id: instance_id.to_owned(),
             urls: shown,
             connections,
+            replies,
+            _replies_delivered: delivering,
         };
         inner.ensure_streams().await?;
         Ok(NatsBroker {

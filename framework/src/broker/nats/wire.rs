@@ -6,6 +6,23 @@ use async_nats::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::message::Metadata;
 
+/// The last token of a reply subject that asks for progress messages, such as
+/// `_INBOX.Ab3dE.7.cohort-progress`: while the command runs, from a second after it first waits
+/// and every second after that, the instance running it sends one to the reply subject
+/// (`Cohort-Status: 100`, no body), and the reply follows them as usual.
+///
+/// In the reply subject rather than a header: a command with no metadata travels without a header
+/// block, and a header block costs each side about 2,000 instructions (callgrind), a quarter of
+/// what the executing instance spends on the whole echo command.
+pub(super) const PROGRESS_TOKEN: &str = "cohort-progress";
+
+/// Whether a request with this reply subject asks for progress messages: see [`PROGRESS_TOKEN`].
+pub(super) fn asks_for_progress(reply_to: &str) -> bool {
+    reply_to
+        .strip_suffix(PROGRESS_TOKEN)
+        .is_some_and(|rest| rest.ends_with('.'))
+}
+
 /// The headers of `meta`.
 fn header_map(meta: &Metadata) -> HeaderMap {
     into_header_map(meta.clone())
@@ -92,5 +109,13 @@ mod tests {
             meta
         );
         assert_eq!(metadata_of(None), Metadata::default());
+    }
+
+    #[test]
+    fn a_reply_subject_ending_in_the_progress_token_asks_for_progress() {
+        assert!(asks_for_progress("_INBOX.Ab3dE.7.cohort-progress"));
+        assert!(!asks_for_progress("_INBOX.Ab3dE.7"));
+        assert!(!asks_for_progress("_INBOX.Ab3dE.7.not-cohort-progress"));
+        assert!(!asks_for_progress("cohort-progress"));
     }
 }
