@@ -108,29 +108,26 @@ pub async fn place_order(ctx: Ctx, input: PlaceOrder) -> Result<Order, Error> {
     };
     // Like a database sequence: unique and increasing, with a gap when the order fails.
     let id = ctx.state().increment("order:next_id", 1).await? as u64;
-    let order = Order {
-        id,
-        sku: input.sku,
-        qty: input.qty,
-        placed_by,
-    };
-    let placed = order.clone();
+    // The unit returns the order it records: a repeat of the request (an Idempotency-Key) that
+    // finds the unit applied gets that order back, not one with the id it drew itself.
     ctx.transaction(async move |tx| {
-        tx.take(
-            &stock_key(&placed.sku),
-            placed.qty,
-            out_of_stock(&placed.sku),
-        );
-        tx.put(&order_key(id), &placed)?;
+        let order = Order {
+            id,
+            sku: input.sku.clone(),
+            qty: input.qty,
+            placed_by: placed_by.clone(),
+        };
+        tx.take(&stock_key(&order.sku), order.qty, out_of_stock(&order.sku));
+        tx.put(&order_key(id), &order)?;
         tx.add(ORDERS_RECORDED, 1);
         tx.emit(&OrderPlaced {
             id,
-            sku: placed.sku.clone(),
-            qty: placed.qty,
-        })
+            sku: order.sku.clone(),
+            qty: order.qty,
+        })?;
+        Ok(order)
     })
-    .await?;
-    Ok(order)
+    .await
 }
 
 /// How many orders were recorded, counted in the unit that records each.

@@ -101,7 +101,17 @@ impl Claim {
     /// Keeps `reply` for repeats; a 5xx is not kept, so that a repeat runs the command again.
     pub(crate) async fn finish(self, runtime: &Runtime, reply: &Message) {
         let kept = match reply.status() {
-            500.. => runtime.store.delete(&self.key).await.map(drop),
+            500.. => {
+                // Off the caller's path: a 5xx often means the store stalls, and the caller has
+                // waited enough; until the claim is gone a repeat gets a 409.
+                let store = runtime.store.clone();
+                tokio::spawn(async move {
+                    if let Err(err) = store.delete(&self.key).await {
+                        tracing::warn!(error = %err, "could not release an idempotency key; it lapses with its claim");
+                    }
+                });
+                Ok(())
+            }
             status => {
                 let stored = Stored {
                     input: self.input,

@@ -268,14 +268,15 @@ async fn relay(runtime: &Runtime, entries: Vec<OutboxEntry>) {
             }
         }
     }
-    if let Err(err) = runtime
-        .store
-        .outbox_remove(&runtime.outbox_key(), &published)
-        .await
-    {
-        // Published twice later at worst, which the broker drops by the event's id.
-        tracing::warn!(error = %err, "could not remove published events from the outbox");
-    }
+    // Off the caller's path: a store that stalls now must not hold up an answer that is ready.
+    let store = runtime.store.clone();
+    let outbox = runtime.outbox_key();
+    tokio::spawn(async move {
+        if let Err(err) = store.outbox_remove(&outbox, &published).await {
+            // Published twice later at worst, which the broker drops by the event's id.
+            tracing::warn!(error = %err, "could not remove published events from the outbox");
+        }
+    });
 }
 
 /// The relay of this instance: publishes the outbox entries whose writer did not (it died, or
