@@ -45,8 +45,9 @@ pub struct SlowEchoIn {
     pub wait_ms: u64,
 }
 
-/// Echoes like `echo`, after waiting `wait_ms`.
-#[command(service = "echo", version = 1)]
+/// Echoes like `echo`, after waiting `wait_ms`. Running it twice does no harm: a caller sends it
+/// again when the instance running it is lost.
+#[command(service = "echo", version = 1, idempotent)]
 #[http(POST, "/echo/slow")]
 pub async fn slow_echo(ctx: Ctx, input: SlowEchoIn) -> Result<EchoOut, Error> {
     tokio::time::sleep(Duration::from_millis(input.wait_ms)).await;

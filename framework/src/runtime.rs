@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
+use crate::broker::EXECUTOR_LOST;
 use crate::broker::spi::Broker;
 use crate::config::Config;
 use crate::contract::Command;
@@ -117,7 +118,11 @@ impl Runtime {
             (Err(err), Some(again)) if err.code() == EXECUTOR_LOST => {
                 let left = Duration::from_millis(deadline.saturating_sub(unix_now()));
                 tracing::info!(command = %target.subject, "the instance running an idempotent command was lost; sending it again");
-                self.send(target, *again, left).await
+                match self.send(target, *again, left).await {
+                    // Nobody else serves it: what the caller must learn is that its executor died.
+                    Err(resent) if resent.kind() == ErrorKind::NoResponders => Err(err),
+                    result => result,
+                }
             }
             (result, _) => result,
         }
@@ -168,9 +173,6 @@ impl Runtime {
         self.store.ping().await
     }
 }
-
-/// The code of the error a caller gets when the instance running its command is lost.
-pub(crate) const EXECUTOR_LOST: &str = "executor_lost";
 
 fn unix_now() -> u64 {
     message::unix_millis(SystemTime::now())

@@ -135,42 +135,62 @@ async fn sigterm_exits_cleanly_and_a_rolling_restart_loses_no_request() {
     wait_for_audit(&client, placed).await;
 }
 
-#[tokio::test]
-async fn a_caller_learns_within_3_s_that_the_instance_running_its_command_was_killed() {
-    let servers = Servers::start().await;
+/// `la` takes HTTP and runs no echo; `echoes` run the echo commands.
+async fn echo_cluster(servers: &Servers, echoes: &[&str]) -> (AppProcess, Vec<AppProcess>) {
     let only = |services: &str| {
         let mut env = servers.env();
         env.push(("COHORT_SERVICES", services.to_owned()));
         env
     };
-    // la takes HTTP and runs no echo; lb runs the echo commands.
     let a = AppProcess::start("la", true, &only("accounts,orders,audit")).await;
-    let b = AppProcess::start("lb", false, &only("echo")).await;
+    let mut executors = Vec::new();
+    for id in echoes {
+        executors.push(AppProcess::start(id, false, &only("echo")).await);
+    }
+    (a, executors)
+}
+
+/// Sends a slow echo through `a`, and returns it with the instance that reports progress on it.
+async fn slow_echo_running(
+    servers: &Servers,
+    a: &AppProcess,
+    wait_ms: u64,
+) -> (tokio::task::JoinHandle<cohort_tests::Reply>, String) {
     let spy = async_nats::connect(servers.nats.url())
         .await
         .expect("a plain client");
     let mut replies = spy.subscribe("_INBOX.>").await.expect("subscribe");
     spy.flush().await.expect("flush");
-
     let client = Client::new(a.http.clone().expect("http"));
     let slow = tokio::spawn(async move {
-        let input = json!({"text": "doomed", "n": 1, "wait_ms": 60_000});
+        let input = json!({"text": "doomed", "n": 1, "wait_ms": wait_ms});
         client.post("/echo/slow", input).await
     });
-    // lb's progress on the reply subject: the command is running there.
+    // Progress on the reply subject names the instance running the command.
     let progress = async {
         while let Some(message) = replies.next().await {
             let headers = message.headers.as_ref();
             let header = |name| headers.and_then(|h| h.get(name)).map(|v| v.as_str());
-            if header("Cohort-Status") == Some("100") && header("Cohort-Instance") == Some("lb") {
-                return;
+            if header("Cohort-Status") == Some("100") {
+                return header("Cohort-Instance").map(str::to_owned);
             }
         }
+        None
     };
-    tokio::time::timeout(Duration::from_secs(10), progress)
+    let running_on = tokio::time::timeout(Duration::from_secs(10), progress)
         .await
-        .expect("lb must report progress on the slow echo");
-    b.signal("KILL").await;
+        .expect("the slow echo must report progress")
+        .expect("progress names its instance");
+    (slow, running_on)
+}
+
+#[tokio::test]
+async fn a_caller_learns_within_3_s_that_the_instance_running_its_command_was_killed() {
+    let servers = Servers::start().await;
+    let (a, executors) = echo_cluster(&servers, &["lb"]).await;
+    let (slow, running_on) = slow_echo_running(&servers, &a, 60_000).await;
+    assert_eq!(running_on, "lb");
+    executors[0].signal("KILL").await;
     let killed_at = Instant::now();
     let reply = slow.await.expect("the request task");
     assert!(
@@ -180,4 +200,26 @@ async fn a_caller_learns_within_3_s_that_the_instance_running_its_command_was_ki
     );
     assert_eq!(reply.status, 503, "{}", reply.text);
     assert_eq!(reply.body["code"], "executor_lost", "{}", reply.text);
+}
+
+#[tokio::test]
+async fn an_idempotent_command_is_sent_again_when_the_instance_running_it_is_killed() {
+    let servers = Servers::start().await;
+    let (a, executors) = echo_cluster(&servers, &["lb", "lc"]).await;
+    let (slow, running_on) = slow_echo_running(&servers, &a, 1_500).await;
+    let (doomed, survivor) = match running_on.as_str() {
+        "lb" => (&executors[0], "lc"),
+        _ => (&executors[1], "lb"),
+    };
+    doomed.signal("KILL").await;
+    let killed_at = Instant::now();
+    let reply = slow.await.expect("the request task");
+    assert_eq!(reply.status, 200, "sent again and answered: {}", reply.text);
+    assert_eq!(reply.executed_by(), Some(survivor), "{}", reply.text);
+    // 2.5 s of silence, then the command's 1.5 s on the other instance.
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(6),
+        "answered after {:?}",
+        killed_at.elapsed()
+    );
 }

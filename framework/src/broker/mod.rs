@@ -18,6 +18,9 @@ pub use nats::{NatsBroker, StreamSettings};
 
 use crate::error::{Error, ErrorKind};
 
+/// The code of the error a caller gets when the instance running its command is lost.
+pub(crate) const EXECUTOR_LOST: &str = "executor_lost";
+
 /// The error of a request that no instance serves.
 pub(crate) fn no_responders(subject: &str) -> Error {
     Error::new(

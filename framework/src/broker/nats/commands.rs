@@ -20,11 +20,8 @@ use super::replies::Unanswered;
 use super::wire::{asks_for_progress, into_header_map, metadata_of};
 use super::{Inner, PROGRESS_INTERVAL, SILENCE_LIMIT, micro, server_caught_up};
 use crate::broker::spi::{Endpoint, Message, Metadata, RequestHandler, Work};
-use crate::broker::{no_responders, timed_out};
+use crate::broker::{EXECUTOR_LOST, no_responders, timed_out};
 use crate::error::{Error, ErrorKind};
-
-/// The code of the error a caller gets when the instance running its command went silent.
-pub(crate) const EXECUTOR_LOST: &str = "executor_lost";
 
 /// Sends a command and waits for its reply: see
 /// [`Broker::request`](crate::broker::spi::Broker::request).
