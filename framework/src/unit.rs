@@ -206,14 +206,14 @@ where
             }),
             None => None,
         };
-        let (commit, mut refusals) = tx.into_commit(runtime.outbox_key(), marker);
+        let (commit, refusals) = tx.into_commit(runtime.outbox_key(), marker);
         let events = commit.events.clone();
         match runtime.store.commit(commit).await? {
             Outcome::Committed(ids) => {
-                let committed = ids.into_iter().zip(events);
+                let entries = ids.into_iter().zip(events);
                 relay(
                     runtime,
-                    committed
+                    entries
                         .map(|(id, event)| OutboxEntry { id, event })
                         .collect(),
                 )
@@ -221,13 +221,7 @@ where
                 return Ok(result);
             }
             Outcome::Applied(previous) => return replay(&previous),
-            Outcome::BelowMin(index) => {
-                let refusal = refusals.iter().position(|(i, _)| *i == index);
-                return Err(match refusal {
-                    Some(at) => refusals.swap_remove(at).1,
-                    None => Error::conflict("a bounded add went below its minimum"),
-                });
-            }
+            Outcome::BelowMin(index) => return Err(refusal(refusals, index)),
             Outcome::Conflict(key) if attempt >= MAX_ATTEMPTS => {
                 return Err(Error::conflict(format!(
                     "`{key}` changed {attempt} times while a unit of work read it; try again"
@@ -241,6 +235,14 @@ where
         }
     }
     unreachable!("the attempts above end in a return")
+}
+
+/// The error the bounded add at `index` of the writes fails its unit with.
+fn refusal(refusals: Vec<(usize, Error)>, index: usize) -> Error {
+    refusals
+        .into_iter()
+        .find_map(|(i, err)| (i == index).then_some(err))
+        .unwrap_or_else(|| Error::conflict("a bounded add went below its minimum"))
 }
 
 fn replay<T: DeserializeOwned>(applied: &[u8]) -> Result<T, Error> {
