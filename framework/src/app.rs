@@ -3,24 +3,24 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::MemoryBroker;
 use crate::broker::spi::{Broker, Endpoint, SubscriptionSpec, Work};
 use crate::config::Config;
-use crate::context::Ctx;
-use crate::contract::Command;
 use crate::dispatch::{command_handler, event_handler};
 use crate::error::Error;
-use crate::input::{Decode, Encode};
-use crate::message::{Metadata, Subjects};
+use crate::message::Subjects;
 use crate::registry::{CommandDescriptor, Registry, SubscriptionDescriptor};
+use crate::running::{Running, shutdown_signal};
 use crate::runtime::Runtime;
-use crate::state::MemoryStore;
+use crate::setup::{
+    check_not_empty, check_state_is_shared, connect_broker, connect_store, validate_instance_id,
+    validate_services,
+};
 use crate::state::spi::StateStore;
 
 /// An instance of the application: every `#[command]`, `#[http]` and `#[subscription]` in the
@@ -171,137 +171,6 @@ impl App {
     }
 }
 
-/// A binary without handlers is almost always one whose handlers the linker dropped: they live in a
-/// library crate that `main` never references, so their registrations never reach the binary.
-fn check_not_empty(config: &Config, registry: &Registry) -> Result<(), Error> {
-    if config.allow_empty || !registry.is_empty() {
-        return Ok(());
-    }
-    Err(Error::bad_request(
-        "this binary registers no #[command] and no #[subscription], so it would serve nothing.\n\
-         If your handlers live in a library crate, `main` must use something from it, or the \
-         linker drops their registrations: have the library export a `pub fn app()` that \
-         returns the `cohort::App`, and run it from `main`: `my_lib::app()?.run().await`.\n\
-         If this instance really only calls commands, opt in with `App::allow_empty()` or \
-         COHORT_ALLOW_EMPTY=true.",
-    )
-    .with_code("no_handlers"))
-}
-
-fn validate_instance_id(id: &str) -> Result<(), Error> {
-    let valid = !id.is_empty()
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if valid {
-        Ok(())
-    } else {
-        Err(Error::bad_request(format!(
-            "COHORT_INSTANCE_ID={id:?} is not valid: use letters, digits, `-` and `_`"
-        ))
-        .with_code("invalid_config"))
-    }
-}
-
-/// A name in `COHORT_SERVICES` that no command or subscription has is a typo that would
-/// silently serve nothing.
-fn validate_services(config: &Config, registry: &Registry) -> Result<(), Error> {
-    let known = registry.services();
-    let unknown: Vec<&String> = config
-        .services
-        .iter()
-        .flatten()
-        .filter(|s| !known.contains(&s.as_str()))
-        .collect();
-    if unknown.is_empty() {
-        return Ok(());
-    }
-    Err(Error::bad_request(format!(
-        "COHORT_SERVICES names {unknown:?}, which this binary does not have; its services are {known:?}"
-    ))
-    .with_code("invalid_config"))
-}
-
-async fn connect_broker(config: &Config, subjects: &Subjects) -> Result<Arc<dyn Broker>, Error> {
-    let Some(url) = &config.nats_url else {
-        return Ok(Arc::new(MemoryBroker::new()));
-    };
-    #[cfg(feature = "nats")]
-    {
-        let streams = crate::broker::StreamSettings {
-            max_age: config.event_retention,
-            replicas: config.stream_replicas,
-            storage: config.stream_storage,
-            duplicate_window: config.duplicate_window,
-        };
-        let broker = crate::broker::NatsBroker::connect_with(
-            url,
-            subjects.clone(),
-            &config.instance_id,
-            streams,
-        )
-        .await?;
-        Ok(Arc::new(broker))
-    }
-    #[cfg(not(feature = "nats"))]
-    {
-        let _ = (url, subjects);
-        Err(missing_feature("COHORT_NATS_URL", "nats"))
-    }
-}
-
-async fn connect_store(config: &Config) -> Result<Arc<dyn StateStore>, Error> {
-    let Some(url) = &config.redis_url else {
-        return Ok(Arc::new(MemoryStore::new()));
-    };
-    #[cfg(feature = "redis")]
-    {
-        Ok(Arc::new(crate::state::RedisStore::connect(url).await?))
-    }
-    #[cfg(not(feature = "redis"))]
-    {
-        let _ = url;
-        Err(missing_feature("COHORT_REDIS_URL", "redis"))
-    }
-}
-
-#[cfg(any(not(feature = "nats"), not(feature = "redis")))]
-fn missing_feature(setting: &str, feature: &str) -> Error {
-    Error::bad_request(format!(
-        "{setting} is set, but this binary was built without Cohort's `{feature}` feature; \
-         enable it in Cargo.toml (`cohort = {{ version = \"...\", features = [\"{feature}\"] }}`) \
-         or unset {setting}"
-    ))
-    .with_code("invalid_config")
-}
-
-/// Many instances with state in each one's memory would each see different data: refuse, unless
-/// the user says this is really what they want.
-fn check_state_is_shared(
-    config: &Config,
-    broker: &dyn Broker,
-    store: &dyn StateStore,
-) -> Result<(), Error> {
-    if !broker.is_distributed() || store.is_shared() {
-        return Ok(());
-    }
-    if config.allow_local_state {
-        tracing::warn!(
-            "COHORT_ALLOW_LOCAL_STATE=true: commands run on any instance but state stays in this \
-             process; every instance will see different data and sessions will not follow users"
-        );
-        return Ok(());
-    }
-    Err(Error::bad_request(
-        "the broker is shared by many instances (COHORT_NATS_URL is set) but the state store is this \
-         process's memory (COHORT_REDIS_URL is not set). A command may run on any instance, so state \
-         and sessions kept in one instance's memory would be missing on the others. Set \
-         COHORT_REDIS_URL=redis://host:6379 so all instances share state, or set \
-         COHORT_ALLOW_LOCAL_STATE=true if you really run a single instance.",
-    )
-    .with_code("local_state_with_distributed_broker"))
-}
-
 async fn serve_commands(
     runtime: &Arc<Runtime>,
     registry: &Registry,
@@ -421,109 +290,4 @@ fn log_start(
     tracing::info!(commands = ?commands, "serving commands");
     tracing::info!(routes = ?routes, "routing HTTP");
     tracing::info!(subscriptions = ?subscriptions, "consuming events");
-}
-
-/// A started instance. Drop it to abandon it; call [`Running::shutdown`] to stop it gracefully.
-pub struct Running {
-    runtime: Arc<Runtime>,
-    http_addr: Option<SocketAddr>,
-    http_task: Option<JoinHandle<std::io::Result<()>>>,
-    http_stop: CancellationToken,
-    work: Work,
-    router: axum::Router,
-}
-
-impl Running {
-    /// The bound HTTP address (with the real port when port 0 was asked for).
-    pub fn http_addr(&self) -> Option<SocketAddr> {
-        self.http_addr
-    }
-
-    /// This instance's id.
-    pub fn instance_id(&self) -> &str {
-        &self.runtime.instance_id
-    }
-
-    /// Calls a command from outside any handler (a test, a CLI, a scheduled job), with its types
-    /// checked at compile time, on whichever instance serves it:
-    /// `running.call::<place_order>(input).await?`.
-    pub async fn call<C>(&self, input: C::Input) -> Result<C::Output, Error>
-    where
-        C: Command,
-        C::Input: Encode,
-        C::Output: Decode,
-    {
-        let caller = Metadata {
-            traceparent: Some(crate::message::new_traceparent()),
-            ..Metadata::default()
-        };
-        Ctx::new(self.runtime.clone(), C::SERVICE, caller)
-            .call::<C>(input)
-            .await
-    }
-
-    /// The HTTP router, for driving the app in-process (`tower::ServiceExt::oneshot`).
-    pub fn router(&self) -> axum::Router {
-        self.router.clone()
-    }
-
-    /// Stops taking new work and finishes what is in flight, within the grace period:
-    /// first `/readyz` turns 503 and HTTP stops accepting while its requests complete (their
-    /// commands still run here); then the broker stops handing this instance commands and events,
-    /// and the handlers already running finish and acknowledge.
-    pub async fn shutdown(self) -> Result<(), Error> {
-        let deadline = Instant::now() + self.runtime.config.shutdown_grace;
-        self.runtime.accepting.store(false, Ordering::Relaxed);
-        if self.http_task.is_some() {
-            tokio::time::sleep(self.runtime.config.shutdown_delay).await;
-        }
-        self.http_stop.cancel();
-        if let Some(task) = self.http_task {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, task).await {
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(e))) => tracing::error!(error = %e, "HTTP server failed"),
-                Ok(Err(e)) => tracing::error!(error = %e, "HTTP server task failed"),
-                Err(_) => tracing::warn!("HTTP requests still running after the grace period"),
-            }
-        }
-        self.work.stop.cancel();
-        self.work.tasks.close();
-        let left = deadline.saturating_duration_since(Instant::now());
-        if tokio::time::timeout(left, self.work.tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                "commands or events still running after the grace period; abandoning them"
-            );
-        }
-        self.runtime.broker.close().await?;
-        tracing::info!(instance = %self.runtime.instance_id, "shut down");
-        Ok(())
-    }
-}
-
-/// Resolves on SIGTERM (what orchestrators send) or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
-    }
 }

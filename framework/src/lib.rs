@@ -26,16 +26,19 @@ mod message;
 #[cfg(any(feature = "nats", feature = "redis"))]
 mod redact;
 mod registry;
+mod running;
 mod runtime;
 mod session;
+mod setup;
 mod timer;
 mod unit;
 
-pub use app::{App, Running};
+pub use app::App;
 pub use config::{Config, StreamStorage};
 pub use context::Ctx;
 pub use contract::{Command, Event};
 pub use error::{Error, ErrorKind, Problem};
+pub use running::Running;
 pub use session::Session;
 pub use state::{State, Versioned};
 pub use unit::Tx;

@@ -181,8 +181,47 @@ impl std::fmt::Debug for Tx {
     }
 }
 
+impl Ctx {
+    /// Runs `work` as one unit of work: what it writes through its [`Tx`] and the events it emits
+    /// commit together, in one atomic step of the shared store, or not at all.
+    ///
+    /// ```no_run
+    /// # use cohort::prelude::*;
+    /// # async fn demo(ctx: Ctx, sku: String, qty: u64) -> Result<u64, Error> {
+    /// let id = ctx
+    ///     .transaction(async move |tx| {
+    ///         let out_of_stock = Error::conflict("not enough stock").with_code("insufficient_stock");
+    ///         tx.take(&format!("stock:{sku}"), qty, out_of_stock);
+    ///         let id = tx.get::<u64>("last_id").await?.unwrap_or(0) + 1;
+    ///         tx.put("last_id", &id)?;
+    ///         Ok(id)
+    ///     })
+    ///     .await?;
+    /// # Ok(id) }
+    /// ```
+    ///
+    /// Write the closure `async move`, moving in (clones of) what it uses: a closure that borrows
+    /// from the handler makes its future not `Send` for the compiler (a current limit of Rust's
+    /// async closures).
+    ///
+    /// - When a key the unit read changed before it could commit, the whole unit runs again
+    ///   (after a short random backoff): `work` may run more than once, so it must only act
+    ///   through its `Tx`.
+    /// - An `Err` from `work` ends it at once, with nothing written.
+    /// - In a subscription, a unit is applied once per event: a redelivered event (a lost ack,
+    ///   a crash, a timeout) gets the result the unit had the first time instead of applying it
+    ///   again. That is why the result must be serializable.
+    pub async fn transaction<T, F>(&self, work: F) -> Result<T, Error>
+    where
+        F: AsyncFnMut(&Tx) -> Result<T, Error>,
+        T: Serialize + DeserializeOwned,
+    {
+        run(self, work).await
+    }
+}
+
 /// Runs `work` as one unit of work: see [`Ctx::transaction`].
-pub(crate) async fn run<T, F>(ctx: &Ctx, mut work: F) -> Result<T, Error>
+async fn run<T, F>(ctx: &Ctx, mut work: F) -> Result<T, Error>
 where
     F: AsyncFnMut(&Tx) -> Result<T, Error>,
     T: Serialize + DeserializeOwned,

@@ -4,8 +4,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::{NatsServer, RedisServer};
-use crate::app::{App, Running};
+use crate::app::App;
 use crate::config::Config;
+use crate::running::Running;
 
 /// A NATS server, a Redis server and N app instances connected to both, each serving HTTP on its
 /// own free port. Instances are named `i0`, `i1`, …; everything stops when it is dropped.

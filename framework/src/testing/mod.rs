@@ -7,6 +7,7 @@
 mod broker_suite;
 mod cluster;
 mod commit_suite;
+mod process;
 mod servers;
 mod store_suite;
 mod wait;

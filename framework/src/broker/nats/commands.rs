@@ -16,9 +16,10 @@ use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt};
 use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout};
 
+use super::replies::SILENCE_LIMIT;
 use super::replies::Unanswered;
 use super::wire::{asks_for_progress, into_header_map, metadata_of};
-use super::{Inner, PROGRESS_INTERVAL, SILENCE_LIMIT, micro, server_caught_up};
+use super::{Inner, PROGRESS_INTERVAL, micro, server_caught_up};
 use crate::broker::spi::{Endpoint, Message, Metadata, RequestHandler, Work};
 use crate::broker::{EXECUTOR_LOST, no_responders, timed_out};
 use crate::error::{Error, ErrorKind};

@@ -44,9 +44,6 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often an instance running a command tells its caller that it still does, once the
 /// command has waited this long, when the caller asked (see [`wire::PROGRESS_TOKEN`]).
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
-/// How long a caller waits without a word from the instance running its command before it takes
-/// that instance as lost: two progress messages may be late or lost, not three.
-const SILENCE_LIMIT: Duration = Duration::from_millis(2500);
 
 /// Commands and events over NATS, shared by every instance connected to the same servers.
 /// Clones share one connection.

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use async_nats::{Client, Subject, SubscribeError, Subscriber};
 use futures_util::StreamExt;
@@ -18,9 +19,12 @@ use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 use tokio::time::{Instant, timeout_at};
 
-use super::SILENCE_LIMIT;
 use super::wire::PROGRESS_TOKEN;
 use crate::message::header;
+
+/// How long a caller waits without a word from the instance running its command before it takes
+/// that instance as lost: two progress messages may be late or lost, not three.
+pub(super) const SILENCE_LIMIT: Duration = Duration::from_millis(2500);
 
 /// The requests of one connection that wait for their reply.
 pub(super) struct Replies {
