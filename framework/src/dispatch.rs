@@ -13,9 +13,9 @@ use crate::broker::spi::{EventHandler, RequestHandler};
 use crate::context::Ctx;
 use crate::error::{Error, ErrorKind};
 use crate::idempotency::{Claim, Claimed};
-use crate::message::{self, Message, Metadata, PROBLEM_JSON};
+use crate::message::{self, Message, Metadata};
 use crate::registry::{CommandDescriptor, SubscriptionDescriptor};
-use crate::runtime::{Runtime, Target};
+use crate::runtime::{Runtime, Target, problem_reply};
 use crate::timer::within;
 
 /// One command as this instance serves it.
@@ -140,19 +140,11 @@ fn start(
 /// trace id the client gets to quote: the command's, when it started (`ctx`).
 fn error_reply(runtime: &Runtime, err: Error, ctx: Option<&Ctx>) -> Message {
     let err = err.logged_if_internal(ctx.map(Ctx::trace_id), "command failed");
-    let mut meta = match ctx {
+    let meta = match ctx {
         Some(ctx) => reply_meta(ctx),
-        None => Metadata {
-            instance: Some(String::from(&*runtime.instance_id)),
-            ..Metadata::default()
-        },
+        None => runtime.reply_meta(),
     };
-    meta.status = Some(err.status());
-    meta.content_type = Some(PROBLEM_JSON.to_owned());
-    Message {
-        meta,
-        payload: Bytes::from(err.to_problem_json()),
-    }
+    problem_reply(meta, &err)
 }
 
 fn reply_meta(ctx: &Ctx) -> Metadata {

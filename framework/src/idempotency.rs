@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 use crate::message::{Message, Metadata, PROBLEM_JSON};
 use crate::registry::CommandDescriptor;
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, problem_reply};
 use crate::state::{decode, encode};
 
 /// What is kept of a key: the input it came with, and the reply once there is one.
@@ -136,19 +136,7 @@ impl Claim {
 
 /// The reply to a key that has a record: the first reply, or why there is none.
 fn answer(runtime: &Runtime, stored: Stored, input: &str) -> Message {
-    let refusal = |err: Error| {
-        let mut meta = Metadata {
-            instance: Some(String::from(&*runtime.instance_id)),
-            status: Some(err.status()),
-            content_type: Some(PROBLEM_JSON.to_owned()),
-            ..Metadata::default()
-        };
-        meta.status = Some(err.status());
-        Message {
-            meta,
-            payload: Bytes::from(err.to_problem_json()),
-        }
-    };
+    let refusal = |err: Error| problem_reply(runtime.reply_meta(), &err);
     if stored.input != input {
         return refusal(
             Error::invalid(
@@ -166,13 +154,11 @@ fn answer(runtime: &Runtime, stored: Stored, input: &str) -> Message {
             .with_code("idempotency_key_in_use"),
         );
     };
+    let mut meta = runtime.reply_meta();
+    meta.status = Some(reply.status);
+    meta.content_type = reply.problem.then(|| PROBLEM_JSON.to_owned());
     Message {
-        meta: Metadata {
-            instance: Some(String::from(&*runtime.instance_id)),
-            status: Some(reply.status),
-            content_type: reply.problem.then(|| PROBLEM_JSON.to_owned()),
-            ..Metadata::default()
-        },
+        meta,
         payload: Bytes::from(reply.body),
     }
 }

@@ -12,7 +12,7 @@ use crate::broker::spi::Broker;
 use crate::config::Config;
 use crate::contract::Command;
 use crate::error::{Error, ErrorKind};
-use crate::message::{self, Message, Metadata, Subjects};
+use crate::message::{self, Message, Metadata, PROBLEM_JSON, Subjects};
 use crate::state::spi::StateStore;
 
 /// What every handler of an instance shares: the broker, the store and the configuration.
@@ -152,6 +152,14 @@ impl Runtime {
             })
     }
 
+    /// The metadata of a reply this instance gives outside any command's context.
+    pub(crate) fn reply_meta(&self) -> Metadata {
+        Metadata {
+            instance: Some(String::from(&*self.instance_id)),
+            ..Metadata::default()
+        }
+    }
+
     /// The full key of `key` in `service`'s state.
     pub(crate) fn state_key(&self, service: &str, key: &str) -> String {
         format!("{}:{service}:{key}", self.subjects.prefix())
@@ -176,6 +184,16 @@ impl Runtime {
 
 fn unix_now() -> u64 {
     message::unix_millis(SystemTime::now())
+}
+
+/// A reply carrying `err` as a problem document, with `meta` (who answers, session effects).
+pub(crate) fn problem_reply(mut meta: Metadata, err: &Error) -> Message {
+    meta.status = Some(err.status());
+    meta.content_type = Some(PROBLEM_JSON.to_owned());
+    Message {
+        meta,
+        payload: Bytes::from(err.to_problem_json()),
+    }
 }
 
 /// Turns a reply into the command's result.
