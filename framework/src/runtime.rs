@@ -109,22 +109,34 @@ impl Runtime {
         // No message id and no sender instance on commands: every header costs throughput on the
         // hot path, the traceparent already names the call, and the reply names the executor.
         meta.status = None;
-        // A command that may run twice may be sent again when the instance running it is lost
-        // (boxed: rare, and every request's future would hold it).
-        let resend = (target.idempotent || meta.idempotency_key.is_some())
-            .then(|| Box::new(Message::clone_of(&meta, &payload)));
-        let first = self.send(target, Message { meta, payload }, timeout).await;
-        match (first, resend) {
-            (Err(err), Some(again)) if err.code() == EXECUTOR_LOST => {
-                let left = Duration::from_millis(deadline.saturating_sub(unix_now()));
-                tracing::info!(command = %target.subject, "the instance running an idempotent command was lost; sending it again");
-                match self.send(target, *again, left).await {
-                    // Nobody else serves it: what the caller must learn is that its executor died.
-                    Err(resent) if resent.kind() == ErrorKind::NoResponders => Err(err),
-                    result => result,
-                }
-            }
-            (result, _) => result,
+        let msg = Message { meta, payload };
+        if target.idempotent || msg.meta.idempotency_key.is_some() {
+            // Boxed: rare, and every request's future would otherwise make room for it.
+            return Box::pin(self.send_resending(target, msg, deadline, timeout)).await;
+        }
+        self.send(target, msg, timeout).await
+    }
+
+    /// Sends a command that may run twice, and sends it once more when the instance running it
+    /// is lost.
+    async fn send_resending(
+        &self,
+        target: &Target,
+        msg: Message,
+        deadline: u64,
+        timeout: Duration,
+    ) -> Result<Message, Error> {
+        let again = msg.clone();
+        let err = match self.send(target, msg, timeout).await {
+            Err(err) if err.code() == EXECUTOR_LOST => err,
+            result => return result,
+        };
+        let left = Duration::from_millis(deadline.saturating_sub(unix_now()));
+        tracing::info!(command = %target.subject, "the instance running an idempotent command was lost; sending it again");
+        match self.send(target, again, left).await {
+            // Nobody else serves it: what the caller must learn is that its executor died.
+            Err(resent) if resent.kind() == ErrorKind::NoResponders => Err(err),
+            result => result,
         }
     }
 

@@ -199,14 +199,6 @@ impl Message {
         }
     }
 
-    /// A copy of a message that is being moved on: sent again if the first one is lost.
-    pub(crate) fn clone_of(meta: &Metadata, payload: &Bytes) -> Message {
-        Message {
-            meta: meta.clone(),
-            payload: payload.clone(),
-        }
-    }
-
     /// The status of a reply; a reply without one is a success.
     pub fn status(&self) -> u16 {
         self.meta.status.unwrap_or(200)
