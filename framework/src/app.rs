@@ -89,7 +89,7 @@ impl App {
     }
 
     /// Uses this broker instead of the one the configuration selects (several in-process
-    /// instances can share one [`MemoryBroker`]).
+    /// instances can share one [`MemoryBroker`](crate::broker::MemoryBroker)).
     pub fn broker(mut self, broker: Arc<dyn Broker>) -> App {
         self.broker = Some(broker);
         self
