@@ -92,6 +92,14 @@ async fn open_books(servers: &Servers, instance: &AppProcess) -> Books {
     Books::open(Client::new(instance.url()), servers.nats.url(), &stock).await
 }
 
+/// A load of orders on every instance, warmed up: the fault comes next.
+async fn warm_load_on_all(instances: &[AppProcess], duration: Duration, run: &str) -> Load {
+    let targets = instances.iter().map(AppProcess::url).collect();
+    let load = load_of_orders(targets, duration, run);
+    wait_for_warm_up(&load).await;
+    load
+}
+
 async fn wait_for_warm_up(load: &Load) {
     let what = format!("the load must place {WARM_UP} orders before the fault");
     let warm = async || load.count(|a| a.status == Some(201)) >= WARM_UP;
@@ -183,9 +191,7 @@ async fn orders_add_up_when_nats_stops_for_three_seconds() {
     let mut servers = Servers::start().await;
     let instances = AppProcess::start_all(&["n1", "n2", "n3"], &servers.env()).await;
     let books = open_books(&servers, &instances[0]).await;
-    let targets = instances.iter().map(AppProcess::url).collect();
-    let load = load_of_orders(targets, Duration::from_secs(8), "nats");
-    wait_for_warm_up(&load).await;
+    let load = warm_load_on_all(&instances, Duration::from_secs(8), "nats").await;
     let stopped = Instant::now();
     servers.nats.stop().await;
     sleep(Duration::from_secs(3)).await;
@@ -203,9 +209,7 @@ async fn orders_add_up_when_redis_stops_for_five_seconds() {
     let mut servers = Servers::start_with_durable_redis().await;
     let instances = AppProcess::start_all(&["r1", "r2", "r3"], &servers.env()).await;
     let books = open_books(&servers, &instances[0]).await;
-    let targets = instances.iter().map(AppProcess::url).collect();
-    let load = load_of_orders(targets, Duration::from_secs(10), "redis-stop");
-    wait_for_warm_up(&load).await;
+    let load = warm_load_on_all(&instances, Duration::from_secs(10), "redis-stop").await;
     let stopped = Instant::now();
     servers.redis.terminate().await;
     sleep(Duration::from_secs(5)).await;
@@ -228,9 +232,7 @@ async fn orders_add_up_when_redis_freezes_for_five_seconds() {
     let servers = Servers::start().await;
     let instances = AppProcess::start_all(&["z1", "z2", "z3"], &servers.env()).await;
     let books = open_books(&servers, &instances[0]).await;
-    let targets = instances.iter().map(AppProcess::url).collect();
-    let load = load_of_orders(targets, Duration::from_secs(10), "redis-freeze");
-    wait_for_warm_up(&load).await;
+    let load = warm_load_on_all(&instances, Duration::from_secs(10), "redis-freeze").await;
     let frozen = Instant::now();
     servers.redis.freeze().await;
     sleep(Duration::from_secs(5)).await;
