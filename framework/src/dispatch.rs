@@ -90,6 +90,13 @@ fn execute(
             let what = format!("command `{}`", served.command.name);
             Err(Error::panicked(&what, panic.as_ref()))
         });
+        // Names and status only: bodies and sessions carry secrets and never reach the log.
+        tracing::debug!(
+            command = served.command.name,
+            trace_id = ctx.trace_id(),
+            status = outcome.as_ref().map_or_else(Error::status, |_| 200),
+            "command ran"
+        );
         match outcome {
             Ok(body) => {
                 let mut meta = reply_meta(&ctx);

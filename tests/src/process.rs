@@ -3,7 +3,7 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use cohort::testing::eventually;
@@ -74,7 +74,11 @@ pub struct AppProcess {
     port: Option<u16>,
     env: Vec<(String, String)>,
     child: Child,
+    log: Log,
 }
+
+/// Everything a process wrote to stderr, kept for tests that read its log.
+type Log = Arc<Mutex<String>>;
 
 impl AppProcess {
     /// Starts example-app with `env` (on top of a clean `COHORT_*` environment) and waits until
@@ -86,13 +90,15 @@ impl AppProcess {
             .iter()
             .map(|(name, value)| ((*name).to_owned(), value.clone()))
             .collect();
-        let child = spawn(id, port, &env).await;
+        let log = Log::default();
+        let child = spawn(id, port, &env, log.clone()).await;
         AppProcess {
             id: id.to_owned(),
             http: port.map(|port| format!("http://127.0.0.1:{port}")),
             port,
             env,
             child,
+            log,
         }
     }
 
@@ -135,7 +141,12 @@ impl AppProcess {
     pub async fn restart(&mut self) {
         // An error means it already exited, which is what we want.
         let _ = self.child.kill().await;
-        self.child = spawn(&self.id, self.port, &self.env).await;
+        self.child = spawn(&self.id, self.port, &self.env, self.log.clone()).await;
+    }
+
+    /// What the process has written to stderr so far (its log), over all its restarts.
+    pub fn log(&self) -> String {
+        self.log.lock().expect("log lock").clone()
     }
 
     /// Waits for the process to exit and returns its exit code.
@@ -150,7 +161,7 @@ impl AppProcess {
 
 /// Spawns example-app as instance `id`, serving HTTP on `port` (or none), and waits until it is
 /// ready.
-async fn spawn(id: &str, port: Option<u16>, env: &[(String, String)]) -> Child {
+async fn spawn(id: &str, port: Option<u16>, env: &[(String, String)], log: Log) -> Child {
     let mut command = Command::new(example_app_binary());
     for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("COHORT_")) {
         command.env_remove(name);
@@ -167,7 +178,7 @@ async fn spawn(id: &str, port: Option<u16>, env: &[(String, String)]) -> Child {
         .kill_on_drop(true);
     let mut child = command.spawn().expect("example-app starts");
     let stderr = child.stderr.take().expect("piped stderr");
-    tokio::time::timeout(Duration::from_secs(30), wait_for_ready_line(stderr))
+    tokio::time::timeout(Duration::from_secs(30), wait_for_ready_line(stderr, log))
         .await
         .unwrap_or_else(|_| panic!("{id} did not get ready in 30 s"));
     if let Some(port) = port {
@@ -176,14 +187,24 @@ async fn spawn(id: &str, port: Option<u16>, env: &[(String, String)]) -> Child {
     child
 }
 
-/// Reads the log until "cohort instance ready", then keeps draining it so the process never
-/// blocks on a full pipe.
-async fn wait_for_ready_line(stderr: tokio::process::ChildStderr) {
+/// Reads the log into `log` until "cohort instance ready", then keeps reading it so the process
+/// never blocks on a full pipe.
+async fn wait_for_ready_line(stderr: tokio::process::ChildStderr, log: Log) {
     use tokio::io::{AsyncBufReadExt, BufReader};
     let mut lines = BufReader::new(stderr).lines();
+    let keep = move |line: &str| {
+        let mut log = log.lock().expect("log lock");
+        log.push_str(line);
+        log.push('\n');
+    };
     while let Ok(Some(line)) = lines.next_line().await {
+        keep(&line);
         if line.contains("cohort instance ready") {
-            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            tokio::spawn(async move {
+                while let Ok(Some(line)) = lines.next_line().await {
+                    keep(&line);
+                }
+            });
             return;
         }
         if line.contains("Error") || line.contains("error") {
