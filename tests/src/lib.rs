@@ -6,6 +6,7 @@ pub mod books;
 pub mod certs;
 mod in_process;
 pub mod jetstream;
+pub mod jwt;
 pub mod load;
 pub mod process;
 pub mod servers;

@@ -10,6 +10,7 @@ use cohort::testing::{NatsServer, RedisServer};
 use cohort::{Config, Error};
 use cohort_tests::InProcess;
 use cohort_tests::certs::TestCerts;
+use cohort_tests::jwt::Operator;
 use serde_json::json;
 
 /// A refused start must say so within this, never hang.
@@ -169,8 +170,6 @@ async fn nats_nkey_from_a_seed_file() {
 
 #[tokio::test]
 async fn nats_creds_file_that_cannot_be_read_is_named() {
-    // A server in operator (JWT) mode is not set up here: this checks the setting's wiring and
-    // its error, the creds file itself is parsed and used by async-nats.
     let server = NatsServer::start().await;
     let dir = tempfile::tempdir().expect("a directory");
     let not_creds = dir.path().join("app.creds");
@@ -382,4 +381,41 @@ async fn redis_mutual_tls_presents_the_client_certificate() {
         .await
         .expect("the client certificate is accepted");
     assert_keeps_state(&app).await;
+}
+
+#[tokio::test]
+async fn nats_creds_file_of_a_jwt_user() {
+    let operator = Operator::new();
+    let server = NatsServer::start_with(&operator.server_config()).await;
+    let dir = tempfile::tempdir().expect("a directory for the creds");
+    let creds = dir.path().join("app.creds");
+    std::fs::write(&creds, operator.user_creds()).expect("written");
+    let stranger_creds = dir.path().join("stranger.creds");
+    let stranger = Operator::new().user_creds();
+    std::fs::write(&stranger_creds, &stranger).expect("written");
+    let with_creds = |file: &Path| {
+        let mut vars = nats(server.url());
+        vars.push(("COHORT_NATS_CREDS", file.display().to_string()));
+        vars
+    };
+
+    let app = start(&with_creds(&creds))
+        .await
+        .expect("the operator's user is accepted");
+    assert_serves_echo(&app).await;
+
+    let unknown = start(&with_creds(&stranger_creds)).await;
+    let stranger_seed = stranger
+        .lines()
+        .find(|line| line.starts_with("SU"))
+        .expect("a seed line");
+    assert_refused(
+        unknown,
+        &[
+            "refused the credentials",
+            "COHORT_NATS_CREDS",
+            "stranger.creds",
+        ],
+        stranger_seed,
+    );
 }
