@@ -419,3 +419,79 @@ async fn nats_creds_file_of_a_jwt_user() {
         stranger_seed,
     );
 }
+
+/// Everything logged on this thread (the test's runtime runs all its tasks there), at every level.
+#[derive(Clone, Default)]
+struct CapturedLogs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        cohort::testing::lock(&self.0).extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CapturedLogs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&cohort::testing::lock(&self.0)).into_owned()
+    }
+}
+
+#[tokio::test]
+async fn secrets_stay_out_of_the_logs_through_an_outage_and_a_refusal() {
+    let logs = CapturedLogs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _logging = tracing_subscriber::util::SubscriberInitExt::set_default(subscriber);
+
+    let mut server =
+        NatsServer::start_with(r#"authorization { user: app, password: "l0gged-s3cret" }"#).await;
+    let mut redis = RedisServer::start_with(&["--requirepass", "r3dis-l0gged"]).await;
+    let url = format!("nats://app:l0gged-s3cret@127.0.0.1:{}", server.port());
+    let mut vars = nats(url);
+    let redis_url = format!("redis://:r3dis-l0gged@127.0.0.1:{}", redis.port());
+    vars.push(("COHORT_REDIS_URL", redis_url));
+    let app = start(&vars).await.expect("the passwords are accepted");
+    assert_serves_echo(&app).await;
+    assert_keeps_state(&app).await;
+    server.stop().await;
+    redis.stop().await;
+    // The clients try to reconnect and log every failed attempt; a request fails meanwhile.
+    let during_outage = app.get("/stock/tls-sku").await;
+    assert_eq!(during_outage.status, 503, "{}", during_outage.text);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.restart().await;
+    redis.restart().await;
+    cohort::testing::eventually(
+        "echo answers after the restart",
+        Duration::from_secs(10),
+        async || {
+            app.post("/echo", json!({"text": "hi", "n": 1}))
+                .await
+                .status
+                == 200
+        },
+    )
+    .await;
+    let wrong = format!("nats://app:wr0ng-l0gged@127.0.0.1:{}", server.port());
+    assert!(
+        start(&nats(wrong)).await.is_err(),
+        "a wrong password is refused"
+    );
+
+    let logs = logs.text();
+    assert!(
+        logs.contains("lost the NATS connection"),
+        "the outage is logged: {logs}"
+    );
+    for secret in ["l0gged-s3cret", "wr0ng-l0gged", "r3dis-l0gged"] {
+        assert!(!logs.contains(secret), "{secret} logged:\n{logs}");
+    }
+}

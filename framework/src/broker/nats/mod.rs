@@ -135,12 +135,14 @@ impl NatsBroker {
     ) -> Result<NatsBroker, Error> {
         let shown = mask_urls(urls);
         let servers = parse_servers(urls)?;
-        let (connect_options, identity) = options.apply(&servers, ConnectOptions::new()).await?;
+        let prepared = options.apply(&servers, ConnectOptions::new()).await?;
 
         let (connected, connections) = watch::channel(0u64);
         let connected = Arc::new(connected);
         let events_urls = shown.clone();
-        let client = connect_options
+        let identity = prepared.identity;
+        let client = prepared
+            .options
             .name(instance_id)
             .connection_timeout(CONNECT_TIMEOUT)
             .event_callback(move |event| {
@@ -165,7 +167,7 @@ impl NatsBroker {
                     }
                 }
             })
-            .connect(servers)
+            .connect(prepared.servers)
             .await
             .map_err(|err| explain_connect_error(&err, &shown, &identity, &options.tls))?;
 

@@ -57,12 +57,13 @@ impl NatsOptions {
         }
     }
 
-    /// `options` with the identity and TLS set, or an error naming the setting to fix.
+    /// `options` with the identity and TLS set, and the servers to give them, or an error naming
+    /// the setting to fix.
     pub(super) async fn apply(
         &self,
         servers: &[ServerAddr],
         options: ConnectOptions,
-    ) -> Result<(ConnectOptions, Identity), Error> {
+    ) -> Result<Prepared, Error> {
         let identity = self.identity(servers)?;
         let options = match &identity {
             Identity::Anonymous => options,
@@ -78,7 +79,11 @@ impl NatsOptions {
                 ))
             })?,
         };
-        Ok((self.apply_tls(options)?, identity))
+        Ok(Prepared {
+            options: self.apply_tls(options)?,
+            servers: servers.iter().map(without_credentials).collect(),
+            identity,
+        })
     }
 
     fn apply_tls(&self, mut options: ConnectOptions) -> Result<ConnectOptions, Error> {
@@ -119,6 +124,15 @@ impl NatsOptions {
         }
         Ok(chosen.pop().unwrap_or(Identity::Anonymous))
     }
+}
+
+/// A connection ready to be opened.
+pub(super) struct Prepared {
+    pub(super) options: ConnectOptions,
+    /// The servers without the credentials of their URLs, which the options carry: the client
+    /// logs the servers it fails to reach, URLs and all.
+    pub(super) servers: Vec<ServerAddr>,
+    pub(super) identity: Identity,
 }
 
 /// How this instance signs in to NATS.
@@ -195,6 +209,14 @@ fn url_identity(servers: &[ServerAddr]) -> Result<Option<Identity>, Error> {
             password: decode(password),
         }),
     })
+}
+
+fn without_credentials(server: &ServerAddr) -> ServerAddr {
+    let mut url = server.clone().into_inner();
+    // Neither can fail on a nats:// or tls:// URL, which has a host.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    ServerAddr::from_url(url).unwrap_or_else(|_| server.clone())
 }
 
 /// URLs carry credentials percent-encoded (a password with `@` or `/` must be); NATS wants them
@@ -290,6 +312,13 @@ mod tests {
             panic!("expected a user and password");
         };
         assert_eq!((user.as_str(), password.as_str()), ("app", "p@ss"));
+    }
+
+    #[test]
+    fn the_client_gets_the_servers_without_their_credentials() {
+        let stripped = without_credentials(&servers("tls://app:s3cret@h1:4222")[0]);
+        assert_eq!(stripped.as_url_str(), "tls://h1:4222");
+        assert!(!format!("{stripped:?}").contains("s3cret"));
     }
 
     #[test]
