@@ -1,10 +1,13 @@
 //! Configuration: read from `COHORT_*` environment variables, overridable in code.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::Error;
 use crate::message::random_hex;
+use crate::redact::mask_urls;
+use crate::tls::{NATS_TLS, REDIS_TLS, TlsFiles, TlsSettings};
 
 /// Everything an instance can be told. [`Config::default`] is a complete single-instance
 /// deployment: embedded broker and store, HTTP on 127.0.0.1:8080.
@@ -17,7 +20,9 @@ use crate::message::random_hex;
 /// config.http_addr = None;
 /// config.command_timeout = std::time::Duration::from_secs(5);
 /// ```
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Its `Debug` masks the passwords and tokens in the server URLs, so a configuration can be logged.
+#[derive(Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Config {
     /// `COHORT_HTTP_ADDR` (default `127.0.0.1:8080`; `off` runs a worker without HTTP).
@@ -77,6 +82,19 @@ pub struct Config {
     /// `COHORT_EVENT_ACK_WAIT` (default `30s`): how long an instance may hold an event before
     /// the broker assumes it died and hands the event to another.
     pub event_ack_wait: Duration,
+    // Authentication and TLS of the connections; user, password and token are in the URLs.
+    /// `COHORT_NATS_CREDS`: path of a NATS `.creds` file (user JWT and nkey seed), for servers
+    /// that authenticate with JWTs (operator mode).
+    pub nats_creds: Option<PathBuf>,
+    /// `COHORT_NATS_NKEY`: path of a file holding the nkey seed (`SU...`) this instance signs in
+    /// with; the server lists its public key (`U...`) among its nkey users.
+    pub nats_nkey: Option<PathBuf>,
+    /// `COHORT_NATS_TLS_CA`, `COHORT_NATS_TLS_CERT`, `COHORT_NATS_TLS_KEY`: PEM files of TLS to
+    /// NATS; any of them makes TLS required (as does a `tls://` URL).
+    pub nats_tls: TlsFiles,
+    /// `COHORT_REDIS_TLS_CA`, `COHORT_REDIS_TLS_CERT`, `COHORT_REDIS_TLS_KEY`: PEM files of TLS to
+    /// Redis, for a `rediss://` URL (without a CA file, the system's roots are trusted).
+    pub redis_tls: TlsFiles,
 }
 
 /// Where JetStream keeps the event streams.
@@ -119,6 +137,10 @@ impl Default for Config {
             duplicate_window: Duration::from_secs(120),
             event_retention: Duration::from_secs(7 * 24 * 3600),
             stream_replicas: 1,
+            nats_creds: None,
+            nats_nkey: None,
+            nats_tls: TlsFiles::default(),
+            redis_tls: TlsFiles::default(),
         }
     }
 }
@@ -199,6 +221,10 @@ impl Config {
         if let Some(attempts) = var("COHORT_EVENT_MAX_ATTEMPTS") {
             config.event_max_attempts = parse_number("COHORT_EVENT_MAX_ATTEMPTS", &attempts)?;
         }
+        config.nats_creds = var("COHORT_NATS_CREDS").map(PathBuf::from);
+        config.nats_nkey = var("COHORT_NATS_NKEY").map(PathBuf::from);
+        config.nats_tls = tls_files(var, NATS_TLS);
+        config.redis_tls = tls_files(var, REDIS_TLS);
         Ok(config)
     }
 
@@ -207,6 +233,79 @@ impl Config {
         self.services
             .as_ref()
             .is_none_or(|services| services.iter().any(|s| s == service))
+    }
+}
+
+fn tls_files(var: impl Fn(&str) -> Option<String>, settings: TlsSettings) -> TlsFiles {
+    TlsFiles {
+        ca: var(settings.ca).map(PathBuf::from),
+        cert: var(settings.cert).map(PathBuf::from),
+        key: var(settings.key).map(PathBuf::from),
+    }
+}
+
+/// Written out rather than derived, to mask the credentials in the URLs; destructured, so that a
+/// new field cannot be left out by accident.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Config {
+            http_addr,
+            instance_id,
+            nats_url,
+            redis_url,
+            subject_prefix,
+            services,
+            allow_local_state,
+            allow_empty,
+            command_timeout,
+            shutdown_grace,
+            shutdown_delay,
+            body_limit,
+            session_ttl,
+            session_cookie_secure,
+            event_max_attempts,
+            event_backoff,
+            event_retention,
+            stream_replicas,
+            dedupe_ttl,
+            idempotency_ttl,
+            stream_storage,
+            duplicate_window,
+            event_ack_wait,
+            nats_creds,
+            nats_nkey,
+            nats_tls,
+            redis_tls,
+        } = self;
+        f.debug_struct("Config")
+            .field("http_addr", http_addr)
+            .field("instance_id", instance_id)
+            .field("nats_url", &nats_url.as_deref().map(mask_urls))
+            .field("redis_url", &redis_url.as_deref().map(mask_urls))
+            .field("subject_prefix", subject_prefix)
+            .field("services", services)
+            .field("allow_local_state", allow_local_state)
+            .field("allow_empty", allow_empty)
+            .field("command_timeout", command_timeout)
+            .field("shutdown_grace", shutdown_grace)
+            .field("shutdown_delay", shutdown_delay)
+            .field("body_limit", body_limit)
+            .field("session_ttl", session_ttl)
+            .field("session_cookie_secure", session_cookie_secure)
+            .field("event_max_attempts", event_max_attempts)
+            .field("event_backoff", event_backoff)
+            .field("event_retention", event_retention)
+            .field("stream_replicas", stream_replicas)
+            .field("dedupe_ttl", dedupe_ttl)
+            .field("idempotency_ttl", idempotency_ttl)
+            .field("stream_storage", stream_storage)
+            .field("duplicate_window", duplicate_window)
+            .field("event_ack_wait", event_ack_wait)
+            .field("nats_creds", nats_creds)
+            .field("nats_nkey", nats_nkey)
+            .field("nats_tls", nats_tls)
+            .field("redis_tls", redis_tls)
+            .finish()
     }
 }
 
@@ -311,6 +410,47 @@ mod tests {
         assert_eq!(config.stream_replicas, 3);
         assert_eq!(config.stream_storage, StreamStorage::Memory);
         assert_eq!(config.duplicate_window, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn reads_the_authentication_and_tls_files() {
+        let config = from(&[
+            ("COHORT_NATS_CREDS", "/run/secrets/app.creds"),
+            ("COHORT_NATS_NKEY", "/run/secrets/app.nk"),
+            ("COHORT_NATS_TLS_CA", "/etc/nats/ca.pem"),
+            ("COHORT_REDIS_TLS_CERT", "/etc/redis/client.pem"),
+            ("COHORT_REDIS_TLS_KEY", "/etc/redis/client-key.pem"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            config.nats_creds,
+            Some(PathBuf::from("/run/secrets/app.creds"))
+        );
+        assert_eq!(config.nats_nkey, Some(PathBuf::from("/run/secrets/app.nk")));
+        assert_eq!(config.nats_tls.ca, Some(PathBuf::from("/etc/nats/ca.pem")));
+        assert!(config.nats_tls.cert.is_none() && config.redis_tls.ca.is_none());
+        assert_eq!(
+            config.redis_tls.key,
+            Some(PathBuf::from("/etc/redis/client-key.pem"))
+        );
+    }
+
+    #[test]
+    fn debug_masks_the_credentials_in_the_urls() {
+        let config = from(&[
+            (
+                "COHORT_NATS_URL",
+                "nats://app:n4ts-pass@h1:4222,nats://t0ken@h2:4222",
+            ),
+            ("COHORT_REDIS_URL", "rediss://app:r3dis-pass@redis:6380/0"),
+        ])
+        .expect("valid");
+        let shown = format!("{config:?}");
+        for secret in ["n4ts-pass", "t0ken", "r3dis-pass"] {
+            assert!(!shown.contains(secret), "{secret} printed: {shown}");
+        }
+        assert!(shown.contains("nats://app:***@h1:4222"), "{shown}");
+        assert!(shown.contains("rediss://app:***@redis:6380/0"), "{shown}");
     }
 
     #[test]

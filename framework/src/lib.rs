@@ -23,7 +23,6 @@ mod idempotency;
 mod input;
 mod logging;
 mod message;
-#[cfg(any(feature = "nats", feature = "redis"))]
 mod redact;
 mod registry;
 mod running;
@@ -31,6 +30,7 @@ mod runtime;
 mod session;
 mod setup;
 mod timer;
+mod tls;
 mod unit;
 
 pub use app::App;
@@ -41,6 +41,7 @@ pub use error::{Error, ErrorKind, Problem};
 pub use running::Running;
 pub use session::Session;
 pub use state::{State, Versioned};
+pub use tls::TlsFiles;
 pub use unit::Tx;
 
 /// `#[derive(Event)]`: makes a type an event, named by `#[event(name = "...")]` or its snake_case name.

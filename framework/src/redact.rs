@@ -2,15 +2,14 @@
 
 /// Server URLs (one, or a comma-separated list) with their credentials masked, for messages and
 /// logs: `nats://user:secret@host` → `nats://user:***@host`; a user or token alone
-/// (`nats://token@host`) → `nats://***@host`.
+/// (`nats://token@host`) → `nats://***@host`; the same without a scheme (`user:secret@host`,
+/// which NATS accepts).
 pub(crate) fn mask_urls(urls: &str) -> String {
     urls.split(',').map(mask_url).collect::<Vec<_>>().join(",")
 }
 
 fn mask_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return url.to_owned();
-    };
+    let scheme_end = url.find("://").map_or(0, |i| i + 3);
     let (scheme, rest) = url.split_at(scheme_end);
     let authority_end = rest.find('/').unwrap_or(rest.len());
     let Some(at) = rest[..authority_end].rfind('@') else {
@@ -35,6 +34,8 @@ mod tests {
         );
         assert_eq!(mask_urls("nats://token@h"), "nats://***@h");
         assert_eq!(mask_urls("127.0.0.1:4222"), "127.0.0.1:4222");
+        assert_eq!(mask_urls("a:secret@h:4222"), "a:***@h:4222");
+        assert_eq!(mask_urls(" token@h:4222"), "***@h:4222");
         assert_eq!(
             mask_urls("redis://user:secret@host:6379/0"),
             "redis://user:***@host:6379/0"

@@ -70,17 +70,11 @@ pub(crate) async fn connect_broker(
     };
     #[cfg(feature = "nats")]
     {
-        let streams = crate::broker::StreamSettings {
-            max_age: config.event_retention,
-            replicas: config.stream_replicas,
-            storage: config.stream_storage,
-            duplicate_window: config.duplicate_window,
-        };
         let broker = crate::broker::NatsBroker::connect_with(
             url,
             subjects.clone(),
             &config.instance_id,
-            streams,
+            crate::broker::NatsOptions::from_config(config),
         )
         .await?;
         Ok(Arc::new(broker))
@@ -98,7 +92,8 @@ pub(crate) async fn connect_store(config: &Config) -> Result<Arc<dyn StateStore>
     };
     #[cfg(feature = "redis")]
     {
-        Ok(Arc::new(crate::state::RedisStore::connect(url).await?))
+        let store = crate::state::RedisStore::connect_with(url, &config.redis_tls).await?;
+        Ok(Arc::new(store))
     }
     #[cfg(not(feature = "redis"))]
     {

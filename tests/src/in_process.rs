@@ -20,14 +20,19 @@ pub struct InProcess {
 impl InProcess {
     /// Starts the instance, `configure` adjusting its configuration.
     pub async fn start(configure: impl FnOnce(&mut Config)) -> Self {
+        Self::try_start(configure)
+            .await
+            .expect("the example app starts")
+    }
+
+    /// Like [`InProcess::start`], returning the error of a start that is refused.
+    pub async fn try_start(configure: impl FnOnce(&mut Config)) -> Result<Self, cohort::Error> {
         let configure = |config: &mut Config| {
             config.http_addr = None;
             configure(config);
         };
-        let running = start_app(configure, |app| app)
-            .await
-            .expect("the example app starts");
-        InProcess { running }
+        let running = start_app(configure, |app| app).await?;
+        Ok(InProcess { running })
     }
 
     pub async fn get(&self, path: &str) -> Reply {

@@ -3,8 +3,10 @@
 //! and what several test files check.
 
 pub mod books;
+pub mod certs;
 mod in_process;
 pub mod jetstream;
+pub mod jwt;
 pub mod load;
 pub mod process;
 pub mod servers;

@@ -14,7 +14,7 @@ use std::time::Duration;
 pub use crate::message::Subjects;
 pub use memory::MemoryBroker;
 #[cfg(feature = "nats")]
-pub use nats::{NatsBroker, StreamSettings};
+pub use nats::{NatsBroker, NatsOptions, StreamSettings};
 
 use crate::error::{Error, ErrorKind};
 

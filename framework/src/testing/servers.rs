@@ -9,7 +9,7 @@ use std::ffi::OsString;
 use std::fs;
 use std::io;
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -50,6 +50,17 @@ const REDIS: Binary = Binary {
 pub struct NatsServer {
     process: Process,
     port: u16,
+    /// The configuration file and the monitoring port of a server started
+    /// [with a configuration](Self::start_with).
+    configured: Option<Configured>,
+}
+
+/// A server started with a configuration of the test's own: it may refuse the harness's clients
+/// (authentication, TLS), so its readiness is asked on the monitoring port instead.
+#[derive(Debug)]
+struct Configured {
+    file: PathBuf,
+    monitor_port: u16,
 }
 
 impl NatsServer {
@@ -62,22 +73,60 @@ impl NatsServer {
     /// server's output.
     pub async fn start() -> Self {
         let mut process = Process::new(&NATS);
-        let ports_dir = process.dir.path().join("ports");
-        if let Err(e) = fs::create_dir_all(&ports_dir) {
-            panic!("cannot create {}: {e}", ports_dir.display());
-        }
-        let mut args = nats_args(&process, "-1");
+        let ports_dir = ports_dir(&process);
+        let mut args = nats_args(&process, "-1", None);
         args.extend(["--ports_file_dir".into(), ports_dir.clone().into()]);
         process.spawn(&args).await;
         let port = match process
-            .wait_for(|| std::future::ready(client_port(&ports_dir)))
+            .wait_for(|| std::future::ready(ports_file(&ports_dir, "nats")))
             .await
         {
             Ok(port) => port,
             Err(e) => process.fail("writing its ports file", e),
         };
         wait_for_nats(&mut process, port).await;
-        NatsServer { process, port }
+        NatsServer {
+            process,
+            port,
+            configured: None,
+        }
+    }
+
+    /// Like [`start`](Self::start), with `config` as the server's configuration file: what a test
+    /// needs the server to require, such as `authorization { token: "s3cret" }` or a
+    /// `tls { cert_file: ..., key_file: ..., ca_file: ..., verify: true }` block. The harness
+    /// still sets the address, port and store directory, and waits for JetStream through the
+    /// monitoring endpoint (`/healthz`), since the server may refuse a client without credentials.
+    ///
+    /// # Panics
+    ///
+    /// As [`start`](Self::start), and when nats-server rejects `config` (its output says why).
+    pub async fn start_with(config: &str) -> Self {
+        let mut process = Process::new(&NATS);
+        let file = process.dir.path().join("server.conf");
+        if let Err(e) = fs::write(&file, config) {
+            panic!("cannot write {}: {e}", file.display());
+        }
+        let ports_dir = ports_dir(&process);
+        let mut args = nats_args(&process, "-1", Some(&file));
+        args.extend(["-m", "-1", "--ports_file_dir"].map(OsString::from));
+        args.push(ports_dir.clone().into());
+        process.spawn(&args).await;
+        let ports = || {
+            std::future::ready(
+                ports_file(&ports_dir, "nats").zip(ports_file(&ports_dir, "monitoring")),
+            )
+        };
+        let (port, monitor_port) = match process.wait_for(ports).await {
+            Ok(ports) => ports,
+            Err(e) => process.fail("writing its ports file", e),
+        };
+        wait_for_healthz(&mut process, monitor_port).await;
+        NatsServer {
+            process,
+            port,
+            configured: Some(Configured { file, monitor_port }),
+        }
     }
 
     /// The URL clients connect to: `nats://127.0.0.1:PORT`.
@@ -103,9 +152,21 @@ impl NatsServer {
     ///
     /// When the server does not become ready, for example because another process took the port.
     pub async fn restart(&mut self) {
-        let args = nats_args(&self.process, &self.port.to_string());
-        self.process.spawn(&args).await;
-        wait_for_nats(&mut self.process, self.port).await;
+        let port = self.port.to_string();
+        match &self.configured {
+            None => {
+                let args = nats_args(&self.process, &port, None);
+                self.process.spawn(&args).await;
+                wait_for_nats(&mut self.process, self.port).await;
+            }
+            Some(configured) => {
+                let mut args = nats_args(&self.process, &port, Some(&configured.file));
+                args.extend(["-m".into(), configured.monitor_port.to_string().into()]);
+                let monitor_port = configured.monitor_port;
+                self.process.spawn(&args).await;
+                wait_for_healthz(&mut self.process, monitor_port).await;
+            }
+        }
     }
 
     /// Freezes the server with SIGSTOP: its connections stay open but nothing is answered, as
@@ -129,24 +190,54 @@ impl NatsServer {
     }
 }
 
-fn nats_args(process: &Process, port: &str) -> Vec<OsString> {
-    let mut args: Vec<OsString> = ["-js", "-a", "127.0.0.1", "-p", port, "-sd"]
-        .into_iter()
-        .map(OsString::from)
-        .collect();
+/// The arguments of every run; a configuration file comes first, so that they override it.
+fn nats_args(process: &Process, port: &str, config: Option<&Path>) -> Vec<OsString> {
+    let mut args: Vec<OsString> = Vec::new();
+    if let Some(config) = config {
+        args.extend(["-c".into(), config.into()]);
+    }
+    args.extend(
+        ["-js", "-a", "127.0.0.1", "-p", port, "-sd"]
+            .into_iter()
+            .map(OsString::from),
+    );
     args.push(process.data_dir().into());
     args
 }
 
-/// The client port that nats-server wrote to its ports file, once the file is complete.
-fn client_port(ports_dir: &Path) -> Option<u16> {
+fn ports_dir(process: &Process) -> PathBuf {
+    let dir = process.dir.path().join("ports");
+    if let Err(e) = fs::create_dir_all(&dir) {
+        panic!("cannot create {}: {e}", dir.display());
+    }
+    dir
+}
+
+/// The port of `listener` (`nats`, `monitoring`) that nats-server wrote to its ports file, once
+/// the file is complete.
+fn ports_file(ports_dir: &Path, listener: &str) -> Option<u16> {
     let file = fs::read_dir(ports_dir)
         .ok()?
         .filter_map(Result::ok)
         .find(|entry| entry.path().extension().is_some_and(|ext| ext == "ports"))?;
     let ports: serde_json::Value = serde_json::from_slice(&fs::read(file.path()).ok()?).ok()?;
-    let url = ports.get("nats")?.get(0)?.as_str()?;
+    let url = ports.get(listener)?.get(0)?.as_str()?;
     url.rsplit(':').next()?.parse().ok()
+}
+
+/// Waits until the monitoring endpoint on `monitor_port` reports the server, JetStream included,
+/// healthy.
+async fn wait_for_healthz(process: &mut Process, monitor_port: u16) {
+    let healthy = || {
+        greets(
+            monitor_port,
+            b"GET /healthz HTTP/1.0\r\n\r\n",
+            b"HTTP/1.0 200",
+        )
+    };
+    if let Err(e) = process.wait_for(healthy).await {
+        process.fail("answering /healthz", e);
+    }
 }
 
 /// Waits until the server at `port` greets clients and JetStream answers for the account: the
@@ -191,7 +282,24 @@ async fn wait_for_nats(process: &mut Process, port: u16) {
 pub struct RedisServer {
     process: Process,
     port: u16,
+    setup: RedisSetup,
+}
+
+/// How a [`RedisServer`] runs, the same on every restart.
+#[derive(Debug, Clone, Default)]
+struct RedisSetup {
     durable: bool,
+    /// The test's own arguments (credentials, TLS files).
+    extra: Vec<OsString>,
+    /// Serves TLS only, on the port.
+    tls: bool,
+}
+
+impl RedisSetup {
+    /// Whether the harness can PING the server itself: not when it wants credentials or TLS.
+    fn is_plain(&self) -> bool {
+        self.extra.is_empty() && !self.tls
+    }
 }
 
 impl RedisServer {
@@ -203,7 +311,39 @@ impl RedisServer {
     /// When the binary is missing or the server does not become ready; the message includes the
     /// server's output.
     pub async fn start() -> Self {
-        Self::start_with(false).await
+        Self::start_set_up(RedisSetup::default()).await
+    }
+
+    /// Like [`start`](Self::start), with `args` added to the command line: what a test needs
+    /// the server to require, such as `["--requirepass", "s3cret"]` or an ACL user
+    /// (`["--user", "alice", "on", ">s3cret", "~*", "+@all", "--user", "default", "off"]`).
+    ///
+    /// # Panics
+    ///
+    /// As [`start`](Self::start), and when redis-server rejects `args` (its output says why).
+    pub async fn start_with(args: &[&str]) -> Self {
+        Self::start_set_up(RedisSetup {
+            extra: args.iter().map(OsString::from).collect(),
+            ..RedisSetup::default()
+        })
+        .await
+    }
+
+    /// Like [`start_with`](Self::start_with), serving TLS only on its port (`--tls-port`,
+    /// `--port 0`); `args` name the files (`--tls-cert-file`, `--tls-key-file`,
+    /// `--tls-ca-cert-file`) and whether clients need certificates
+    /// (`--tls-auth-clients yes|no`). Its [`url`](Self::url) is `rediss://`.
+    ///
+    /// # Panics
+    ///
+    /// As [`start_with`](Self::start_with).
+    pub async fn start_tls(args: &[&str]) -> Self {
+        Self::start_set_up(RedisSetup {
+            extra: args.iter().map(OsString::from).collect(),
+            tls: true,
+            ..RedisSetup::default()
+        })
+        .await
     }
 
     /// Like [`start`](Self::start), with an append-only file synced before each reply leaves the
@@ -214,21 +354,25 @@ impl RedisServer {
     ///
     /// As [`start`](Self::start).
     pub async fn start_durable() -> Self {
-        Self::start_with(true).await
+        Self::start_set_up(RedisSetup {
+            durable: true,
+            ..RedisSetup::default()
+        })
+        .await
     }
 
-    async fn start_with(durable: bool) -> Self {
+    async fn start_set_up(setup: RedisSetup) -> Self {
         let mut process = Process::new(&REDIS);
         let mut attempt = 1;
         loop {
             let port = free_port();
             let log_start = process.log_len();
-            match start_redis(&mut process, port, durable).await {
+            match start_redis(&mut process, port, &setup).await {
                 Ok(()) => {
                     return RedisServer {
                         process,
                         port,
-                        durable,
+                        setup,
                     };
                 }
                 // Another process took the port between our probe and the server's bind.
@@ -245,9 +389,9 @@ impl RedisServer {
         }
     }
 
-    /// The URL clients connect to: `redis://127.0.0.1:PORT`.
+    /// The URL clients connect to: `redis://127.0.0.1:PORT` (`rediss://` when it serves TLS).
     pub fn url(&self) -> String {
-        loopback_url("redis", self.port)
+        loopback_url(if self.setup.tls { "rediss" } else { "redis" }, self.port)
     }
 
     /// The port; it stays the same across [`restart`](Self::restart).
@@ -299,7 +443,7 @@ impl RedisServer {
     ///
     /// When the server does not become ready, for example because another process took the port.
     pub async fn restart(&mut self) {
-        if let Err(e) = start_redis(&mut self.process, self.port, self.durable).await {
+        if let Err(e) = start_redis(&mut self.process, self.port, &self.setup).await {
             self.process.fail("answering PING", e);
         }
     }
@@ -307,29 +451,36 @@ impl RedisServer {
 
 /// Spawns redis-server on `port` and waits until it is ready (a durable one has loaded its
 /// append-only file by then). Its own log must say so too: a PING alone could be answered by
-/// another server that won the port.
-async fn start_redis(process: &mut Process, port: u16, durable: bool) -> Result<(), NotReady> {
+/// another server that won the port. One that wants credentials or TLS is ready when its log
+/// says so and the port accepts a connection.
+async fn start_redis(process: &mut Process, port: u16, setup: &RedisSetup) -> Result<(), NotReady> {
     let port_arg = port.to_string();
-    let mut args: Vec<OsString> = [
-        "--port",
-        &port_arg,
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        if durable { "yes" } else { "no" },
-        // Written and synced before the replies of each round leave: nothing acknowledged is lost.
-        "--appendfsync",
-        "always",
-        "--dir",
-    ]
-    .into_iter()
-    .map(OsString::from)
-    .collect();
+    let listen: &[&str] = if setup.tls {
+        &["--port", "0", "--tls-port", &port_arg]
+    } else {
+        &["--port", &port_arg]
+    };
+    let mut args: Vec<OsString> = listen
+        .iter()
+        .chain(&[
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            if setup.durable { "yes" } else { "no" },
+            // Written and synced before the replies of each round leave: nothing acknowledged is lost.
+            "--appendfsync",
+            "always",
+            "--dir",
+        ])
+        .map(OsString::from)
+        .collect();
     args.push(process.data_dir().into());
+    args.extend(setup.extra.iter().cloned());
     let log_start = process.spawn(&args).await;
     let log = process.log_path();
+    let plain = setup.is_plain();
     process
         .wait_for(|| {
             let log = log.clone();
@@ -337,7 +488,11 @@ async fn start_redis(process: &mut Process, port: u16, durable: bool) -> Result<
                 if !read_from(&log, log_start).contains("Ready to accept connections") {
                     return None;
                 }
-                greets(port, b"PING\r\n", b"+PONG").await
+                if plain {
+                    greets(port, b"PING\r\n", b"+PONG").await
+                } else {
+                    TcpStream::connect(("127.0.0.1", port)).await.ok().map(drop)
+                }
             }
         })
         .await

@@ -12,6 +12,7 @@
 mod commands;
 mod delivery;
 mod micro;
+mod options;
 mod replies;
 mod streams;
 mod subscriptions;
@@ -22,12 +23,14 @@ use std::time::Duration;
 
 use async_nats::connection::State;
 use async_nats::jetstream;
-use async_nats::{Client, ConnectOptions, Event, ServerAddr};
+use async_nats::{Client, ConnectOptions, Event};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use tokio::sync::watch;
 use tokio::time::timeout;
 
+pub use self::options::NatsOptions;
+use self::options::{explain_connect_error, parse_servers};
 use self::replies::{Delivering, Replies};
 use super::spi::{
     Broker, Endpoint, EventHandler, Message, RequestHandler, Subjects, SubscriptionSpec, Work,
@@ -107,7 +110,9 @@ impl std::fmt::Debug for NatsBroker {
 }
 
 impl NatsBroker {
-    /// Connects to `urls` (comma-separated for a cluster) and makes sure the streams exist.
+    /// Connects to `urls` (comma-separated for a cluster) and makes sure the streams exist. A
+    /// user and password (`nats://user:password@host:4222`) or a token (`nats://token@host:4222`)
+    /// in the URLs sign in; `tls://` URLs require TLS.
     ///
     /// A server that cannot be reached now is an error; once connected, the client reconnects by
     /// itself, for ever, with backoff.
@@ -116,40 +121,28 @@ impl NatsBroker {
         subjects: Subjects,
         instance_id: &str,
     ) -> Result<NatsBroker, Error> {
-        Self::connect_with(urls, subjects, instance_id, StreamSettings::default()).await
+        Self::connect_with(urls, subjects, instance_id, NatsOptions::default()).await
     }
 
-    /// Like [`NatsBroker::connect`], creating missing streams with `streams`.
+    /// Like [`NatsBroker::connect`], signing in, securing the connection and creating missing
+    /// streams as `options` say. A refused connection is an error naming the setting to fix
+    /// (without the secret).
     pub async fn connect_with(
         urls: &str,
         subjects: Subjects,
         instance_id: &str,
-        streams: StreamSettings,
+        options: NatsOptions,
     ) -> Result<NatsBroker, Error> {
         let shown = mask_urls(urls);
-        let servers = urls
-            .split(',')
-            .map(str::trim)
-            .filter(|url| !url.is_empty())
-            .map(|url| {
-                url.parse::<ServerAddr>().map_err(|err| {
-                    Error::unavailable(format!(
-                        "`{}` is not a NATS server address ({err}); check COHORT_NATS_URL",
-                        mask_urls(url)
-                    ))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if servers.is_empty() {
-            return Err(Error::unavailable(
-                "no NATS server address given; set COHORT_NATS_URL, such as nats://127.0.0.1:4222",
-            ));
-        }
+        let servers = parse_servers(urls)?;
+        let prepared = options.apply(&servers, ConnectOptions::new()).await?;
 
         let (connected, connections) = watch::channel(0u64);
         let connected = Arc::new(connected);
         let events_urls = shown.clone();
-        let client = ConnectOptions::new()
+        let identity = prepared.identity;
+        let client = prepared
+            .options
             .name(instance_id)
             .connection_timeout(CONNECT_TIMEOUT)
             .event_callback(move |event| {
@@ -174,13 +167,9 @@ impl NatsBroker {
                     }
                 }
             })
-            .connect(servers)
+            .connect(prepared.servers)
             .await
-            .map_err(|err| {
-                Error::unavailable(format!(
-                    "cannot connect to NATS at `{shown}` (COHORT_NATS_URL): {err}; is nats-server running there, with JetStream (-js)?"
-                ))
-            })?;
+            .map_err(|err| explain_connect_error(&err, &shown, &identity, &options.tls))?;
 
         let (replies, delivering) = Replies::start(&client).await.map_err(|err| {
             Error::unavailable(format!(
@@ -191,7 +180,7 @@ impl NatsBroker {
             jetstream: jetstream::new(client.clone()),
             client,
             subjects,
-            streams,
+            streams: options.streams,
             instance_id: instance_id.to_owned(),
             urls: shown,
             connections,

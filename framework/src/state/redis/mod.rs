@@ -15,13 +15,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, RedisError, Script};
+use redis::{
+    Client, ClientTlsConfig, ConnectionAddr, IntoConnectionInfo, RedisError, Script,
+    TlsCertificates,
+};
 
 mod unit;
 
 use super::spi::{Commit, OutboxEntry, Outcome, StateStore, Versioned};
 use crate::error::Error;
 use crate::redact::mask_urls;
+use crate::tls::{REDIS_TLS, TlsFiles, is_tls_failure, tls_advice};
 
 /// A connection attempt that takes longer than this counts as an outage.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
@@ -111,26 +115,29 @@ struct Inner {
 }
 
 impl RedisStore {
-    /// Connects to `url` (`redis://[user:password@]host:port[/db]`); reconnects by itself after an
-    /// outage. Fails with [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) when the URL is
-    /// malformed or no Redis answers there.
+    /// Connects to `url` (`redis://[user:password@]host:port[/db]`, or `rediss://` for TLS trusting
+    /// the system's roots); reconnects by itself after an outage. Fails with
+    /// [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) when the URL is malformed or no
+    /// Redis answers there.
     pub async fn connect(url: &str) -> Result<RedisStore, Error> {
+        Self::connect_with(url, &TlsFiles::default()).await
+    }
+
+    /// Like [`RedisStore::connect`], with the CA and client certificate of `tls` for a `rediss://`
+    /// URL. Refused credentials, a failed handshake and unreadable files are errors naming the
+    /// setting to fix (without the secret).
+    pub async fn connect_with(url: &str, tls: &TlsFiles) -> Result<RedisStore, Error> {
         let shown = mask_urls(url);
-        let client = Client::open(url).map_err(|e| {
-            Error::unavailable(format!(
-                "invalid Redis URL `{shown}`: {e}; set COHORT_REDIS_URL to redis://host:port[/db]"
-            ))
-            .with_code(UNAVAILABLE)
-        })?;
-        let manager = ConnectionManager::new_with_config(client.clone(), manager_config())
+        let client = open_client(url, &shown, tls)?;
+        let mut manager = ConnectionManager::new_with_config(client.clone(), manager_config())
             .await
-            .map_err(|e| {
-                Error::unavailable(format!(
-                    "cannot reach Redis at `{shown}`: {e}; start Redis there or point \
-                     COHORT_REDIS_URL at a running one"
-                ))
-                .with_code(UNAVAILABLE)
-            })?;
+            .map_err(|e| explain_connect_error(&e, &shown, tls))?;
+        // Redis accepts a connection without credentials and refuses its first command: ask one
+        // now, so that a missing password stops the start instead of failing every request.
+        redis::cmd("PING")
+            .query_async::<()>(&mut manager)
+            .await
+            .map_err(|e| explain_connect_error(&e, &shown, tls))?;
         Ok(RedisStore {
             inner: Arc::new(Inner {
                 client,
@@ -200,6 +207,85 @@ impl RedisStore {
         ))
         .with_code(UNAVAILABLE)
     }
+}
+
+/// A client for `url`, with the TLS files read when the URL asks for TLS.
+fn open_client(url: &str, shown: &str, tls: &TlsFiles) -> Result<Client, Error> {
+    let invalid = |e: RedisError| {
+        Error::unavailable(format!(
+            "invalid Redis URL `{shown}`: {e}; set COHORT_REDIS_URL to redis://host:port[/db] \
+             (rediss:// for TLS)"
+        ))
+        .with_code(UNAVAILABLE)
+    };
+    let info = url.into_connection_info().map_err(invalid)?;
+    let uses_tls = matches!(info.addr(), ConnectionAddr::TcpTls { .. });
+    if tls.is_empty() {
+        return Client::open(info).map_err(invalid);
+    }
+    if !uses_tls {
+        return Err(Error::bad_request(format!(
+            "{} is set, but COHORT_REDIS_URL (`{shown}`) does not use TLS: write it as \
+             rediss://host:port",
+            set_tls_settings(tls)
+        ))
+        .with_code("invalid_config"));
+    }
+    let pem = tls.read(REDIS_TLS)?;
+    let certificates = TlsCertificates {
+        client_tls: pem.client.map(|(client_cert, client_key)| ClientTlsConfig {
+            client_cert,
+            client_key,
+        }),
+        root_cert: pem.ca,
+    };
+    Client::build_with_tls(info, certificates).map_err(|e| {
+        Error::bad_request(format!(
+            "cannot use the TLS files of {}: {e}; they must be PEM",
+            set_tls_settings(tls)
+        ))
+        .with_code("invalid_config")
+    })
+}
+
+/// The names of the TLS settings that are set, for messages.
+fn set_tls_settings(tls: &TlsFiles) -> String {
+    [
+        (tls.ca.is_some(), REDIS_TLS.ca),
+        (tls.cert.is_some(), REDIS_TLS.cert),
+        (tls.key.is_some(), REDIS_TLS.key),
+    ]
+    .iter()
+    .filter(|(set, _)| *set)
+    .map(|(_, name)| *name)
+    .collect::<Vec<_>>()
+    .join(" and ")
+}
+
+/// What a failed first connection tells the operator to fix.
+fn explain_connect_error(e: &RedisError, shown: &str, tls: &TlsFiles) -> Error {
+    let message = if e.code() == Some("NOAUTH") {
+        format!(
+            "Redis at `{shown}` requires a password: put it in COHORT_REDIS_URL \
+             (redis://user:password@host:6379, or redis://:password@host:6379 for the default user)"
+        )
+    } else if e.kind() == redis::ErrorKind::AuthenticationFailed || e.code() == Some("WRONGPASS") {
+        format!(
+            "Redis at `{shown}` refused the credentials ({e}); check the user and password in \
+             COHORT_REDIS_URL (redis://user:password@host:6379)"
+        )
+    } else if shown.starts_with("rediss://") && is_tls_failure(&e.to_string()) {
+        format!(
+            "TLS with Redis at `{shown}` failed: {e}; {}",
+            tls_advice(&e.to_string(), tls, REDIS_TLS)
+        )
+    } else {
+        format!(
+            "cannot reach Redis at `{shown}`: {e}; start Redis there or point COHORT_REDIS_URL at \
+             a running one"
+        )
+    };
+    Error::unavailable(message).with_code(UNAVAILABLE)
 }
 
 fn manager_config() -> ConnectionManagerConfig {
