@@ -1,7 +1,9 @@
-//! Accounts and sessions: sign up, log in (a session cookie), who am I, log out.
+//! Accounts and sessions: sign up, log in (a session cookie), who am I, log out, here or
+//! everywhere.
 //!
 //! The session lives in the shared store, so a user who logged in through one instance is known to
-//! every other.
+//! every other. The usernames listed in `SHOP_ADMINS` (comma-separated) get the `admin` role when
+//! they log in.
 
 use argon2::Argon2;
 use argon2::password_hash::{
@@ -11,8 +13,16 @@ use cohort::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// The session entry that holds the logged-in username.
-const SESSION_USER: &str = "user";
+/// The role that may set the stock.
+pub const ADMIN: &str = "admin";
+
+/// The setting that lists the usernames that get the [`ADMIN`] role, comma-separated.
+const ADMINS_SETTING: &str = "SHOP_ADMINS";
+
+/// What the password of an unknown username is checked against, so that a log-in takes as long
+/// whether the username exists or not and its timing does not tell which usernames exist. A
+/// well-formed hash with `Argon2::default()`'s parameters, of no password anyone knows.
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$bUPfi3cPNx099apbfvFlDw$H1JTxr+txIO+v78ZeR42UX3cne33hBv/PWpNiKCG/eY";
 
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 pub struct Credentials {
@@ -66,28 +76,33 @@ pub async fn create_account(ctx: Ctx, input: Credentials) -> Result<User, Error>
     })
 }
 
-/// Logs in: checks the password and starts a session (the `cohort_session` cookie).
+/// Logs in: checks the password and signs the session in (the `cohort_session` cookie, with a
+/// new id), with the `admin` role for the usernames `SHOP_ADMINS` lists.
 #[command(service = "accounts", version = 1)]
 #[http(POST, "/sessions")]
 pub async fn log_in(ctx: Ctx, input: Credentials) -> Result<User, Error> {
     let account: Option<Account> = ctx.state().get(&user_key(&input.username)).await?;
-    let Some(account) = account else {
+    // The hash is checked whether the account exists or not: the time taken tells nothing.
+    let hash = account
+        .as_ref()
+        .map_or(DUMMY_HASH, |account| &account.password_hash);
+    let verified = verify_password(input.password, hash.to_owned()).await?;
+    let Some(account) = account.filter(|_| verified) else {
         return Err(Error::unauthorized("unknown username or wrong password"));
     };
-    if !verify_password(input.password, account.password_hash.clone()).await? {
-        return Err(Error::unauthorized("unknown username or wrong password"));
-    }
-    let session = ctx.session();
-    // A fresh id at log-in: an id planted before it is worth nothing after it.
-    session.renew().await?;
-    session.insert(SESSION_USER, &account.username).await?;
+    let roles: &[&str] = if is_admin(&account.username) {
+        &[ADMIN]
+    } else {
+        &[]
+    };
+    ctx.session().sign_in(&account.username, roles).await?;
     Ok(User {
         username: account.username,
     })
 }
 
 /// The logged-in user.
-#[command(service = "accounts", version = 1)]
+#[command(service = "accounts", version = 1, guard = cohort::guard::signed_in)]
 #[http(GET, "/me")]
 pub async fn me(ctx: Ctx) -> Result<User, Error> {
     current_user(&ctx).await
@@ -100,12 +115,31 @@ pub async fn log_out(ctx: Ctx) -> Result<(), Error> {
     ctx.session().destroy().await
 }
 
+/// Logs the user out of every session, on every device, this one included.
+#[command(service = "accounts", version = 1, guard = cohort::guard::signed_in)]
+#[http(DELETE, "/sessions/all", status = 204)]
+pub async fn log_out_everywhere(ctx: Ctx) -> Result<(), Error> {
+    ctx.session().sign_out_everywhere().await
+}
+
 /// The user of the caller's session, or a 401.
 pub async fn current_user(ctx: &Ctx) -> Result<User, Error> {
-    match ctx.session().get::<String>(SESSION_USER).await? {
-        Some(username) => Ok(User { username }),
-        None => Err(Error::unauthorized("log in first: POST /sessions")),
-    }
+    let principal = cohort::guard::principal(ctx).await?;
+    Ok(User {
+        username: principal.name,
+    })
+}
+
+/// Only commands that have a caller in a role guard with it.
+pub async fn admin(ctx: &Ctx) -> Result<(), Error> {
+    cohort::guard::has_role(ctx, ADMIN).await
+}
+
+/// Whether `SHOP_ADMINS` lists `username`. Read at each log-in, so that a change applies at the
+/// next one.
+fn is_admin(username: &str) -> bool {
+    std::env::var(ADMINS_SETTING)
+        .is_ok_and(|admins| admins.split(',').any(|admin| admin.trim() == username))
 }
 
 fn user_key(username: &str) -> String {
@@ -136,10 +170,43 @@ async fn verify_password(password: String, hash: String) -> Result<bool, Error> 
     .await
 }
 
+/// Runs `work` off the async threads.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Error> {
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| Error::internal(format!("password hashing failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use argon2::{Algorithm, Params};
+
+    #[test]
+    fn the_dummy_hash_costs_what_a_real_one_does() {
+        let dummy = PasswordHash::new(DUMMY_HASH).expect("a well-formed hash");
+        let real_hash = Argon2::default()
+            .hash_password(b"pw", &SaltString::generate(&mut OsRng))
+            .expect("hashes")
+            .to_string();
+        let real = PasswordHash::new(&real_hash).expect("well-formed");
+        assert_eq!(dummy.algorithm, real.algorithm);
+        assert_eq!(dummy.algorithm, Algorithm::default().ident());
+        assert_eq!(
+            Params::try_from(&dummy).expect("params"),
+            Params::try_from(&real).expect("params")
+        );
+        assert_eq!(dummy.version, real.version);
+        assert_eq!(dummy.hash.map(|h| h.len()), real.hash.map(|h| h.len()));
+    }
+
+    #[tokio::test]
+    async fn no_password_matches_the_dummy_hash() {
+        for password in ["", "password", "admin"] {
+            let verified = verify_password(password.to_owned(), DUMMY_HASH.to_owned()).await;
+            assert!(!verified.expect("runs"), "{password}");
+        }
+    }
 }

@@ -6,7 +6,7 @@ use cohort::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::accounts::current_user;
+use crate::accounts::admin;
 
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 pub struct SetStock {
@@ -31,9 +31,8 @@ pub struct Order {
     pub id: u64,
     pub sku: String,
     pub qty: u64,
-    /// The user who placed it, if they were logged in.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub placed_by: Option<String>,
+    /// The user who placed it: the only one who may read it.
+    pub placed_by: String,
 }
 
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
@@ -50,8 +49,8 @@ pub struct OrderPlaced {
     pub qty: u64,
 }
 
-/// Sets the stock of a SKU.
-#[command(service = "orders", version = 1)]
+/// Sets the stock of a SKU (admins only).
+#[command(service = "orders", version = 1, guard = admin)]
 #[http(PUT, "/stock/{sku}")]
 pub async fn set_stock(ctx: Ctx, input: SetStock) -> Result<Stock, Error> {
     ctx.state().put(&stock_key(&input.sku), &input.qty).await?;
@@ -94,18 +93,17 @@ pub async fn take_stock(ctx: Ctx, input: PlaceOrder) -> Result<Stock, Error> {
     get_stock(ctx, StockQuery { sku }).await
 }
 
-/// Places an order: takes the stock, records the order and announces it, as one unit of work.
-#[command(service = "orders", version = 1)]
+/// Places an order for the signed-in user: takes the stock, records the order and announces it,
+/// as one unit of work.
+#[command(service = "orders", version = 1, guard = cohort::guard::signed_in)]
 #[http(POST, "/orders", status = 201)]
 pub async fn place_order(ctx: Ctx, input: PlaceOrder) -> Result<Order, Error> {
     if input.qty == 0 {
         return Err(Error::invalid("qty", "must be at least 1"));
     }
-    let placed_by = current_user(&ctx).await.ok().map(|user| user.username);
-    let ctx = match &placed_by {
-        Some(user) => ctx.with_principal(user),
-        None => ctx,
-    };
+    let placed_by = cohort::guard::principal(&ctx).await?.name;
+    // The events and calls of the order name its user.
+    let ctx = ctx.with_principal(&placed_by);
     // Like a database sequence: unique and increasing, with a gap when the order fails.
     let id = ctx.state().increment("order:next_id", 1).await? as u64;
     // The unit returns the order it records: a repeat of the request (an Idempotency-Key) that
@@ -140,13 +138,16 @@ fn out_of_stock(sku: &str) -> Error {
     Error::conflict(format!("not enough `{sku}` in stock")).with_code("insufficient_stock")
 }
 
-/// An order by id.
-#[command(service = "orders", version = 1)]
+/// An order by id, for the user who placed it. Another user's order is "not found", like one
+/// that does not exist: whether it does is none of their business.
+#[command(service = "orders", version = 1, guard = cohort::guard::signed_in)]
 #[http(GET, "/orders/{id}")]
 pub async fn get_order(ctx: Ctx, input: OrderId) -> Result<Order, Error> {
+    let user = cohort::guard::principal(&ctx).await?.name;
     ctx.state()
-        .get(&order_key(input.id))
+        .get::<Order>(&order_key(input.id))
         .await?
+        .filter(|order| order.placed_by == user)
         .ok_or_else(|| Error::not_found(format!("no order {}", input.id)))
 }
 

@@ -8,7 +8,7 @@ use syn::parse::{ParseStream, Parser};
 use syn::{Attribute, Expr, ExprLit, Ident, Lit, LitBool, LitInt, LitStr, Meta, Path, Token};
 
 /// `#[command(service = "...", version = 1, name = "...", timeout = "5s", description = "...",
-/// idempotent)]`.
+/// idempotent, guard = path::to::guard)]`.
 pub struct CommandArgs {
     /// The attribute, for errors about an option it lacks. Empty for the attribute being expanded:
     /// an empty span is the call site, which is that attribute.
@@ -19,6 +19,8 @@ pub struct CommandArgs {
     pub timeout: Option<LitStr>,
     pub description: Option<LitStr>,
     pub idempotent: Option<LitBool>,
+    /// The guard function, as written.
+    pub guard: Option<Path>,
 }
 
 /// `#[http(POST, "/orders/{id}", status = 201)]`.
@@ -71,6 +73,7 @@ impl CommandArgs {
             timeout: None,
             description: None,
             idempotent: None,
+            guard: None,
         };
         let parser = syn::meta::parser(|meta| {
             if meta.path.is_ident("service") {
@@ -93,10 +96,20 @@ impl CommandArgs {
                 })
             } else if meta.path.is_ident("idempotent") {
                 set_once(&mut parsed.idempotent, &meta, flag)
+            } else if meta.path.is_ident("guard") {
+                if parsed.guard.is_some() {
+                    // One guard keeps the order of the checks in the user's own code.
+                    return Err(syn::Error::new_spanned(
+                        &meta.path,
+                        "`guard` set more than once: a command has one guard; write a guard that awaits both checks",
+                    ));
+                }
+                parsed.guard = Some(path(&meta, "guard = signed_in")?);
+                Ok(())
             } else {
                 Err(unknown_option(
                     &meta.path,
-                    "one of: `service`, `version`, `name`, `timeout`, `description`, `idempotent`",
+                    "one of: `service`, `version`, `name`, `timeout`, `description`, `idempotent`, `guard`",
                 ))
             }
         });
@@ -331,6 +344,17 @@ fn integer(meta: &ParseNestedMeta, example: &str) -> syn::Result<LitInt> {
     }
 }
 
+/// The path of a function: `guard = signed_in`, `guard = cohort::guard::signed_in`.
+fn path(meta: &ParseNestedMeta, example: &str) -> syn::Result<Path> {
+    match value(meta, example)? {
+        Expr::Path(expr) if expr.qself.is_none() => Ok(expr.path),
+        other => Err(syn::Error::new_spanned(
+            other,
+            format!("name an async fn: `{example}`"),
+        )),
+    }
+}
+
 /// `every_instance` alone, or `every_instance = true` / `false`.
 fn flag(meta: &ParseNestedMeta) -> syn::Result<LitBool> {
     if !meta.input.peek(Token![=]) {
@@ -367,7 +391,7 @@ mod tests {
         assert_eq!(args.version.map(|v| v.to_string()).as_deref(), Some("2"));
         assert_eq!(args.timeout.map(|t| t.value()).as_deref(), Some("5s"));
         assert!(args.name.is_none() && args.description.is_none());
-        assert!(args.idempotent.is_none());
+        assert!(args.idempotent.is_none() && args.guard.is_none());
         let idempotent = CommandArgs::parse(quote!(service = "a", idempotent)).ok();
         assert_eq!(
             idempotent.and_then(|a| a.idempotent).map(|b| b.value),
@@ -383,7 +407,7 @@ mod tests {
         assert_eq!(
             err.as_deref(),
             Some(
-                "unknown option `foo`; expected one of: `service`, `version`, `name`, `timeout`, `description`, `idempotent`"
+                "unknown option `foo`; expected one of: `service`, `version`, `name`, `timeout`, `description`, `idempotent`, `guard`"
             )
         );
         let err = CommandArgs::parse(quote!(service = "a", service = "b"))
@@ -407,6 +431,29 @@ mod tests {
         assert_eq!(
             err.as_deref(),
             Some("write a string literal: `timeout = \"5s\"`")
+        );
+    }
+
+    #[test]
+    fn guard_is_one_path() {
+        let guard = |tokens| {
+            CommandArgs::parse(tokens).map(|args| args.guard.map(|p| quote!(#p).to_string()))
+        };
+        assert_eq!(
+            guard(quote!(service = "a", guard = cohort::guard::signed_in)).ok(),
+            Some(Some("cohort :: guard :: signed_in".to_owned()))
+        );
+        let err = guard(quote!(service = "a", guard = "admin")).err();
+        assert_eq!(
+            err.map(|e| e.to_string()).as_deref(),
+            Some("name an async fn: `guard = signed_in`")
+        );
+        let err = guard(quote!(service = "a", guard = a, guard = b)).err();
+        assert_eq!(
+            err.map(|e| e.to_string()).as_deref(),
+            Some(
+                "`guard` set more than once: a command has one guard; write a guard that awaits both checks"
+            )
         );
     }
 

@@ -194,6 +194,7 @@ fn command_tokens(handler: &Handler, spec: &CommandSpec) -> TokenStream {
         timeout_ms,
         idempotent,
         http,
+        guard,
     } = spec;
     let timeout_ms = option(timeout_ms.map(|ms| quote!(#ms)));
     let http = option(http.as_ref().map(|route| {
@@ -205,6 +206,7 @@ fn command_tokens(handler: &Handler, spec: &CommandSpec) -> TokenStream {
         quote!(::core::result::Result<::cohort::__private::Bytes, ::cohort::Error>),
         quote!(#decode #encode),
     );
+    let guard = option(guard.as_ref().map(guard_fn));
     let location = location(ident);
 
     quote! {
@@ -225,6 +227,7 @@ fn command_tokens(handler: &Handler, spec: &CommandSpec) -> TokenStream {
                     input_schema: #input_schema,
                     output_schema: #output_schema,
                     http: #http,
+                    guard: #guard,
                     handler: #run,
                     location: #location,
                 }
@@ -287,6 +290,24 @@ fn subscription_tokens(handler: &Handler, spec: &SubscriptionSpec) -> TokenStrea
                     location: #location,
                 }
             }
+        }
+    }
+}
+
+/// The guard as the descriptor holds it: a function pointer that runs the user's guard. A function
+/// that is no guard is reported on the user's path.
+fn guard_fn(path: &syn::Path) -> TokenStream {
+    let Locals { ctx, .. } = Locals::new();
+    // An item, so not hygienic like the locals: named so that no user's guard is called the same.
+    let wrapper = Ident::new("__cohort_guard", Span::call_site());
+    let run = quote_spanned!(check_span(path)=> ::cohort::__private::run_guard(#path, #ctx));
+    quote! {
+        {
+            fn #wrapper<'a>(#ctx: &'a ::cohort::Ctx)
+                -> ::cohort::__private::BoxFuture<'a, ::core::result::Result<(), ::cohort::Error>> {
+                #run
+            }
+            #wrapper as ::cohort::__private::GuardFn
         }
     }
 }

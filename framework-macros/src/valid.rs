@@ -5,7 +5,7 @@
 use proc_macro2::TokenStream;
 use quote::{ToTokens, quote};
 use syn::ext::IdentExt;
-use syn::{FnArg, Ident, LitBool, LitInt, LitStr, Type};
+use syn::{FnArg, Ident, LitBool, LitInt, LitStr, Path, Type};
 
 use crate::ast::{Command, Event, Handler, Kind, Subscription, both};
 use crate::attr::HttpArgs;
@@ -24,6 +24,8 @@ pub struct CommandSpec {
     /// Running it twice has the effect of running it once: the runtime may retry it elsewhere.
     pub idempotent: bool,
     pub http: Option<Route>,
+    /// The guard function's path, as written: the compiler checks its signature.
+    pub guard: Option<Path>,
 }
 
 /// An `#[http]` route, checked.
@@ -63,6 +65,7 @@ impl Command<'_> {
             timeout_ms: args.timeout.as_ref().map(|lit| problems.take(timeout(lit))),
             idempotent: args.idempotent.as_ref().is_some_and(LitBool::value),
             http: self.http.as_ref().map(|http| problems.take(route(http))),
+            guard: args.guard.clone(),
         };
         problems.finish(spec)
     }

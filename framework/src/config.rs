@@ -55,7 +55,9 @@ pub struct Config {
     pub body_limit: usize,
     /// `COHORT_SESSION_TTL` (default `24h`): a session expires this long after its last write.
     pub session_ttl: Duration,
-    /// `COHORT_SESSION_SECURE=true`: the session cookie is sent over HTTPS only.
+    /// `COHORT_SESSION_SECURE` (default `true`): the session cookie is marked `Secure`, so browsers
+    /// send it over HTTPS only (and to `http://localhost`, which they treat as secure). `false`
+    /// opts out, for plain HTTP on another host.
     pub session_cookie_secure: bool,
     /// `COHORT_EVENT_MAX_ATTEMPTS` (default `5`): deliveries before an event is dead-lettered.
     pub event_max_attempts: u32,
@@ -123,7 +125,7 @@ impl Default for Config {
             shutdown_delay: Duration::ZERO,
             body_limit: 1 << 20,
             session_ttl: Duration::from_secs(24 * 3600),
-            session_cookie_secure: false,
+            session_cookie_secure: true,
             event_max_attempts: 5,
             event_backoff: vec![
                 Duration::from_secs(1),
@@ -451,6 +453,15 @@ mod tests {
         }
         assert!(shown.contains("nats://app:***@h1:4222"), "{shown}");
         assert!(shown.contains("rediss://app:***@redis:6380/0"), "{shown}");
+    }
+
+    #[test]
+    fn session_cookies_are_secure_unless_opted_out() {
+        assert!(from(&[]).expect("defaults").session_cookie_secure);
+        let plain = from(&[("COHORT_SESSION_SECURE", "false")]).expect("valid");
+        assert!(!plain.session_cookie_secure);
+        let err = from(&[("COHORT_SESSION_SECURE", "maybe")]).expect_err("invalid");
+        assert!(err.message().contains("COHORT_SESSION_SECURE"), "{err}");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::context::Ctx;
 use crate::error::{Error, ErrorKind};
 use crate::idempotency::{Claim, Claimed};
 use crate::message::{self, Message, Metadata};
-use crate::registry::{CommandDescriptor, SubscriptionDescriptor};
+use crate::registry::{CommandDescriptor, CommandFn, GuardFn, SubscriptionDescriptor};
 use crate::runtime::{Runtime, Target, problem_reply};
 use crate::timer::within;
 
@@ -139,8 +139,26 @@ fn start(
         None => Ctx::new(runtime, service, meta),
         Some(scope) => Ctx::applying_once(runtime, service, scope, meta),
     };
-    let run = AssertUnwindSafe((served.command.handler)(ctx.clone(), msg.payload)).catch_unwind();
-    Ok((ctx, run))
+    let handler = served.command.handler;
+    let run = match served.command.guard {
+        None => handler(ctx.clone(), msg.payload),
+        Some(guard) => guarded(guard, handler, ctx.clone(), msg.payload),
+    };
+    Ok((ctx, AssertUnwindSafe(run).catch_unwind()))
+}
+
+/// The handler behind its guard: a caller the guard refuses gets its error, and the handler (input
+/// decoding included, so that nothing about the input leaks to it) never runs.
+fn guarded(
+    guard: GuardFn,
+    handler: CommandFn,
+    ctx: Ctx,
+    payload: Bytes,
+) -> BoxFuture<'static, Result<Bytes, Error>> {
+    Box::pin(async move {
+        guard(&ctx).await?;
+        handler(ctx, payload).await
+    })
 }
 
 /// A reply carrying `err` as a problem document. A 500 is logged here with its details, under a

@@ -8,6 +8,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod broker;
+pub mod guard;
 pub mod http;
 pub mod state;
 #[cfg(feature = "testing")]
@@ -39,7 +40,7 @@ pub use context::Ctx;
 pub use contract::{Command, Event};
 pub use error::{Error, ErrorKind, Problem};
 pub use running::Running;
-pub use session::Session;
+pub use session::{Principal, Session};
 pub use state::{State, Versioned};
 pub use tls::TlsFiles;
 pub use unit::Tx;
@@ -59,7 +60,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// What most handlers need: `use cohort::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Ctx, Error, ErrorKind, Event, Session, State, Tx, command, http, subscription,
+        Ctx, Error, ErrorKind, Event, Principal, Session, State, Tx, command, http, subscription,
     };
 }
 
@@ -101,7 +102,17 @@ pub mod __private {
         Decode, Describe, Encode, IntoError, decode_input, encode_output, into_event_result,
         no_input,
     };
-    pub use crate::registry::{CommandDescriptor, HttpRoute, Location, SubscriptionDescriptor};
+    pub use crate::registry::{
+        CommandDescriptor, GuardFn, HttpRoute, Location, SubscriptionDescriptor,
+    };
+
+    /// Runs `guard`; a function that is no guard is reported here, on the user's guard path.
+    pub fn run_guard<'a, G: crate::guard::Guard<'a>>(
+        guard: G,
+        ctx: &'a crate::Ctx,
+    ) -> BoxFuture<'a, Result<(), crate::Error>> {
+        guard.check(ctx)
+    }
 
     /// The JSON schema of `T`.
     pub fn schema_for<T: schemars::JsonSchema>() -> schemars::Schema {

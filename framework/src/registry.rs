@@ -18,6 +18,10 @@ use crate::runtime::Target;
 /// The type-erased body of a command: decodes the input, runs the function, encodes the output.
 pub(crate) type CommandFn = fn(Ctx, Bytes) -> BoxFuture<'static, Result<Bytes, Error>>;
 
+/// A command's guard, as `guard = path` names it: checked before the handler, on the executing
+/// instance.
+pub type GuardFn = for<'a> fn(&'a Ctx) -> BoxFuture<'a, Result<(), Error>>;
+
 /// The type-erased body of a subscription: decodes the event and runs the function.
 pub(crate) type EventFn = fn(Ctx, Bytes) -> BoxFuture<'static, Result<(), Error>>;
 
@@ -68,6 +72,8 @@ pub struct CommandDescriptor {
     pub output_schema: fn() -> schemars::Schema,
     /// The route `#[http]` binds to it.
     pub http: Option<HttpRoute>,
+    /// The guard that must pass before the handler runs.
+    pub guard: Option<GuardFn>,
     /// Decodes, runs and encodes.
     pub handler: CommandFn,
     /// Where the function is.
@@ -264,6 +270,7 @@ mod tests {
                 path,
                 status: 200,
             }),
+            guard: None,
             handler: noop,
             location: Location {
                 file: "src/orders.rs",

@@ -8,8 +8,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::Error;
@@ -20,9 +20,32 @@ use crate::state::spi::StateStore;
 /// Bytes of randomness in a session id: 256 bits, as 64 hex digits.
 pub(crate) const SESSION_ID_BYTES: usize = 32;
 
+/// The session entry that holds the signed-in [`Principal`]. Handlers cannot write it with
+/// [`Session::insert`]: only [`Session::sign_in`] can, so that it always comes with a fresh id.
+const PRINCIPAL: &str = "cohort.principal";
+
+/// The prefix of the session entries that are Cohort's own.
+const RESERVED: &str = "cohort.";
+
 /// Whether `id` looks like an id Cohort issued. Anything else from a cookie is ignored.
 pub(crate) fn is_valid_id(id: &str) -> bool {
     id.len() == SESSION_ID_BYTES * 2 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Who signed in to a session, and their roles: what [`Session::sign_in`] recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Principal {
+    /// The name the application signed the user in as, such as a username.
+    pub name: String,
+    /// The roles given at sign-in, such as `admin`.
+    pub roles: Vec<String>,
+}
+
+impl Principal {
+    /// Whether the principal was given `role` at sign-in.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
 }
 
 /// The session of the current caller. Get it with `ctx.session()`.
@@ -67,52 +90,107 @@ impl Session {
     }
 
     /// Stores `value` under `name`, creating the session (and its cookie) if there is none.
+    /// Names starting with `cohort.` are Cohort's own and refused.
     pub async fn insert<T: Serialize + ?Sized>(&self, name: &str, value: &T) -> Result<(), Error> {
+        refuse_reserved(name)?;
         let value = serde_json::to_value(value)
             .map_err(|e| Error::internal(format!("cannot encode session value `{name}`: {e}")))?;
         let id = self.cell.id_for_write();
-        self.state
+        let data = self
+            .state
             .update_with_ttl(&id, self.ttl, |data: Option<Map<String, Value>>| {
                 let mut data = data.unwrap_or_default();
                 data.insert(name.to_owned(), value.clone());
                 Ok(data)
             })
             .await?;
-        Ok(())
+        self.keep_indexed(&id, &data).await
     }
 
-    /// Removes `name` from the session.
+    /// Removes `name` from the session. Names starting with `cohort.` are Cohort's own and refused.
     pub async fn remove(&self, name: &str) -> Result<(), Error> {
+        refuse_reserved(name)?;
         let Some(id) = self.id() else { return Ok(()) };
         if self.state.get::<Map<String, Value>>(&id).await?.is_none() {
             return Ok(());
         }
-        self.state
+        let data = self
+            .state
             .update_with_ttl(&id, self.ttl, |data: Option<Map<String, Value>>| {
                 let mut data = data.unwrap_or_default();
                 data.remove(name);
                 Ok(data)
             })
             .await?;
-        Ok(())
+        self.keep_indexed(&id, &data).await
     }
 
-    /// Moves the session's data to a new id and sends the client the new cookie. Call it when the
-    /// caller logs in, so an id an attacker planted before the login is worth nothing after it.
+    /// Moves the session's data to a new id and sends the client the new cookie. Call it on any
+    /// change of privilege, so that an id an attacker planted before it is worth nothing after it
+    /// ([`Session::sign_in`] does).
     pub async fn renew(&self) -> Result<(), Error> {
-        let old = self.id();
-        let data = match &old {
-            Some(old) => self.state.get::<Map<String, Value>>(old).await?,
-            None => None,
-        };
-        let new = self.cell.replace_id();
-        self.state
-            .put_with_ttl(&new, &data.unwrap_or_default(), self.ttl)
-            .await?;
-        if let Some(old) = old {
-            self.state.delete(&old).await?;
+        let (id, data) = self.rotate(|_| {}).await?;
+        match principal_of(&data) {
+            Some(principal) => self.index_pruned(&principal.name, &id).await,
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// Signs the caller in as `name` with `roles`: the session (created if there is none) moves to
+    /// a new id, so that an id known before the sign-in is worth nothing after it, and records the
+    /// [`Principal`], which the guards of [`cohort::guard`](crate::guard) check. The session is
+    /// also indexed under `name`, for [`Session::revoke_all`].
+    pub async fn sign_in(&self, name: &str, roles: &[&str]) -> Result<(), Error> {
+        if name.is_empty() {
+            return Err(Error::internal(
+                "cannot sign in with an empty principal name",
+            ));
+        }
+        let principal = Principal {
+            name: name.to_owned(),
+            roles: roles.iter().map(|&role| role.to_owned()).collect(),
+        };
+        let value = serde_json::to_value(&principal)
+            .map_err(|e| Error::internal(format!("cannot encode the principal: {e}")))?;
+        let (id, _) = self
+            .rotate(|data| {
+                data.insert(PRINCIPAL.to_owned(), value);
+            })
+            .await?;
+        self.index_pruned(name, &id).await
+    }
+
+    /// The principal signed in to this session, if any.
+    pub async fn principal(&self) -> Result<Option<Principal>, Error> {
+        self.get(PRINCIPAL).await
+    }
+
+    /// Signs the caller's principal out of every session it has, on every device, this one
+    /// included ("log out everywhere"); a session nobody signed in to is just destroyed.
+    pub async fn sign_out_everywhere(&self) -> Result<(), Error> {
+        if let Some(principal) = self.principal().await? {
+            self.revoke_all(&principal.name).await?;
+        }
+        self.destroy().await
+    }
+
+    /// Deletes every session `principal` is signed in to, and returns how many there were: after a
+    /// password change, say, or to lock an account out. The caller's own cookie is cleared when its
+    /// session is one of them.
+    pub async fn revoke_all(&self, principal: &str) -> Result<usize, Error> {
+        let key = index_key(principal);
+        let ids: Vec<String> = self.state.get(&key).await?.unwrap_or_default();
+        let mut revoked = 0;
+        for id in &ids {
+            if self.state.delete(id).await? {
+                revoked += 1;
+            }
+        }
+        self.state.delete(&key).await?;
+        if self.id().is_some_and(|own| ids.contains(&own)) {
+            self.cell.clear();
+        }
+        Ok(revoked)
     }
 
     /// Deletes the session and clears the client's cookie (log out).
@@ -123,6 +201,90 @@ impl Session {
         self.cell.clear();
         Ok(())
     }
+
+    /// Moves the session's data, changed by `change`, to a new id and deletes the old one; returns
+    /// the new id and the data.
+    async fn rotate(
+        &self,
+        change: impl FnOnce(&mut Map<String, Value>),
+    ) -> Result<(String, Map<String, Value>), Error> {
+        let old = self.id();
+        let mut data = match &old {
+            Some(old) => self.state.get::<Map<String, Value>>(old).await?,
+            None => None,
+        }
+        .unwrap_or_default();
+        change(&mut data);
+        let new = self.cell.replace_id();
+        self.state.put_with_ttl(&new, &data, self.ttl).await?;
+        if let Some(old) = old {
+            self.state.delete(&old).await?;
+        }
+        Ok((new, data))
+    }
+
+    /// Adds `id` to the sessions of `principal`, and drops the ones that expired or were deleted.
+    async fn index_pruned(&self, principal: &str, id: &str) -> Result<(), Error> {
+        let known: Vec<String> = self
+            .state
+            .get(&index_key(principal))
+            .await?
+            .unwrap_or_default();
+        let mut gone = Vec::new();
+        for other in known.into_iter().filter(|other| other != id) {
+            if self.state.get::<Value>(&other).await?.is_none() {
+                gone.push(other);
+            }
+        }
+        self.index(principal, id, &gone).await
+    }
+
+    /// Adds `id` to the sessions of `principal`, less `gone`. The index is written with the
+    /// session's time to live whenever a session of the principal is, so that it lives as long as
+    /// the newest of them and never loses a live one.
+    async fn index(&self, principal: &str, id: &str, gone: &[String]) -> Result<(), Error> {
+        self.state
+            .update_with_ttl(
+                &index_key(principal),
+                self.ttl,
+                |ids: Option<Vec<String>>| {
+                    let mut ids = ids.unwrap_or_default();
+                    ids.retain(|other| !gone.contains(other));
+                    if !ids.iter().any(|other| other == id) {
+                        ids.push(id.to_owned());
+                    }
+                    Ok(ids)
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// A write renewed the session's time to live: the index of its principal must live as long.
+    async fn keep_indexed(&self, id: &str, data: &Map<String, Value>) -> Result<(), Error> {
+        match principal_of(data) {
+            Some(principal) => self.index(&principal.name, id, &[]).await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// The key of the index of a principal's sessions; session ids are hex, so it meets none of them.
+fn index_key(principal: &str) -> String {
+    format!("principal:{principal}")
+}
+
+fn principal_of(data: &Map<String, Value>) -> Option<Principal> {
+    serde_json::from_value(data.get(PRINCIPAL)?.clone()).ok()
+}
+
+fn refuse_reserved(name: &str) -> Result<(), Error> {
+    if name.starts_with(RESERVED) {
+        return Err(Error::internal(format!(
+            "the session entry `{name}` is reserved: names starting with `{RESERVED}` are Cohort's own; use `sign_in` to set the principal"
+        )));
+    }
+    Ok(())
 }
 
 /// The session id of one command, and what the command did to it, for the reply headers.
@@ -218,12 +380,16 @@ mod tests {
     use crate::state::MemoryStore;
 
     fn session(cell: Arc<SessionCell>) -> Session {
-        Session::new(
-            Arc::new(MemoryStore::new()),
-            "t:session".into(),
-            Duration::from_secs(60),
-            cell,
-        )
+        session_in(Arc::new(MemoryStore::new()), cell)
+    }
+
+    /// A session of a client of its own, in `store`.
+    fn session_in(store: Arc<MemoryStore>, cell: Arc<SessionCell>) -> Session {
+        Session::new(store, "t:session".into(), Duration::from_secs(60), cell)
+    }
+
+    fn new_client(store: &Arc<MemoryStore>) -> Session {
+        session_in(store.clone(), Arc::new(SessionCell::new(None)))
     }
 
     #[tokio::test]
@@ -264,5 +430,83 @@ mod tests {
         let mut reply = Metadata::default();
         cell.write_to(&mut reply);
         assert!(reply.session_clear && reply.session_set.is_none());
+    }
+
+    #[tokio::test]
+    async fn sign_in_rotates_the_id_and_records_the_principal() {
+        let cell = Arc::new(SessionCell::new(None));
+        let session = session(cell.clone());
+        session.insert("cart", &3).await.expect("insert");
+        let before = session.id().expect("id");
+        session.sign_in("alice", &["admin"]).await.expect("sign in");
+        let after = session.id().expect("id");
+        assert_ne!(before, after);
+        assert_eq!(
+            session.state.get::<Value>(&before).await.expect("get"),
+            None
+        );
+        let principal = session.principal().await.expect("read").expect("signed in");
+        assert_eq!(principal.name, "alice");
+        assert!(principal.has_role("admin") && !principal.has_role("root"));
+        assert_eq!(session.get::<u32>("cart").await.expect("get"), Some(3));
+        let mut reply = Metadata::default();
+        cell.write_to(&mut reply);
+        assert_eq!(reply.session_set, Some(after));
+    }
+
+    #[tokio::test]
+    async fn the_principal_entry_is_reserved() {
+        let session = session(Arc::new(SessionCell::new(None)));
+        let admin = Principal {
+            name: "mallory".into(),
+            roles: vec!["admin".into()],
+        };
+        let err = session
+            .insert(PRINCIPAL, &admin)
+            .await
+            .expect_err("refused");
+        assert!(err.message().contains("reserved"), "{err}");
+        assert!(session.remove(PRINCIPAL).await.is_err());
+        assert_eq!(session.principal().await.expect("read"), None);
+    }
+
+    #[tokio::test]
+    async fn revoke_all_deletes_every_session_of_the_principal_only() {
+        let store = Arc::new(MemoryStore::new());
+        let (laptop, phone, bob) = (new_client(&store), new_client(&store), new_client(&store));
+        laptop.sign_in("alice", &[]).await.expect("sign in");
+        phone.sign_in("alice", &[]).await.expect("sign in");
+        bob.sign_in("bob", &[]).await.expect("sign in");
+        phone.insert("theme", "dark").await.expect("insert");
+        laptop.sign_out_everywhere().await.expect("sign out");
+        assert!(laptop.id().is_none(), "its own cookie is cleared");
+        assert_eq!(phone.principal().await.expect("read"), None);
+        assert_eq!(phone.get::<String>("theme").await.expect("read"), None);
+        assert_eq!(
+            bob.principal()
+                .await
+                .expect("read")
+                .map(|p| p.name)
+                .as_deref(),
+            Some("bob")
+        );
+        assert_eq!(bob.revoke_all("alice").await.expect("revoke"), 0);
+    }
+
+    #[tokio::test]
+    async fn the_index_forgets_sessions_that_are_gone() {
+        let store = Arc::new(MemoryStore::new());
+        let first = new_client(&store);
+        first.sign_in("alice", &[]).await.expect("sign in");
+        first.destroy().await.expect("log out");
+        let second = new_client(&store);
+        second.sign_in("alice", &[]).await.expect("sign in");
+        let ids: Vec<String> = second
+            .state
+            .get(&index_key("alice"))
+            .await
+            .expect("read")
+            .expect("indexed");
+        assert_eq!(ids, vec![second.id().expect("id")]);
     }
 }

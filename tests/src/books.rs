@@ -28,16 +28,22 @@ const READS_AT_ONCE: usize = 16;
 /// Examples a discrepancy shows.
 const SHOWN: usize = 5;
 
-/// The calls of a load of orders: call `n` orders `n % 3 + 1` of the `n`th SKU (round robin),
-/// under the idempotency key `{run}-{n}`.
-pub fn orders(skus: &[&str], run: &str) -> impl Fn(usize) -> Call + Send + Sync + 'static {
+/// The calls of a load of orders by the books' user: call `n` orders `n % 3 + 1` of the `n`th SKU
+/// (round robin), under the idempotency key `{run}-{n}`.
+pub fn orders(
+    books: &Books,
+    skus: &[&str],
+    run: &str,
+) -> impl Fn(usize) -> Call + Send + Sync + 'static {
     let skus: Vec<String> = skus.iter().map(|sku| (*sku).to_owned()).collect();
     let run = run.to_owned();
+    let cookie = books.cookie();
     move |n| Call {
         method: Method::POST,
         path: "/orders".to_owned(),
         body: json!({"sku": skus[n % skus.len()], "qty": n % 3 + 1}),
         idempotency_key: Some(format!("{run}-{n}")),
+        cookie: cookie.clone(),
     }
 }
 
@@ -84,9 +90,12 @@ pub struct Books {
 }
 
 impl Books {
-    /// Sets the stock of each SKU through `client` (an instance that stays up), and keeps it as
-    /// the opening balance. `nats_url` is the deployment's NATS, to see the audit catch up.
+    /// Signs `client` in as the admin, sets the stock of each SKU through it (an instance that
+    /// stays up) and keeps it as the opening balance; the orders of [`orders`] are the admin's
+    /// too, so that the books can read them back. `nats_url` is the deployment's NATS, to see the
+    /// audit catch up.
     pub async fn open(client: Client, nats_url: String, stock: &[(&str, u64)]) -> Books {
+        client.sign_in_admin().await;
         for (sku, qty) in stock {
             let reply = client
                 .put(&format!("/stock/{sku}"), json!({"qty": qty}))
@@ -106,6 +115,11 @@ impl Books {
             nats_url,
             stock,
         }
+    }
+
+    /// The session cookie of the books' user, who places the orders and reads them back.
+    pub fn cookie(&self) -> Option<String> {
+        self.client.cookie()
     }
 
     /// Everything that does not add up between what `record`'s clients were told and what the

@@ -25,6 +25,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// The username the example shop makes an admin when the tests run under cargo: `.cargo/config.toml`
+/// lists it in `SHOP_ADMINS`.
+pub const ADMIN: &str = "shop-admin";
+
 /// The input or output of a test's own command that needs none: `{}`.
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 pub struct Nothing {}
@@ -134,6 +138,34 @@ impl Client {
     pub fn with_cookie(self, cookie: impl Into<String>) -> Self {
         *self.cookie.lock().expect("cookie lock") = Some(cookie.into());
         self
+    }
+
+    /// Signs this client in as `username`, creating the account first if there is none.
+    pub async fn sign_in_as(&self, username: &str) {
+        let credentials =
+            serde_json::json!({"username": username, "password": format!("pw-{username}")});
+        let created = self.post("/accounts", credentials.clone()).await;
+        assert!(
+            matches!(created.status, 201 | 409),
+            "creating the account {username}: {}",
+            created.text
+        );
+        let signed_in = self.post("/sessions", credentials).await;
+        assert_eq!(
+            signed_in.status, 200,
+            "signing in as {username}: {}",
+            signed_in.text
+        );
+    }
+
+    /// Signs this client in as the shop's admin, who may set the stock.
+    pub async fn sign_in_admin(&self) {
+        assert!(
+            std::env::var("SHOP_ADMINS")
+                .is_ok_and(|admins| admins.split(',').any(|a| a.trim() == ADMIN)),
+            "SHOP_ADMINS must list `{ADMIN}` (cargo sets it from .cargo/config.toml)"
+        );
+        self.sign_in_as(ADMIN).await;
     }
 
     /// The base URL.

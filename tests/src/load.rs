@@ -30,6 +30,8 @@ pub struct Call {
     pub body: Value,
     /// Sent as the `Idempotency-Key` header, the same on every attempt of the call.
     pub idempotency_key: Option<String>,
+    /// Sent as the `Cookie` header: the session of a signed-in user.
+    pub cookie: Option<String>,
 }
 
 /// What a load sends, to whom, and for how long.
@@ -241,6 +243,9 @@ async fn send(
         .body(call.body.to_string());
     if let Some(key) = &call.idempotency_key {
         request = request.header("idempotency-key", key);
+    }
+    if let Some(cookie) = &call.cookie {
+        request = request.header("cookie", cookie);
     }
     let started = Instant::now();
     let answer = tokio::time::timeout(give_up_after, async {

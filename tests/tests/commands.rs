@@ -69,9 +69,10 @@ async fn commands_can_be_called_from_outside_a_handler_with_their_types() {
         .expect("echo answers");
     assert_eq!((out.text.as_str(), out.n), ("typed", 2));
     assert_eq!(out.instance, running.instance_id());
+    // A call from outside has no session: the guard of `get_order` refuses it as any other.
     let err = running
         .call::<get_order>(OrderId { id: 999 })
         .await
-        .expect_err("no such order");
-    assert_eq!(err.kind(), cohort::ErrorKind::NotFound);
+        .expect_err("not signed in");
+    assert_eq!(err.kind(), cohort::ErrorKind::Unauthorized);
 }

@@ -72,7 +72,7 @@ const EVENTS: usize = 300;
 /// A load of orders on `targets` for `duration`: eight clients, each placing an order as soon as
 /// the last is answered, so that a fault always meets orders in flight; an attempt unanswered
 /// after 5 s counts as lost (and is retried), and retries go on for 15 s after the load.
-fn load_of_orders(targets: Vec<String>, duration: Duration, run: &str) -> Load {
+fn load_of_orders(books: &Books, targets: Vec<String>, duration: Duration, run: &str) -> Load {
     let plan = Plan {
         targets,
         clients: 8,
@@ -83,7 +83,7 @@ fn load_of_orders(targets: Vec<String>, duration: Duration, run: &str) -> Load {
         unsettled,
         retry_for: Duration::from_secs(15),
     };
-    Load::start(plan, orders(&SKUS, run))
+    Load::start(plan, orders(books, &SKUS, run))
 }
 
 /// Opens the books on `instance` with ample stock of every SKU.
@@ -93,9 +93,14 @@ async fn open_books(servers: &Servers, instance: &AppProcess) -> Books {
 }
 
 /// A load of orders on every instance, warmed up: the fault comes next.
-async fn warm_load_on_all(instances: &[AppProcess], duration: Duration, run: &str) -> Load {
+async fn warm_load_on_all(
+    books: &Books,
+    instances: &[AppProcess],
+    duration: Duration,
+    run: &str,
+) -> Load {
     let targets = instances.iter().map(AppProcess::url).collect();
-    let load = load_of_orders(targets, duration, run);
+    let load = load_of_orders(books, targets, duration, run);
     wait_for_warm_up(&load).await;
     load
 }
@@ -170,7 +175,7 @@ async fn orders_add_up_when_an_executing_instance_is_killed() {
     let books = open_books(&servers, &instances[0]).await;
     // k3 only runs commands: every request has an HTTP instance that survives.
     let targets = vec![instances[0].url(), instances[1].url()];
-    let load = load_of_orders(targets, Duration::from_secs(6), "kill");
+    let load = load_of_orders(&books, targets, Duration::from_secs(6), "kill");
     wait_for_warm_up(&load).await;
     let what = "k3 must run orders of the load before it is killed";
     load.wait_for(what, Duration::from_secs(10), |a| {
@@ -191,7 +196,7 @@ async fn orders_add_up_when_nats_stops_for_three_seconds() {
     let mut servers = Servers::start().await;
     let instances = AppProcess::start_all(&["n1", "n2", "n3"], &servers.env()).await;
     let books = open_books(&servers, &instances[0]).await;
-    let load = warm_load_on_all(&instances, Duration::from_secs(8), "nats").await;
+    let load = warm_load_on_all(&books, &instances, Duration::from_secs(8), "nats").await;
     let stopped = Instant::now();
     servers.nats.stop().await;
     sleep(Duration::from_secs(3)).await;
@@ -209,7 +214,7 @@ async fn orders_add_up_when_redis_stops_for_five_seconds() {
     let mut servers = Servers::start_with_durable_redis().await;
     let instances = AppProcess::start_all(&["r1", "r2", "r3"], &servers.env()).await;
     let books = open_books(&servers, &instances[0]).await;
-    let load = warm_load_on_all(&instances, Duration::from_secs(10), "redis-stop").await;
+    let load = warm_load_on_all(&books, &instances, Duration::from_secs(10), "redis-stop").await;
     let stopped = Instant::now();
     servers.redis.terminate().await;
     sleep(Duration::from_secs(5)).await;
@@ -232,7 +237,7 @@ async fn orders_add_up_when_redis_freezes_for_five_seconds() {
     let servers = Servers::start().await;
     let instances = AppProcess::start_all(&["z1", "z2", "z3"], &servers.env()).await;
     let books = open_books(&servers, &instances[0]).await;
-    let load = warm_load_on_all(&instances, Duration::from_secs(10), "redis-freeze").await;
+    let load = warm_load_on_all(&books, &instances, Duration::from_secs(10), "redis-freeze").await;
     let frozen = Instant::now();
     servers.redis.freeze().await;
     sleep(Duration::from_secs(5)).await;
@@ -272,7 +277,9 @@ async fn each_event_counts_once_when_every_subscriber_is_killed_mid_stream() {
     // Frozen while the orders are placed, the subscribers thaw to a backlog: they die busy,
     // events in hand, not idle between two.
     tokio::join!(e2.signal("STOP"), e3.signal("STOP"));
-    let record = Load::start(plan, orders(&SKUS, "events")).finish().await;
+    let record = Load::start(plan, orders(&books, &SKUS, "events"))
+        .finish()
+        .await;
     tokio::join!(e2.signal("CONT"), e3.signal("CONT"));
     // Killed as soon as the audit has counted some of the backlog: polled without a pause, since
     // the thawed subscribers count the whole backlog within tens of milliseconds.
@@ -315,11 +322,13 @@ async fn one_idempotency_key_sent_twenty_times_at_once_makes_one_order() {
         unsettled: |_| false,
         retry_for: Duration::ZERO,
     };
-    let same_order = |_| Call {
+    let cookie = books.cookie();
+    let same_order = move |_| Call {
         method: Method::POST,
         path: "/orders".to_owned(),
         body: json!({"sku": "bolt", "qty": 2}),
         idempotency_key: Some("one-order".to_owned()),
+        cookie: cookie.clone(),
     };
     let record = Load::start(plan, same_order).finish().await;
     let scene = "one key sent 20 times at once";

@@ -13,6 +13,7 @@ const KEY: &str = "order-7f3a";
 async fn a_repeat_gets_the_first_response_and_takes_stock_once() {
     let running = start_embedded(|_| {}).await;
     let client = Client::new(base_url(&running));
+    client.sign_in_admin().await;
     client.put("/stock/tea", json!({"qty": 10})).await;
     let order = json!({"sku": "tea", "qty": 3});
     let first = client
@@ -34,6 +35,7 @@ async fn a_repeat_gets_the_first_response_and_takes_stock_once() {
 async fn a_key_sent_with_another_body_is_refused() {
     let running = start_embedded(|_| {}).await;
     let client = Client::new(base_url(&running));
+    client.sign_in_admin().await;
     client.put("/stock/tea", json!({"qty": 10})).await;
     let first = client
         .post_with(
@@ -74,7 +76,10 @@ async fn a_malformed_key_is_a_400_naming_the_header() {
 #[tokio::test]
 async fn twenty_copies_on_three_instances_make_one_order() {
     let cluster = Cluster::start(3).await;
-    let clients: Vec<Client> = (0..3).map(|i| Client::new(cluster.http(i))).collect();
+    let admin = Client::new(cluster.http(0));
+    admin.sign_in_admin().await;
+    // One user on every instance: the key is the user's.
+    let clients: Vec<Client> = (0..3).map(|i| admin.with_base(cluster.http(i))).collect();
     clients[0].put("/stock/tea", json!({"qty": 100})).await;
     let copies: Vec<_> = (0..20)
         .map(|i| {

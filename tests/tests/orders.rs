@@ -7,13 +7,16 @@ use std::time::Duration;
 use cohort::broker::MemoryBroker;
 use cohort::broker::spi::{Broker, Message, header};
 use cohort::testing::eventually_ok;
-use cohort_tests::{Client, assert_problem, base_url, start_app, start_embedded, wait_for_audit};
+use cohort_tests::{
+    ADMIN, Client, assert_problem, base_url, start_app, start_embedded, wait_for_audit,
+};
 use serde_json::{Value, json};
 
 #[tokio::test]
 async fn orders_take_stock_atomically_and_are_audited() {
     let running = start_embedded(|_| {}).await;
     let client = Client::new(base_url(&running));
+    client.sign_in_admin().await;
     let reply = client.put("/stock/apple", json!({"qty": 5})).await;
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert_eq!(reply.body, json!({"sku": "apple", "qty": 5}));
@@ -44,7 +47,10 @@ async fn orders_take_stock_atomically_and_are_audited() {
 
     let reply = client.get(&format!("/orders/{id}")).await;
     assert_eq!(reply.status, 200, "{}", reply.text);
-    assert_eq!(reply.body, json!({"id": id, "sku": "apple", "qty": 2}));
+    assert_eq!(
+        reply.body,
+        json!({"id": id, "sku": "apple", "qty": 2, "placed_by": ADMIN})
+    );
     assert_problem(&client.get("/orders/999999").await, 404);
     let reply = client.get("/orders/abc").await;
     assert_problem(&reply, 422);

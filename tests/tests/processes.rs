@@ -50,6 +50,7 @@ async fn events_held_by_a_killed_instance_are_redelivered_to_the_others() {
     let a = AppProcess::start("ka", true, &only("accounts,orders,echo")).await;
     let b = AppProcess::start("kb", false, &only("audit")).await;
     let client = Client::new(a.http.clone().expect("http"));
+    client.sign_in_admin().await;
     assert_eq!(
         client.put("/stock/bolt", json!({"qty": 1000})).await.status,
         200
@@ -87,6 +88,7 @@ async fn sigterm_exits_cleanly_and_a_rolling_restart_loses_no_request() {
     let a = AppProcess::start("ra", true, &servers.env()).await;
     let mut b = AppProcess::start("rb", false, &servers.env()).await;
     let client = Client::new(a.http.clone().expect("http"));
+    client.sign_in_admin().await;
     assert_eq!(
         client
             .put("/stock/nut", json!({"qty": 100000}))
@@ -96,7 +98,7 @@ async fn sigterm_exits_cleanly_and_a_rolling_restart_loses_no_request() {
     );
     let run_by_b = Arc::new(AtomicUsize::new(0));
     let load = {
-        let client = Client::new(a.http.clone().expect("http"));
+        let client = client.with_base(a.http.clone().expect("http"));
         let run_by_b = run_by_b.clone();
         tokio::spawn(async move {
             let mut statuses = Vec::new();

@@ -69,6 +69,10 @@ async fn accounts_sign_up_log_in_me_log_out() {
         set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Lax"),
         "{set_cookie}"
     );
+    assert!(
+        set_cookie.contains("; Secure"),
+        "secure by default: {set_cookie}"
+    );
     let id = client
         .cookie()
         .expect("kept")
@@ -94,4 +98,27 @@ async fn accounts_sign_up_log_in_me_log_out() {
     // The old cookie is dead too, not just forgotten by this client.
     let replay = Client::new(base_url(&running)).with_cookie(format!("cohort_session={id}"));
     assert_problem(&replay.get("/me").await, 401);
+}
+
+#[tokio::test]
+async fn the_cookie_is_not_secure_when_opted_out() {
+    let running = start_app(
+        |config| {
+            config.http_addr = ANY_LOOPBACK_PORT;
+            config.session_cookie_secure = false;
+        },
+        |app| app,
+    )
+    .await
+    .expect("starts");
+    let client = Client::new(base_url(&running));
+    let credentials = json!({"username": "dave", "password": "pw"});
+    assert_eq!(
+        client.post("/accounts", credentials.clone()).await.status,
+        201
+    );
+    let reply = client.post("/sessions", credentials).await;
+    let set_cookie = reply.header("set-cookie").expect("a session cookie");
+    assert!(set_cookie.contains("HttpOnly"), "{set_cookie}");
+    assert!(!set_cookie.contains("Secure"), "{set_cookie}");
 }

@@ -205,7 +205,9 @@ async fn an_event_its_writer_never_published_is_relayed_by_another_instance() {
 #[tokio::test]
 async fn sixty_four_clients_on_one_hot_sku_get_no_conflict() {
     let cluster = Cluster::start(2).await;
-    let clients: Vec<Client> = (0..2).map(|i| Client::new(cluster.http(i))).collect();
+    let admin = Client::new(cluster.http(0));
+    admin.sign_in_admin().await;
+    let clients: Vec<Client> = (0..2).map(|i| admin.with_base(cluster.http(i))).collect();
     let stocked = clients[0].put("/stock/hot", json!({"qty": 10_000})).await;
     assert_eq!(stocked.status, 200, "{}", stocked.text);
     let tasks: Vec<_> = (0..64)

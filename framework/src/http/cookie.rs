@@ -68,4 +68,26 @@ mod tests {
         );
         assert_eq!(session_cookie(&headers), Some(valid));
     }
+
+    fn set_cookie(config: &Config) -> String {
+        let reply = Metadata {
+            session_set: Some("b".repeat(64)),
+            ..Metadata::default()
+        };
+        let mut headers = HeaderMap::new();
+        set_session_cookie(config, &reply, &mut headers);
+        let cookie = headers.get(header::SET_COOKIE).expect("a cookie is set");
+        cookie.to_str().expect("ascii").to_owned()
+    }
+
+    #[test]
+    fn the_cookie_is_secure_unless_opted_out() {
+        let mut config = Config::default();
+        let cookie = set_cookie(&config);
+        assert!(cookie.ends_with("; Secure"), "{cookie}");
+        assert!(cookie.contains("HttpOnly; SameSite=Lax"), "{cookie}");
+        config.session_cookie_secure = false;
+        let cookie = set_cookie(&config);
+        assert!(!cookie.contains("Secure"), "{cookie}");
+    }
 }
