@@ -52,19 +52,14 @@ async fn assert_serves_echo(app: &InProcess) {
     assert_eq!(reply.body["n"], 2);
 }
 
-/// A command that writes to the state store and one that reads it back.
+/// Signing up writes to the state store; logging in reads the account back.
 async fn assert_keeps_state(app: &InProcess) {
-    let reply = app
-        .send(
-            reqwest::Method::PUT,
-            "/stock/tls-sku",
-            Some(json!({"qty": 7}).to_string()),
-        )
-        .await;
+    let credentials = json!({"username": "tls-user", "password": "a-password-long-enough"});
+    let reply = app.post("/accounts", credentials.clone()).await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    let reply = app.post("/sessions", credentials).await;
     assert_eq!(reply.status, 200, "{}", reply.text);
-    let reply = app.get("/stock/tls-sku").await;
-    assert_eq!(reply.status, 200, "{}", reply.text);
-    assert_eq!(reply.body["qty"], 7);
+    assert_eq!(reply.body["username"], "tls-user");
 }
 
 /// The start failed with an error whose message contains every one of `expected` and not
