@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::cluster_key::ClusterKey;
 use crate::error::Error;
 use crate::message::random_hex;
 
@@ -77,6 +78,15 @@ pub struct Config {
     /// `COHORT_EVENT_ACK_WAIT` (default `30s`): how long an instance may hold an event before
     /// the broker assumes it died and hands the event to another.
     pub event_ack_wait: Duration,
+    /// `COHORT_CLUSTER_KEY`: the secret every instance signs its NATS messages with, and checks
+    /// theirs against. Required with `COHORT_NATS_URL` unless `allow_unsigned`.
+    pub cluster_key: Option<ClusterKey>,
+    /// `COHORT_CLUSTER_KEY_PREVIOUS`: a second key accepted when checking, never used to sign,
+    /// for rotating the cluster key without downtime.
+    pub cluster_key_previous: Option<ClusterKey>,
+    /// `COHORT_ALLOW_UNSIGNED=true`: start with NATS but without a cluster key; any client of the
+    /// NATS server can then call commands and publish events as any principal.
+    pub allow_unsigned: bool,
 }
 
 /// Where JetStream keeps the event streams.
@@ -119,6 +129,9 @@ impl Default for Config {
             duplicate_window: Duration::from_secs(120),
             event_retention: Duration::from_secs(7 * 24 * 3600),
             stream_replicas: 1,
+            cluster_key: None,
+            cluster_key_previous: None,
+            allow_unsigned: false,
         }
     }
 }
@@ -199,6 +212,7 @@ impl Config {
         if let Some(attempts) = var("COHORT_EVENT_MAX_ATTEMPTS") {
             config.event_max_attempts = parse_number("COHORT_EVENT_MAX_ATTEMPTS", &attempts)?;
         }
+        read_cluster_keys(&var, &mut config)?;
         Ok(config)
     }
 
@@ -208,6 +222,29 @@ impl Config {
             .as_ref()
             .is_none_or(|services| services.iter().any(|s| s == service))
     }
+}
+
+/// The signing settings: the keys are checked (without repeating them) but never shown.
+fn read_cluster_keys(
+    var: &dyn Fn(&str) -> Option<String>,
+    config: &mut Config,
+) -> Result<(), Error> {
+    let key = |name: &str| {
+        var(name)
+            .map(|text| {
+                ClusterKey::new(text).map_err(|err| {
+                    Error::bad_request(format!("{name} is not valid: {}", err.message()))
+                        .with_code("invalid_config")
+                })
+            })
+            .transpose()
+    };
+    config.cluster_key = key("COHORT_CLUSTER_KEY")?;
+    config.cluster_key_previous = key("COHORT_CLUSTER_KEY_PREVIOUS")?;
+    if let Some(flag) = var("COHORT_ALLOW_UNSIGNED") {
+        config.allow_unsigned = parse_bool("COHORT_ALLOW_UNSIGNED", &flag)?;
+    }
+    Ok(())
 }
 
 fn config_error(name: &str, value: &str, expected: &str) -> Error {
@@ -311,6 +348,41 @@ mod tests {
         assert_eq!(config.stream_replicas, 3);
         assert_eq!(config.stream_storage, StreamStorage::Memory);
         assert_eq!(config.duplicate_window, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn reads_the_cluster_keys_and_never_shows_them() {
+        let key = "k".repeat(40);
+        let previous = "p".repeat(32);
+        let config = from(&[
+            ("COHORT_CLUSTER_KEY", &key),
+            ("COHORT_CLUSTER_KEY_PREVIOUS", &previous),
+            ("COHORT_ALLOW_UNSIGNED", "true"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            config.cluster_key.as_ref().map(ClusterKey::expose),
+            Some(key.as_str())
+        );
+        assert_eq!(
+            config.cluster_key_previous.as_ref().map(ClusterKey::expose),
+            Some(previous.as_str())
+        );
+        assert!(config.allow_unsigned);
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("kkkk") && !shown.contains("pppp"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_short_cluster_key_names_the_variable_without_repeating_it() {
+        for name in ["COHORT_CLUSTER_KEY", "COHORT_CLUSTER_KEY_PREVIOUS"] {
+            let err = from(&[(name, "short-secret")]).expect_err("too short");
+            assert!(err.message().starts_with(name), "{err}");
+            assert!(!err.message().contains("short-secret"), "{err}");
+        }
     }
 
     #[test]

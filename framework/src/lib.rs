@@ -14,6 +14,7 @@ pub mod state;
 pub mod testing;
 
 mod app;
+mod cluster_key;
 mod config;
 mod context;
 mod contract;
@@ -34,6 +35,7 @@ mod timer;
 mod unit;
 
 pub use app::App;
+pub use cluster_key::{ClusterKey, MIN_CLUSTER_KEY_LEN};
 pub use config::{Config, StreamStorage};
 pub use context::Ctx;
 pub use contract::{Command, Event};

@@ -13,6 +13,7 @@ mod commands;
 mod delivery;
 mod micro;
 mod replies;
+mod signing;
 mod streams;
 mod subscriptions;
 mod wire;
@@ -29,9 +30,11 @@ use tokio::sync::watch;
 use tokio::time::timeout;
 
 use self::replies::{Delivering, Replies};
+use self::signing::Signer;
 use super::spi::{
     Broker, Endpoint, EventHandler, Message, RequestHandler, Subjects, SubscriptionSpec, Work,
 };
+use crate::cluster_key::ClusterKey;
 use crate::config::StreamStorage;
 use crate::error::Error;
 use crate::redact::mask_urls;
@@ -85,6 +88,8 @@ struct Inner {
     subjects: Subjects,
     streams: StreamSettings,
     instance_id: String,
+    /// Signs what this instance sends and checks what it receives, with a cluster key.
+    signer: Signer,
     /// The server addresses as configured, with passwords masked, for error messages.
     urls: String,
     /// Bumped on every (re)connection: a pull request sent before it may be gone with the old
@@ -125,6 +130,31 @@ impl NatsBroker {
         subjects: Subjects,
         instance_id: &str,
         streams: StreamSettings,
+    ) -> Result<NatsBroker, Error> {
+        Self::connect_signing(urls, subjects, instance_id, streams, Signer::default()).await
+    }
+
+    /// Like [`NatsBroker::connect_with`], signing every command, reply and event it sends with
+    /// `key`, and refusing those it receives unless they carry the signature of `key` or
+    /// `previous` (see the guide's "Signed messages").
+    pub async fn connect_signed(
+        urls: &str,
+        subjects: Subjects,
+        instance_id: &str,
+        streams: StreamSettings,
+        key: &ClusterKey,
+        previous: Option<&ClusterKey>,
+    ) -> Result<NatsBroker, Error> {
+        let signer = Signer::new(key, previous);
+        Self::connect_signing(urls, subjects, instance_id, streams, signer).await
+    }
+
+    async fn connect_signing(
+        urls: &str,
+        subjects: Subjects,
+        instance_id: &str,
+        streams: StreamSettings,
+        signer: Signer,
     ) -> Result<NatsBroker, Error> {
         let shown = mask_urls(urls);
         let servers = urls
@@ -182,17 +212,21 @@ impl NatsBroker {
                 ))
             })?;
 
-        let (replies, delivering) = Replies::start(&client).await.map_err(|err| {
-            Error::unavailable(format!(
-                "cannot subscribe to the replies of commands on NATS at `{shown}`: {err}"
-            ))
-        })?;
+        let (replies, delivering) =
+            Replies::start(&client, signer.clone())
+                .await
+                .map_err(|err| {
+                    Error::unavailable(format!(
+                        "cannot subscribe to the replies of commands on NATS at `{shown}`: {err}"
+                    ))
+                })?;
         let inner = Inner {
             jetstream: jetstream::new(client.clone()),
             client,
             subjects,
             streams,
             instance_id: instance_id.to_owned(),
+            signer,
             urls: shown,
             connections,
             replies,
