@@ -109,8 +109,9 @@ impl Signer {
         body: &[u8],
     ) -> Result<(), Rejection> {
         let Some(keys) = &self.0 else { return Ok(()) };
-        let empty = HeaderMap::new();
-        let headers = headers.unwrap_or(&empty);
+        let Some(headers) = headers else {
+            return Err(Rejection::Unsigned);
+        };
         let claimed = match headers.get(SIGNATURE) {
             Some(value) => parse_signature(value.as_str())?,
             None => return Err(Rejection::Unsigned),
