@@ -76,6 +76,11 @@ impl App {
         self.configure(|c| c.allow_local_state = true)
     }
 
+    /// Starts with NATS but without a cluster key (see [`Config::allow_unsigned`]).
+    pub fn allow_unsigned(self) -> App {
+        self.configure(|c| c.allow_unsigned = true)
+    }
+
     /// Starts even though the binary registers no command and no subscription (see
     /// [`Config::allow_empty`]).
     pub fn allow_empty(self) -> App {

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::cluster_key::ClusterKey;
 use crate::error::Error;
 use crate::message::random_hex;
 use crate::redact::mask_urls;
@@ -97,6 +98,15 @@ pub struct Config {
     /// `COHORT_REDIS_TLS_CA`, `COHORT_REDIS_TLS_CERT`, `COHORT_REDIS_TLS_KEY`: PEM files of TLS to
     /// Redis, for a `rediss://` URL (without a CA file, the system's roots are trusted).
     pub redis_tls: TlsFiles,
+    /// `COHORT_CLUSTER_KEY`: the secret every instance signs its NATS messages with, and checks
+    /// theirs against. Required with `COHORT_NATS_URL` unless `allow_unsigned`.
+    pub cluster_key: Option<ClusterKey>,
+    /// `COHORT_CLUSTER_KEY_PREVIOUS`: a second key accepted when checking, never used to sign,
+    /// for rotating the cluster key without downtime.
+    pub cluster_key_previous: Option<ClusterKey>,
+    /// `COHORT_ALLOW_UNSIGNED=true`: start with NATS but without a cluster key; any client of the
+    /// NATS server can then call commands and publish events as any principal.
+    pub allow_unsigned: bool,
 }
 
 /// Where JetStream keeps the event streams.
@@ -143,6 +153,9 @@ impl Default for Config {
             nats_nkey: None,
             nats_tls: TlsFiles::default(),
             redis_tls: TlsFiles::default(),
+            cluster_key: None,
+            cluster_key_previous: None,
+            allow_unsigned: false,
         }
     }
 }
@@ -227,6 +240,7 @@ impl Config {
         config.nats_nkey = var("COHORT_NATS_NKEY").map(PathBuf::from);
         config.nats_tls = tls_files(var, NATS_TLS);
         config.redis_tls = tls_files(var, REDIS_TLS);
+        read_cluster_keys(&var, &mut config)?;
         Ok(config)
     }
 
@@ -278,6 +292,9 @@ impl std::fmt::Debug for Config {
             nats_nkey,
             nats_tls,
             redis_tls,
+            cluster_key,
+            cluster_key_previous,
+            allow_unsigned,
         } = self;
         f.debug_struct("Config")
             .field("http_addr", http_addr)
@@ -307,8 +324,34 @@ impl std::fmt::Debug for Config {
             .field("nats_nkey", nats_nkey)
             .field("nats_tls", nats_tls)
             .field("redis_tls", redis_tls)
+            .field("cluster_key", cluster_key)
+            .field("cluster_key_previous", cluster_key_previous)
+            .field("allow_unsigned", allow_unsigned)
             .finish()
     }
+}
+
+/// The signing settings: the keys are checked (without repeating them) but never shown.
+fn read_cluster_keys(
+    var: &dyn Fn(&str) -> Option<String>,
+    config: &mut Config,
+) -> Result<(), Error> {
+    let key = |name: &str| {
+        var(name)
+            .map(|text| {
+                ClusterKey::new(text).map_err(|err| {
+                    Error::bad_request(format!("{name} is not valid: {}", err.message()))
+                        .with_code("invalid_config")
+                })
+            })
+            .transpose()
+    };
+    config.cluster_key = key("COHORT_CLUSTER_KEY")?;
+    config.cluster_key_previous = key("COHORT_CLUSTER_KEY_PREVIOUS")?;
+    if let Some(flag) = var("COHORT_ALLOW_UNSIGNED") {
+        config.allow_unsigned = parse_bool("COHORT_ALLOW_UNSIGNED", &flag)?;
+    }
+    Ok(())
 }
 
 fn config_error(name: &str, value: &str, expected: &str) -> Error {
@@ -462,6 +505,41 @@ mod tests {
         assert!(!plain.session_cookie_secure);
         let err = from(&[("COHORT_SESSION_SECURE", "maybe")]).expect_err("invalid");
         assert!(err.message().contains("COHORT_SESSION_SECURE"), "{err}");
+    }
+
+    #[test]
+    fn reads_the_cluster_keys_and_never_shows_them() {
+        let key = "k".repeat(40);
+        let previous = "p".repeat(32);
+        let config = from(&[
+            ("COHORT_CLUSTER_KEY", &key),
+            ("COHORT_CLUSTER_KEY_PREVIOUS", &previous),
+            ("COHORT_ALLOW_UNSIGNED", "true"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            config.cluster_key.as_ref().map(ClusterKey::expose),
+            Some(key.as_str())
+        );
+        assert_eq!(
+            config.cluster_key_previous.as_ref().map(ClusterKey::expose),
+            Some(previous.as_str())
+        );
+        assert!(config.allow_unsigned);
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("kkkk") && !shown.contains("pppp"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_short_cluster_key_names_the_variable_without_repeating_it() {
+        for name in ["COHORT_CLUSTER_KEY", "COHORT_CLUSTER_KEY_PREVIOUS"] {
+            let err = from(&[(name, "short-secret")]).expect_err("too short");
+            assert!(err.message().starts_with(name), "{err}");
+            assert!(!err.message().contains("short-secret"), "{err}");
+        }
     }
 
     #[test]

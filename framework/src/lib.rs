@@ -15,6 +15,7 @@ pub mod state;
 pub mod testing;
 
 mod app;
+mod cluster_key;
 mod config;
 mod context;
 mod contract;
@@ -35,6 +36,7 @@ mod tls;
 mod unit;
 
 pub use app::App;
+pub use cluster_key::{ClusterKey, MIN_CLUSTER_KEY_LEN};
 pub use config::{Config, StreamStorage};
 pub use context::Ctx;
 pub use contract::{Command, Event};
@@ -85,6 +87,8 @@ pub mod guide {
     pub struct Guarantees;
     #[doc = include_str!("../../guide/src/many-instances.md")]
     pub struct ManyInstances;
+    #[doc = include_str!("../../guide/src/signed-messages.md")]
+    pub struct SignedMessages;
     #[doc = include_str!("../../guide/src/performance.md")]
     pub struct Performance;
 }

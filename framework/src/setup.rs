@@ -70,6 +70,7 @@ pub(crate) async fn connect_broker(
     };
     #[cfg(feature = "nats")]
     {
+        check_cluster_is_signed(config)?;
         let broker = crate::broker::NatsBroker::connect_with(
             url,
             subjects.clone(),
@@ -84,6 +85,37 @@ pub(crate) async fn connect_broker(
         let _ = (url, subjects);
         Err(missing_feature("COHORT_NATS_URL", "nats"))
     }
+}
+
+/// Without a cluster key, any client of the NATS server could call any command as any principal
+/// and publish events that subscriptions count: refuse, unless the user says that is acceptable.
+#[cfg(feature = "nats")]
+fn check_cluster_is_signed(config: &Config) -> Result<(), Error> {
+    match (&config.cluster_key, &config.cluster_key_previous) {
+        (Some(_), _) => return Ok(()),
+        (None, Some(_)) => {
+            return Err(Error::bad_request(
+                "COHORT_CLUSTER_KEY_PREVIOUS is set but COHORT_CLUSTER_KEY is not: the previous \
+                 key is only accepted next to a current one, which signs; set COHORT_CLUSTER_KEY",
+            )
+            .with_code("invalid_config"));
+        }
+        (None, None) => {}
+    }
+    if config.allow_unsigned {
+        tracing::warn!(
+            "COHORT_ALLOW_UNSIGNED=true: NATS messages are not signed; any client of the NATS \
+             server can call commands as any principal and publish events"
+        );
+        return Ok(());
+    }
+    Err(Error::bad_request(
+        "the instances talk over NATS (COHORT_NATS_URL is set) but no cluster key is set, so any \
+         client of the NATS server could call commands as any principal and forge events. Set \
+         COHORT_CLUSTER_KEY to the same secret of at least 32 bytes on every instance (generate \
+         one with `openssl rand -base64 32`), or set COHORT_ALLOW_UNSIGNED=true to run unsigned.",
+    )
+    .with_code("unsigned_cluster"))
 }
 
 pub(crate) async fn connect_store(config: &Config) -> Result<Arc<dyn StateStore>, Error> {

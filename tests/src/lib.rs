@@ -10,6 +10,7 @@ pub mod jwt;
 pub mod load;
 pub mod process;
 pub mod servers;
+pub mod signing;
 
 pub use in_process::InProcess;
 

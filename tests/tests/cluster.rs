@@ -234,6 +234,7 @@ async fn nats_with_a_process_local_store_refuses_to_start() {
     let mut config = Config::default();
     config.http_addr = None;
     config.nats_url = Some(cluster.nats.url());
+    config.cluster_key = Some(cluster.key.clone());
     let err = App::with_config(config.clone())
         .start()
         .await

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use cohort::broker::spi::header;
 use cohort::testing::Cluster;
+use cohort_tests::signing::headers;
 use cohort_tests::{ADMIN, Client, assert_problem, base_url, start_embedded};
 use serde_json::{Value, json};
 
@@ -83,7 +84,10 @@ async fn a_plain_nats_request_without_a_signed_in_session_is_refused_by_the_exec
         .expect("connects to NATS");
     let subject = "cohort.cmd.orders.v1.get_order";
     let input = Bytes::from(json!({"id": id}).to_string());
-    let ask = async |headers: async_nats::HeaderMap| {
+    // Signed with the cluster key, so that only the guard can refuse them.
+    let key = cluster.key.expose();
+    let ask = async |pairs: &[(&str, &str)]| {
+        let headers = headers(Some(key), subject, pairs, &input);
         let reply = nats
             .request_with_headers(subject, headers, input.clone())
             .await
@@ -97,20 +101,16 @@ async fn a_plain_nats_request_without_a_signed_in_session_is_refused_by_the_exec
         (status, body)
     };
 
-    let (status, body) = ask(async_nats::HeaderMap::new()).await;
+    let (status, body) = ask(&[]).await;
     assert_eq!(status.as_deref(), Some("401"), "{body}");
     assert_eq!(body["code"], "unauthorized", "{body}");
     // A principal header asserts nothing the guards trust: only a signed-in session does.
-    let mut claims_admin = async_nats::HeaderMap::new();
-    claims_admin.insert(header::PRINCIPAL, ADMIN);
-    let (status, body) = ask(claims_admin).await;
+    let (status, body) = ask(&[(header::PRINCIPAL, ADMIN)]).await;
     assert_eq!(status.as_deref(), Some("401"), "{body}");
 
     let cookie = admin.cookie().expect("the admin holds a session");
     let session = cookie.trim_start_matches("cohort_session=");
-    let mut signed_in = async_nats::HeaderMap::new();
-    signed_in.insert(header::SESSION, session);
-    let (status, body) = ask(signed_in).await;
+    let (status, body) = ask(&[(header::SESSION, session)]).await;
     assert_eq!(status.as_deref(), Some("200"), "{body}");
     assert_eq!(body["id"], id, "{body}");
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cohort::testing::{NatsServer, RedisServer};
-use cohort::{Config, Error};
+use cohort::{ClusterKey, Config, Error};
 use cohort_tests::InProcess;
 use cohort_tests::certs::TestCerts;
 use cohort_tests::jwt::Operator;
@@ -42,6 +42,10 @@ fn nats(url: String) -> Vec<(&'static str, String)> {
     vec![
         ("COHORT_NATS_URL", url),
         ("COHORT_ALLOW_LOCAL_STATE", "true".to_owned()),
+        (
+            "COHORT_CLUSTER_KEY",
+            ClusterKey::random().expose().to_owned(),
+        ),
     ]
 }
 

@@ -5,11 +5,15 @@ use std::time::Duration;
 
 use super::{NatsServer, RedisServer};
 use crate::app::App;
+use crate::cluster_key::ClusterKey;
 use crate::config::Config;
 use crate::running::Running;
 
 /// A NATS server, a Redis server and N app instances connected to both, each serving HTTP on its
 /// own free port. Instances are named `i0`, `i1`, …; everything stops when it is dropped.
+///
+/// The instances share a random cluster key of their own ([`Cluster::key`]), so they sign their
+/// messages as a deployment must.
 ///
 /// Event timings are short (ack wait 2 s, backoff 50 ms, 200 ms) so that redelivery shows within
 /// a test's patience.
@@ -18,6 +22,8 @@ pub struct Cluster {
     pub nats: NatsServer,
     /// The Redis server every instance uses.
     pub redis: RedisServer,
+    /// The cluster key every instance signs with, new for each cluster.
+    pub key: ClusterKey,
     instances: Vec<Option<Running>>,
 }
 
@@ -33,6 +39,7 @@ impl Cluster {
         let mut cluster = Cluster {
             nats,
             redis,
+            key: ClusterKey::random(),
             instances: Vec::new(),
         };
         for i in 0..n {
@@ -43,13 +50,15 @@ impl Cluster {
         cluster
     }
 
-    /// The configuration instance `i` starts with: both servers, HTTP on a free port.
+    /// The configuration instance `i` starts with: both servers, the cluster key, HTTP on a free
+    /// port.
     pub fn config(&self, i: usize) -> Config {
         Config {
             http_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             instance_id: format!("i{i}"),
             nats_url: Some(self.nats.url()),
             redis_url: Some(self.redis.url()),
+            cluster_key: Some(self.key.clone()),
             event_ack_wait: Duration::from_secs(2),
             event_backoff: vec![Duration::from_millis(50), Duration::from_millis(200)],
             shutdown_grace: Duration::from_secs(10),

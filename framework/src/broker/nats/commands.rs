@@ -18,11 +18,13 @@ use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout};
 
 use super::replies::SILENCE_LIMIT;
 use super::replies::Unanswered;
+use super::signing::{BAD_SIGNATURE, Signer, warn_refused};
 use super::wire::{asks_for_progress, into_header_map, metadata_of};
 use super::{Inner, PROGRESS_INTERVAL, micro, server_caught_up};
 use crate::broker::spi::{Endpoint, Message, Metadata, RequestHandler, Work};
 use crate::broker::{EXECUTOR_LOST, no_responders, timed_out};
 use crate::error::{Error, ErrorKind};
+use crate::runtime::problem_reply;
 
 /// Sends a command and waits for its reply: see
 /// [`Broker::request`](crate::broker::spi::Broker::request).
@@ -40,7 +42,8 @@ pub(super) async fn request(
     if inner.client.connection_state() == State::Disconnected {
         return Err(inner.not_connected(&format!("send the command to `{subject}`")));
     }
-    let headers = into_header_map(msg.meta);
+    let mut headers = into_header_map(msg.meta);
+    inner.signer.sign(subject, &mut headers, &msg.payload);
     let (reply_to, pending) = inner.replies.expect();
     let sent = Instant::now();
     let published = inner
@@ -60,10 +63,21 @@ pub(super) async fn request(
     }
     match pending.wait(sent, sent + timeout).await {
         Ok(reply) if reply.status == Some(StatusCode::NO_RESPONDERS) => Err(no_responders(subject)),
-        Ok(reply) => Ok(Message {
-            meta: metadata_of(reply.headers.as_ref()),
-            payload: reply.payload,
-        }),
+        Ok(reply) => {
+            let checked = inner.signer.verify(
+                reply.subject.as_str(),
+                reply.headers.as_ref(),
+                &reply.payload,
+            );
+            if let Err(rejection) = checked {
+                warn_refused("a reply", &reply.subject, reply.headers.as_ref(), rejection);
+                return Err(refused_reply(subject));
+            }
+            Ok(Message {
+                meta: metadata_of(reply.headers.as_ref()),
+                payload: reply.payload,
+            })
+        }
         Err(Unanswered::Deadline) if inner.is_connected() => Err(timed_out(subject, timeout)),
         Err(Unanswered::Deadline) => {
             Err(inner.not_connected(&format!("get the answer of `{subject}`")))
@@ -74,6 +88,16 @@ pub(super) async fn request(
             inner.urls
         ))),
     }
+}
+
+/// The error of a request to `subject` whose reply failed its signature check. Taken at once
+/// rather than waiting on for a genuine one: an instance with another key would never send one.
+fn refused_reply(subject: &str) -> Error {
+    Error::unavailable(format!(
+        "the reply to the command to `{subject}` failed its signature check: is \
+         COHORT_CLUSTER_KEY the same on every instance? The command may have run"
+    ))
+    .with_code(BAD_SIGNATURE)
 }
 
 /// The error of a request to `subject` that heard nothing for [`SILENCE_LIMIT`]. The command may
@@ -147,6 +171,7 @@ async fn subscribe(
         stats: service.add(endpoint),
         handler,
         client: inner.client.clone(),
+        signer: inner.signer.clone(),
         plain_success: PlainSuccess::of(&inner.instance_id),
         progress: into_header_map(Metadata {
             status: Some(100),
@@ -179,6 +204,7 @@ fn by_service(
 struct Served {
     handler: RequestHandler,
     client: Client,
+    signer: Signer,
     stats: Arc<micro::EndpointStats>,
     plain_success: PlainSuccess,
     /// The headers of a progress message from this instance.
@@ -379,11 +405,26 @@ fn answer(
     started: Instant,
 ) -> impl Future<Output = ()> + Send + 'static {
     let progress = asks_for_progress(&reply_to);
-    let msg = Message {
-        meta: metadata_of(request.headers.as_ref()),
-        payload: request.payload,
+    let checked = served.signer.verify(
+        request.subject.as_str(),
+        request.headers.as_ref(),
+        &request.payload,
+    );
+    let handling = match checked {
+        Ok(()) => (served.handler)(Message {
+            meta: metadata_of(request.headers.as_ref()),
+            payload: request.payload,
+        }),
+        Err(rejection) => {
+            warn_refused(
+                "a command",
+                &request.subject,
+                request.headers.as_ref(),
+                rejection,
+            );
+            Box::pin(std::future::ready(refusal(&request.subject, &served)))
+        }
     };
-    let handling = (served.handler)(msg);
     let subject = request.subject;
     async move {
         // The reply in a block of its own: its space is not kept while the reply is sent.
@@ -393,7 +434,9 @@ fn answer(
                 true => with_progress(handling, &served, &reply_to).await,
             };
             served.stats.record(&reply, started.elapsed());
-            (served.plain_success.headers(reply.meta), reply.payload)
+            let mut headers = served.plain_success.headers(reply.meta);
+            served.signer.sign(&reply_to, &mut headers, &reply.payload);
+            (headers, reply.payload)
         };
         let sent = served
             .client
@@ -404,6 +447,20 @@ fn answer(
             tracing::debug!(%subject, error = %err, "could not send a reply");
         }
     }
+}
+
+/// The 401 reply to a command to `subject` that failed its signature check; no handler ran.
+fn refusal(subject: &str, served: &Served) -> Message {
+    let err = Error::unauthorized(format!(
+        "the command to `{subject}` is refused: it does not carry a valid Cohort-Signature, and \
+         this cluster accepts only messages signed with its cluster key"
+    ))
+    .with_code(BAD_SIGNATURE);
+    let meta = Metadata {
+        instance: served.plain_success.meta.instance.clone(),
+        ..Metadata::default()
+    };
+    problem_reply(meta, &err)
 }
 
 /// Runs a command whose caller asked for progress. One that finishes without waiting (most do)
@@ -434,7 +491,8 @@ async fn keep_posted(
             biased;
             reply = &mut handling => return reply,
             _ = ticks.tick() => {
-                let progress = served.progress.clone();
+                let mut progress = served.progress.clone();
+                served.signer.sign(reply_to, &mut progress, &[]);
                 let sent = served
                     .client
                     .publish_with_headers(reply_to.clone(), progress, Bytes::new())

@@ -13,6 +13,7 @@ use futures_util::FutureExt;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
+use super::signing::{BAD_SIGNATURE, Rejection, Signer, warn_refused};
 use super::wire::{header_value, metadata_of};
 use crate::broker::spi::{EventHandler, Message, SubscriptionSpec, header};
 use crate::error::Error;
@@ -23,15 +24,34 @@ pub(super) struct Subscription {
     pub(super) handler: EventHandler,
     /// The name of its consumer on the server.
     pub(super) consumer: String,
+    /// Checks each event before its handler runs.
+    pub(super) signer: Signer,
 }
 
-/// One delivery: runs the handler, then acknowledges, asks for a redelivery later, or
-/// dead-letters the event when its attempts are spent.
+/// One delivery: checks the event's signature, runs the handler, then acknowledges, asks for a
+/// redelivery later, or dead-letters the event when its attempts are spent.
 pub(super) async fn deliver(
     message: jetstream::Message,
     subscription: Arc<Subscription>,
     _slot: OwnedSemaphorePermit,
 ) {
+    let checked = subscription.signer.verify(
+        message.subject.as_str(),
+        message.headers.as_ref(),
+        &message.payload,
+    );
+    let ack = match checked {
+        Ok(()) => handle(&message, &subscription).await,
+        Err(rejection) => refuse(&message, &subscription, rejection).await,
+    };
+    if let Err(err) = message.ack_with(ack).await {
+        let spec = &subscription.spec;
+        tracing::warn!(subscription = %spec.durable, error = %err, "could not acknowledge an event; NATS redelivers it after the ack wait");
+    }
+}
+
+/// Runs the handler; what to tell the server about the event then.
+async fn handle(message: &jetstream::Message, subscription: &Subscription) -> AckKind {
     let spec = &subscription.spec;
     let attempt = message
         .info()
@@ -44,19 +64,19 @@ pub(super) async fn deliver(
         payload: message.payload.clone(),
     };
     let handling = AssertUnwindSafe((subscription.handler)(event)).catch_unwind();
-    let outcome = match with_progress(&message, spec.ack_wait, handling).await {
+    let outcome = match with_progress(message, spec.ack_wait, handling).await {
         Ok(outcome) => outcome,
         Err(panic) => Err(Error::panicked("the event handler", panic.as_ref())),
     };
 
-    let ack = match outcome {
+    match outcome {
         Ok(()) => AckKind::Ack,
         Err(err) => match spec.retry_after(attempt, &err) {
             Some(wait) => {
                 tracing::warn!(subscription = %spec.durable, attempt, error = %err, "event handler failed; will retry");
                 AckKind::Nak(Some(wait))
             }
-            None => match dead_letter(&message, &subscription, &err).await {
+            None => match dead_letter(message, subscription, &err).await {
                 Ok(()) => {
                     tracing::error!(subscription = %spec.durable, attempts = attempt, error = %err, dead_letter = %spec.dead_letter_subject, "event handler gave up; event dead-lettered");
                     AckKind::Term
@@ -67,9 +87,31 @@ pub(super) async fn deliver(
                 }
             },
         },
-    };
-    if let Err(err) = message.ack_with(ack).await {
-        tracing::warn!(subscription = %spec.durable, error = %err, "could not acknowledge an event; NATS redelivers it after the ack wait");
+    }
+}
+
+/// Dead-letters an event that failed its signature check, at once: no redelivery can make it
+/// valid, and no handler runs.
+async fn refuse(
+    message: &jetstream::Message,
+    subscription: &Subscription,
+    rejection: Rejection,
+) -> AckKind {
+    let spec = &subscription.spec;
+    warn_refused(
+        "an event",
+        &message.subject,
+        message.headers.as_ref(),
+        rejection,
+    );
+    let err =
+        Error::unauthorized(format!("the event is refused: {rejection}")).with_code(BAD_SIGNATURE);
+    match dead_letter(message, subscription, &err).await {
+        Ok(()) => AckKind::Term,
+        Err(dead_letter_err) => {
+            tracing::error!(subscription = %spec.durable, error = %dead_letter_err, "a refused event could not be dead-lettered; will retry");
+            AckKind::Nak(Some(spec.backoff_after(1)))
+        }
     }
 }
 

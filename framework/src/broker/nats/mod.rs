@@ -14,6 +14,7 @@ mod delivery;
 mod micro;
 mod options;
 mod replies;
+mod signing;
 mod streams;
 mod subscriptions;
 mod wire;
@@ -32,6 +33,7 @@ use tokio::time::timeout;
 pub use self::options::NatsOptions;
 use self::options::{explain_connect_error, parse_servers};
 use self::replies::{Delivering, Replies};
+use self::signing::Signer;
 use super::spi::{
     Broker, Endpoint, EventHandler, Message, RequestHandler, Subjects, SubscriptionSpec, Work,
 };
@@ -88,6 +90,8 @@ struct Inner {
     subjects: Subjects,
     streams: StreamSettings,
     instance_id: String,
+    /// Signs what this instance sends and checks what it receives, with a cluster key.
+    signer: Signer,
     /// The server addresses as configured, with passwords masked, for error messages.
     urls: String,
     /// Bumped on every (re)connection: a pull request sent before it may be gone with the old
@@ -124,15 +128,19 @@ impl NatsBroker {
         Self::connect_with(urls, subjects, instance_id, NatsOptions::default()).await
     }
 
-    /// Like [`NatsBroker::connect`], signing in, securing the connection and creating missing
-    /// streams as `options` say. A refused connection is an error naming the setting to fix
-    /// (without the secret).
+    /// Like [`NatsBroker::connect`], signing in, securing the connection, signing messages and
+    /// creating missing streams as `options` say. A refused connection is an error naming the
+    /// setting to fix (without the secret).
     pub async fn connect_with(
         urls: &str,
         subjects: Subjects,
         instance_id: &str,
         options: NatsOptions,
     ) -> Result<NatsBroker, Error> {
+        let signer = match &options.cluster_key {
+            Some(key) => Signer::new(key, options.cluster_key_previous.as_ref()),
+            None => Signer::default(),
+        };
         let shown = mask_urls(urls);
         let servers = parse_servers(urls)?;
         let prepared = options.apply(&servers, ConnectOptions::new()).await?;
@@ -171,17 +179,21 @@ impl NatsBroker {
             .await
             .map_err(|err| explain_connect_error(&err, &shown, &identity, &options.tls))?;
 
-        let (replies, delivering) = Replies::start(&client).await.map_err(|err| {
-            Error::unavailable(format!(
-                "cannot subscribe to the replies of commands on NATS at `{shown}`: {err}"
-            ))
-        })?;
+        let (replies, delivering) =
+            Replies::start(&client, signer.clone())
+                .await
+                .map_err(|err| {
+                    Error::unavailable(format!(
+                        "cannot subscribe to the replies of commands on NATS at `{shown}`: {err}"
+                    ))
+                })?;
         let inner = Inner {
             jetstream: jetstream::new(client.clone()),
             client,
             subjects,
             streams: options.streams,
             instance_id: instance_id.to_owned(),
+            signer,
             urls: shown,
             connections,
             replies,

@@ -9,6 +9,7 @@ use async_nats::{ConnectError, ConnectErrorKind, ConnectOptions, ServerAddr};
 use percent_encoding::percent_decode_str;
 
 use super::StreamSettings;
+use crate::cluster_key::ClusterKey;
 use crate::config::Config;
 use crate::error::Error;
 use crate::redact::mask_urls;
@@ -39,6 +40,13 @@ pub struct NatsOptions {
     /// CA to trust and client certificate to present (`COHORT_NATS_TLS_*`); any of them makes TLS
     /// required.
     pub tls: TlsFiles,
+    /// Signs every command, reply and event sent, and refuses those received without its
+    /// signature or [`cluster_key_previous`](Self::cluster_key_previous)'s (`COHORT_CLUSTER_KEY`;
+    /// see the guide's "Signed messages"). `None`: nothing is signed or checked.
+    pub cluster_key: Option<ClusterKey>,
+    /// A second key accepted, never used to sign, while the key is rotated
+    /// (`COHORT_CLUSTER_KEY_PREVIOUS`).
+    pub cluster_key_previous: Option<ClusterKey>,
 }
 
 impl NatsOptions {
@@ -54,6 +62,8 @@ impl NatsOptions {
             creds: config.nats_creds.clone(),
             nkey: config.nats_nkey.clone(),
             tls: config.nats_tls.clone(),
+            cluster_key: config.cluster_key.clone(),
+            cluster_key_previous: config.cluster_key_previous.clone(),
         }
     }
 

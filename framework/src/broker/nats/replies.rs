@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 use tokio::time::{Instant, timeout_at};
 
+use super::signing::Signer;
 use super::wire::PROGRESS_TOKEN;
 use crate::message::header;
 
@@ -32,6 +33,8 @@ pub(super) struct Replies {
     prefix: String,
     next_token: AtomicU64,
     waiting: Mutex<HashMap<u64, Waiting, BuildHasherDefault<TokenHasher>>>,
+    /// Checks progress messages; the request checks its reply itself, off this one task.
+    signer: Signer,
 }
 
 /// One request that waits for its reply.
@@ -56,6 +59,7 @@ impl Replies {
     /// [`Delivering`] drops.
     pub(super) async fn start(
         client: &Client,
+        signer: Signer,
     ) -> Result<(Arc<Replies>, Delivering), SubscribeError> {
         let prefix = format!("{}.", client.new_inbox());
         let subscription = client
@@ -65,6 +69,7 @@ impl Replies {
             prefix,
             next_token: AtomicU64::new(0),
             waiting: Mutex::default(),
+            signer,
         });
         let delivering = tokio::spawn(deliver(replies.clone(), subscription));
         Ok((replies, Delivering(delivering.abort_handle())))
@@ -111,6 +116,16 @@ impl Replies {
             return;
         };
         if is_progress(&message) {
+            let checked = self.signer.verify(
+                message.subject.as_str(),
+                message.headers.as_ref(),
+                &message.payload,
+            );
+            if let Err(rejection) = checked {
+                // Taken, it would keep a request waiting for an instance that may be gone.
+                tracing::warn!(subject = %message.subject, reason = %rejection, "refused a progress message");
+                return;
+            }
             let now = Instant::now();
             if let Some(waiting) = self.lock().get_mut(&token) {
                 waiting.heard = Some(now);
@@ -262,6 +277,7 @@ mod tests {
             prefix: "_INBOX.test.".to_owned(),
             next_token: AtomicU64::new(0),
             waiting: Mutex::default(),
+            signer: Signer::default(),
         }
     }
 

@@ -18,10 +18,12 @@ pub(super) async fn publish(inner: &Inner, subject: &str, msg: Message) -> Resul
     if inner.client.connection_state() == State::Disconnected {
         return Err(inner.not_connected(&format!("publish to `{subject}`")));
     }
+    let mut headers = event_headers(&msg.meta);
+    inner.signer.sign(subject, &mut headers, &msg.payload);
     let mut retried = false;
     loop {
         return match inner
-            .store(subject, event_headers(&msg.meta), msg.payload.clone())
+            .store(subject, headers.clone(), msg.payload.clone())
             .await
         {
             Ok(()) => Ok(()),

@@ -102,6 +102,7 @@ pub(super) async fn subscribe(
             spec,
             handler,
             consumer,
+            signer: broker.signer.clone(),
         }),
         broker,
         config,
