@@ -87,6 +87,8 @@ pub mod guide {
     pub struct Guarantees;
     #[doc = include_str!("../../guide/src/many-instances.md")]
     pub struct ManyInstances;
+    #[doc = include_str!("../../guide/src/security.md")]
+    pub struct Security;
     #[doc = include_str!("../../guide/src/signed-messages.md")]
     pub struct SignedMessages;
     #[doc = include_str!("../../guide/src/performance.md")]
