@@ -93,7 +93,9 @@ async fn the_least_privileges_are_enough_for_the_instances_and_hold_for_a_caller
     assert_eq!(reply.status, 200, "{}", reply.text);
     let shopper = admin.with_base(base_url(&b));
     for _ in 0..3 {
-        let reply = shopper.post("/orders", json!({"sku": "pen", "qty": 1})).await;
+        let reply = shopper
+            .post("/orders", json!({"sku": "pen", "qty": 1}))
+            .await;
         assert_eq!(reply.status, 201, "{}", reply.text);
     }
     wait_for_audit(&admin, 3).await;
