@@ -210,3 +210,73 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Deadlines<IO> {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    const HEADER: Duration = Duration::from_secs(1);
+    const IDLE: Duration = Duration::from_secs(5);
+
+    fn connection() -> (DuplexStream, Deadlines<DuplexStream>, Arc<Activity>) {
+        let (client, server) = tokio::io::duplex(1024);
+        let activity = Arc::new(Activity::default());
+        let timeouts = ReadTimeouts {
+            header: HEADER,
+            idle: IDLE,
+        };
+        let server = Deadlines::new(server, activity.clone(), timeouts);
+        (client, server, activity)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_connection_must_send_its_head_within_the_header_timeout() {
+        let (_client, mut server, _) = connection();
+        let began = Instant::now();
+        let err = server.read(&mut [0; 64]).await.expect_err("times out");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(began.elapsed(), HEADER);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_after_a_response_then_the_next_head_has_the_header_timeout() {
+        let (mut client, mut server, activity) = connection();
+        let mut buf = [0; 64];
+        client
+            .write_all(b"GET / HTTP/1.1\r\n\r\n")
+            .await
+            .expect("sent");
+        assert!(server.read(&mut buf).await.expect("read") > 0);
+        let in_flight = activity.request_started();
+        let waiting = tokio::time::timeout(10 * IDLE, server.read(&mut buf)).await;
+        assert!(waiting.is_err(), "no deadline while a request is in flight");
+        drop(in_flight);
+        server
+            .write_all(b"HTTP/1.1 200 OK\r\n\r\n")
+            .await
+            .expect("written");
+        // Idle for longer than a head may take, then part of a head, then a stall.
+        tokio::time::sleep(3 * HEADER).await;
+        client.write_all(b"GET").await.expect("sent");
+        assert_eq!(server.read(&mut buf).await.expect("read"), 3);
+        let began = Instant::now();
+        let err = server.read(&mut buf).await.expect_err("times out");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(began.elapsed(), HEADER);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_ends_at_the_idle_timeout() {
+        let (_client, mut server, activity) = connection();
+        drop(activity.request_started());
+        server
+            .write_all(b"HTTP/1.1 200 OK\r\n\r\n")
+            .await
+            .expect("written");
+        let idle_since = Instant::now();
+        let read = server.read(&mut [0; 64]).await.expect("a quiet end");
+        assert_eq!(read, 0, "end of stream");
+        assert_eq!(idle_since.elapsed(), IDLE);
+    }
+}
