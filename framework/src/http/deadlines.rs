@@ -70,9 +70,11 @@ pub(super) struct Deadlines<IO> {
     seen: usize,
     phase: Phase,
     /// The deadline of the current phase; `None` until the phase first waits for the client,
-    /// so a client that sends at once costs no timer.
+    /// so a client that sends at once costs no clock reading.
+    deadline: Option<Instant>,
+    /// The timer behind the deadlines, made once per connection; it may fire before the
+    /// deadline, which is then checked and the timer set again.
     sleep: Option<Pin<Box<Sleep>>>,
-    armed: bool,
 }
 
 impl<IO> Deadlines<IO> {
@@ -84,8 +86,8 @@ impl<IO> Deadlines<IO> {
             timeouts,
             seen: 0,
             phase: Phase::Head,
+            deadline: None,
             sleep: None,
-            armed: false,
         }
     }
 
@@ -101,7 +103,7 @@ impl<IO> Deadlines<IO> {
 
     fn enter(&mut self, phase: Phase) {
         self.phase = phase;
-        self.armed = false;
+        self.deadline = None;
     }
 
     /// Called when part of a response went out: the idle wait starts (again) now. It is started
@@ -118,24 +120,44 @@ impl<IO> Deadlines<IO> {
     /// Called when a read has to wait: starts the phase's deadline if it is not running yet, and
     /// says whether it has passed.
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        if !self.armed {
-            let timeout = match self.phase {
-                Phase::AfterResponse | Phase::Idle => self.timeouts.idle,
-                Phase::Head => self.timeouts.header,
-            };
-            if self.phase == Phase::AfterResponse {
-                self.phase = Phase::Idle;
-            }
-            let deadline = Instant::now() + timeout;
-            match &mut self.sleep {
-                Some(sleep) => sleep.as_mut().reset(deadline),
-                None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
-            }
-            self.armed = true;
+        let deadline = match self.deadline {
+            Some(deadline) => deadline,
+            None => self.start_deadline(),
+        };
+        let fresh = self.sleep.is_none();
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if deadline < sleep.deadline() {
+            sleep.as_mut().reset(deadline);
+        } else if !fresh && !sleep.is_elapsed() {
+            // Polled since it was last set, so it wakes this connection when it fires. A later
+            // deadline (the next idle wait, after every response) is checked then: moving the
+            // timer on every request would cost more than the request's own work here.
+            return false;
         }
-        self.sleep
-            .as_mut()
-            .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready())
+        loop {
+            if sleep.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            if Instant::now() >= deadline {
+                return true;
+            }
+            sleep.as_mut().reset(deadline);
+        }
+    }
+
+    fn start_deadline(&mut self) -> Instant {
+        let timeout = match self.phase {
+            Phase::AfterResponse | Phase::Idle => self.timeouts.idle,
+            Phase::Head => self.timeouts.header,
+        };
+        if self.phase == Phase::AfterResponse {
+            self.phase = Phase::Idle;
+        }
+        let deadline = Instant::now() + timeout;
+        self.deadline = Some(deadline);
+        deadline
     }
 }
 
@@ -278,5 +300,35 @@ mod tests {
         let read = server.read(&mut [0; 64]).await.expect("a quiet end");
         assert_eq!(read, 0, "end of stream");
         assert_eq!(idle_since.elapsed(), IDLE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_response_starts_the_idle_wait_again() {
+        let (mut client, mut server, activity) = connection();
+        let mut buf = [0; 64];
+        drop(activity.request_started());
+        server
+            .write_all(b"HTTP/1.1 200 OK\r\n\r\n")
+            .await
+            .expect("written");
+        let waiting = tokio::time::timeout(IDLE / 2, server.read(&mut buf)).await;
+        assert!(waiting.is_err(), "idle, not closed yet");
+        client
+            .write_all(b"GET / HTTP/1.1\r\n\r\n")
+            .await
+            .expect("sent");
+        assert!(server.read(&mut buf).await.expect("read") > 0);
+        drop(activity.request_started());
+        server
+            .write_all(b"HTTP/1.1 200 OK\r\n\r\n")
+            .await
+            .expect("written");
+        let idle_since = Instant::now();
+        assert_eq!(server.read(&mut buf).await.expect("a quiet end"), 0);
+        assert_eq!(
+            idle_since.elapsed(),
+            IDLE,
+            "counted from the second response"
+        );
     }
 }
