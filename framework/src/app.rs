@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::spi::{Broker, Endpoint, SubscriptionSpec, Work};
 use crate::config::Config;
 use crate::dispatch::{command_handler, event_handler};
 use crate::error::Error;
+use crate::http::HttpServer;
 use crate::message::Subjects;
 use crate::registry::{CommandDescriptor, Registry, SubscriptionDescriptor};
 use crate::running::{Running, shutdown_signal};
@@ -159,8 +159,12 @@ impl App {
         let http_stop = CancellationToken::new();
         let (http_addr, http_task) = match runtime.config.http_addr {
             Some(addr) => {
-                let (addr, task) = serve_http(addr, router.clone(), http_stop.clone()).await?;
-                (Some(addr), Some(task))
+                let server = HttpServer::bind(addr, &runtime.config, &runtime.instance_id).await?;
+                let addr = server.local_addr()?;
+                (
+                    Some(addr),
+                    Some(server.spawn(router.clone(), http_stop.clone())),
+                )
             }
             None => (None, None),
         };
@@ -243,21 +247,6 @@ fn subscription_spec(runtime: &Runtime, subscription: &SubscriptionDescriptor) -
     spec.backoff = config.event_backoff.clone();
     spec.ack_wait = config.event_ack_wait;
     spec
-}
-
-async fn serve_http(
-    addr: SocketAddr,
-    router: axum::Router,
-    stop: CancellationToken,
-) -> Result<(SocketAddr, JoinHandle<std::io::Result<()>>), Error> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        Error::unavailable(format!("cannot listen on {addr} (COHORT_HTTP_ADDR): {e}"))
-    })?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| Error::unavailable(format!("cannot read the HTTP address: {e}")))?;
-    let server = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned());
-    Ok((local, tokio::spawn(server.into_future())))
 }
 
 fn log_start(

@@ -107,6 +107,24 @@ pub struct Config {
     /// `COHORT_ALLOW_UNSIGNED=true`: start with NATS but without a cluster key; any client of the
     /// NATS server can then call commands and publish events as any principal.
     pub allow_unsigned: bool,
+    /// `COHORT_HTTP_HEADER_TIMEOUT` (default `10s`): a connection that has not sent a whole
+    /// request head this long after it opened, or after the first bytes of a later request, is
+    /// closed (slowloris).
+    pub http_header_timeout: Duration,
+    /// `COHORT_HTTP_BODY_TIMEOUT` (default `30s`): a request body not received whole within this
+    /// gets a 408 and its connection is closed.
+    pub http_body_timeout: Duration,
+    /// `COHORT_HTTP_IDLE_TIMEOUT` (default `75s`): a keep-alive connection that sends nothing
+    /// this long after a response is closed. Keep it longer than the load balancer's own.
+    pub http_idle_timeout: Duration,
+    /// `COHORT_HTTP_MAX_CONNECTIONS` (default `10000`): open HTTP connections past this are
+    /// answered 503 and closed. Keep it below the process's file limit (`ulimit -n`).
+    pub http_max_connections: usize,
+    /// `COHORT_HTTP_MAX_HEADER_BYTES` (default `16384`): a larger request line and headers get
+    /// a 431 from hyper.
+    pub http_max_header_bytes: usize,
+    /// `COHORT_HTTP_MAX_HEADERS` (default `100`): a request with more header fields gets a 431.
+    pub http_max_headers: usize,
 }
 
 /// Where JetStream keeps the event streams.
@@ -156,6 +174,12 @@ impl Default for Config {
             cluster_key: None,
             cluster_key_previous: None,
             allow_unsigned: false,
+            http_header_timeout: Duration::from_secs(10),
+            http_body_timeout: Duration::from_secs(30),
+            http_idle_timeout: Duration::from_secs(75),
+            http_max_connections: 10_000,
+            http_max_header_bytes: 16 * 1024,
+            http_max_headers: 100,
         }
     }
 }
@@ -241,6 +265,7 @@ impl Config {
         config.nats_tls = tls_files(var, NATS_TLS);
         config.redis_tls = tls_files(var, REDIS_TLS);
         read_cluster_keys(&var, &mut config)?;
+        read_http_limits(&var, &mut config)?;
         Ok(config)
     }
 
@@ -295,6 +320,12 @@ impl std::fmt::Debug for Config {
             cluster_key,
             cluster_key_previous,
             allow_unsigned,
+            http_header_timeout,
+            http_body_timeout,
+            http_idle_timeout,
+            http_max_connections,
+            http_max_header_bytes,
+            http_max_headers,
         } = self;
         f.debug_struct("Config")
             .field("http_addr", http_addr)
@@ -327,6 +358,12 @@ impl std::fmt::Debug for Config {
             .field("cluster_key", cluster_key)
             .field("cluster_key_previous", cluster_key_previous)
             .field("allow_unsigned", allow_unsigned)
+            .field("http_header_timeout", http_header_timeout)
+            .field("http_body_timeout", http_body_timeout)
+            .field("http_idle_timeout", http_idle_timeout)
+            .field("http_max_connections", http_max_connections)
+            .field("http_max_header_bytes", http_max_header_bytes)
+            .field("http_max_headers", http_max_headers)
             .finish()
     }
 }
@@ -350,6 +387,50 @@ fn read_cluster_keys(
     config.cluster_key_previous = key("COHORT_CLUSTER_KEY_PREVIOUS")?;
     if let Some(flag) = var("COHORT_ALLOW_UNSIGNED") {
         config.allow_unsigned = parse_bool("COHORT_ALLOW_UNSIGNED", &flag)?;
+    }
+    Ok(())
+}
+
+/// The `COHORT_HTTP_*` limits against slow and greedy clients; zero would disable none of them
+/// but refuse every request, so it is refused here.
+fn read_http_limits(
+    var: &impl Fn(&str) -> Option<String>,
+    config: &mut Config,
+) -> Result<(), Error> {
+    let durations = [
+        (
+            "COHORT_HTTP_HEADER_TIMEOUT",
+            &mut config.http_header_timeout,
+        ),
+        ("COHORT_HTTP_BODY_TIMEOUT", &mut config.http_body_timeout),
+        ("COHORT_HTTP_IDLE_TIMEOUT", &mut config.http_idle_timeout),
+    ];
+    for (name, target) in durations {
+        if let Some(value) = var(name) {
+            *target = parse_duration(name, &value)?;
+            if target.is_zero() {
+                return Err(config_error(name, &value, "a duration above zero"));
+            }
+        }
+    }
+    let counts = [
+        (
+            "COHORT_HTTP_MAX_CONNECTIONS",
+            &mut config.http_max_connections,
+        ),
+        (
+            "COHORT_HTTP_MAX_HEADER_BYTES",
+            &mut config.http_max_header_bytes,
+        ),
+        ("COHORT_HTTP_MAX_HEADERS", &mut config.http_max_headers),
+    ];
+    for (name, target) in counts {
+        if let Some(value) = var(name) {
+            *target = parse_number(name, &value)?;
+            if *target == 0 {
+                return Err(config_error(name, &value, "a whole number above zero"));
+            }
+        }
     }
     Ok(())
 }
@@ -548,5 +629,43 @@ mod tests {
         assert!(err.message().contains("COHORT_COMMAND_TIMEOUT"), "{err}");
         let err = from(&[("COHORT_HTTP_ADDR", "localhost")]).expect_err("invalid");
         assert!(err.message().contains("COHORT_HTTP_ADDR"), "{err}");
+    }
+
+    #[test]
+    fn reads_the_http_limits() {
+        let config = from(&[
+            ("COHORT_HTTP_HEADER_TIMEOUT", "2s"),
+            ("COHORT_HTTP_BODY_TIMEOUT", "500ms"),
+            ("COHORT_HTTP_IDLE_TIMEOUT", "1m"),
+            ("COHORT_HTTP_MAX_CONNECTIONS", "64"),
+            ("COHORT_HTTP_MAX_HEADER_BYTES", "8192"),
+            ("COHORT_HTTP_MAX_HEADERS", "20"),
+        ])
+        .expect("valid");
+        assert_eq!(config.http_header_timeout, Duration::from_secs(2));
+        assert_eq!(config.http_body_timeout, Duration::from_millis(500));
+        assert_eq!(config.http_idle_timeout, Duration::from_secs(60));
+        assert_eq!(config.http_max_connections, 64);
+        assert_eq!(config.http_max_header_bytes, 8192);
+        assert_eq!(config.http_max_headers, 20);
+    }
+
+    #[test]
+    fn zero_http_limits_are_refused_by_name() {
+        for (name, zero) in [
+            ("COHORT_HTTP_HEADER_TIMEOUT", "0s"),
+            ("COHORT_HTTP_IDLE_TIMEOUT", "0ms"),
+            ("COHORT_HTTP_MAX_CONNECTIONS", "0"),
+            ("COHORT_HTTP_MAX_HEADERS", "0"),
+        ] {
+            let err = from(&[(name, zero)]).expect_err("zero is refused");
+            assert!(err.message().contains(name), "{err}");
+            assert!(err.message().contains("above zero"), "{err}");
+        }
+        let err = from(&[("COHORT_HTTP_MAX_CONNECTIONS", "many")]).expect_err("invalid");
+        assert!(
+            err.message().contains("COHORT_HTTP_MAX_CONNECTIONS"),
+            "{err}"
+        );
     }
 }

@@ -25,6 +25,8 @@ pub enum ErrorKind {
     NotFound,
     /// 405: the route exists, the method does not.
     MethodNotAllowed,
+    /// 408: the client did not send its request in time (a stalled body).
+    RequestTimeout,
     /// 409: the request conflicts with the current state (taken name, not enough stock).
     Conflict,
     /// 413: the body is larger than the configured limit.
@@ -50,6 +52,7 @@ impl ErrorKind {
             ErrorKind::Forbidden => 403,
             ErrorKind::NotFound => 404,
             ErrorKind::MethodNotAllowed => 405,
+            ErrorKind::RequestTimeout => 408,
             ErrorKind::Conflict => 409,
             ErrorKind::PayloadTooLarge => 413,
             ErrorKind::Invalid => 422,
@@ -67,6 +70,7 @@ impl ErrorKind {
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::NotFound => "not_found",
             ErrorKind::MethodNotAllowed => "method_not_allowed",
+            ErrorKind::RequestTimeout => "request_timeout",
             ErrorKind::Conflict => "conflict",
             ErrorKind::PayloadTooLarge => "payload_too_large",
             ErrorKind::Invalid => "invalid",
@@ -85,6 +89,7 @@ impl ErrorKind {
             ErrorKind::Forbidden => "Forbidden",
             ErrorKind::NotFound => "Not Found",
             ErrorKind::MethodNotAllowed => "Method Not Allowed",
+            ErrorKind::RequestTimeout => "Request Timeout",
             ErrorKind::Conflict => "Conflict",
             ErrorKind::PayloadTooLarge => "Payload Too Large",
             ErrorKind::Invalid => "Unprocessable Content",
@@ -101,6 +106,7 @@ impl ErrorKind {
             403 => ErrorKind::Forbidden,
             404 => ErrorKind::NotFound,
             405 => ErrorKind::MethodNotAllowed,
+            408 => ErrorKind::RequestTimeout,
             409 => ErrorKind::Conflict,
             413 => ErrorKind::PayloadTooLarge,
             422 => ErrorKind::Invalid,

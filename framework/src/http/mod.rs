@@ -7,10 +7,12 @@
 //! ([`EXECUTED_BY_HEADER`]).
 
 mod cookie;
+mod deadlines;
 mod openapi;
 mod request;
 mod response;
 mod route;
+mod server;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use bytes::Bytes;
 
 pub use cookie::SESSION_COOKIE;
 pub use response::{EXECUTED_BY_HEADER, INSTANCE_HEADER};
+pub(crate) use server::HttpServer;
 
 use crate::error::{Error, ErrorKind};
 use crate::message::JSON;

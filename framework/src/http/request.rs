@@ -2,6 +2,7 @@
 //! fields, the JSON body, the caller's trace and the session cookie.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{FromRequestParts, RawPathParams};
@@ -117,9 +118,18 @@ impl Head {
     }
 }
 
-/// The whole body, refused with a 413 past `limit` bytes.
-pub(super) async fn read_body(body: Body, limit: usize) -> Result<Bytes, Error> {
-    axum::body::to_bytes(body, limit).await.map_err(|err| {
+/// The whole body, refused with a 413 past `limit` bytes and a 408 when it has not all arrived
+/// within `timeout` (a client that stalls must not hold its connection and this task forever).
+pub(super) async fn read_body(body: Body, limit: usize, timeout: Duration) -> Result<Bytes, Error> {
+    let read = axum::body::to_bytes(body, limit);
+    let Ok(body) = tokio::time::timeout(timeout, read).await else {
+        let late = format!(
+            "the body did not arrive within {}",
+            humantime::format_duration(timeout)
+        );
+        return Err(Error::new(ErrorKind::RequestTimeout, late));
+    };
+    body.map_err(|err| {
         let too_large = std::error::Error::source(&err)
             .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
         match too_large {

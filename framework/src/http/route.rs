@@ -4,11 +4,12 @@
 use std::sync::Arc;
 
 use axum::extract::Request;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 
 use super::request::{Head, InputShape, build_input, read_body};
 use super::response::{problem, respond};
+use crate::error::ErrorKind;
 use crate::registry::{CommandDescriptor, HttpRoute};
 use crate::runtime::{Runtime, Target};
 
@@ -45,8 +46,11 @@ pub(super) async fn handle(route: Arc<Route>, request: Request) -> Response {
         Err(err) => return problem(&route.instance, &err),
     };
     let config = &route.runtime.config;
-    let body = match read_body(body, config.body_limit).await {
+    let body = match read_body(body, config.body_limit, config.http_body_timeout).await {
         Ok(body) => body,
+        Err(err) if err.kind() == ErrorKind::RequestTimeout => {
+            return closing(problem(&route.instance, &err));
+        }
         Err(err) => return problem(&route.instance, &err),
     };
     let input = match build_input(&route.shape, &head.params(), head.query.as_deref(), body) {
@@ -62,4 +66,12 @@ pub(super) async fn handle(route: Arc<Route>, request: Request) -> Response {
             problem(&route.instance, &err)
         }
     }
+}
+
+/// Asks hyper to close the connection after this response: the rest of a stalled body may still
+/// come, and would be read as the next request.
+fn closing(mut response: Response) -> Response {
+    let close = HeaderValue::from_static("close");
+    response.headers_mut().insert(header::CONNECTION, close);
+    response
 }
