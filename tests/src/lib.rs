@@ -62,6 +62,16 @@ pub async fn start_app(
     build(App::with_config(config)).start().await
 }
 
+/// The configuration an operator's `COHORT_*` variables `vars` give (the others unset).
+pub fn config_from(vars: &[(&str, String)]) -> Config {
+    Config::from_vars(|name| {
+        vars.iter()
+            .find(|(var, _)| *var == name)
+            .map(|(_, value)| value.clone())
+    })
+    .expect("the variables parse")
+}
+
 /// The base URL of a running instance.
 pub fn base_url(running: &Running) -> String {
     format!(

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cohort::testing::{NatsServer, RedisServer};
-use cohort::{ClusterKey, Config, Running};
+use cohort::{ClusterKey, Running};
 use cohort_tests::signing::headers;
-use cohort_tests::{ANY_LOOPBACK_PORT, Client, base_url, start_app, wait_for_audit};
+use cohort_tests::{ANY_LOOPBACK_PORT, Client, base_url, config_from, start_app, wait_for_audit};
 use serde_json::json;
 
 /// The `authorization` block of the Security chapter's nats-server configuration.
@@ -62,12 +62,7 @@ async fn instance(id: &str, nats: &NatsServer, redis: &RedisServer, key: &Cluste
         ("COHORT_CLUSTER_KEY", key.expose().to_owned()),
         ("COHORT_EVENT_ACK_WAIT", "2s".to_owned()),
     ];
-    let config = Config::from_vars(|name| {
-        vars.iter()
-            .find(|(var, _)| *var == name)
-            .map(|(_, value)| value.clone())
-    })
-    .expect("the variables parse");
+    let config = config_from(&vars);
     start_app(
         |c| {
             *c = config;

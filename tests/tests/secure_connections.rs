@@ -7,10 +7,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cohort::testing::{NatsServer, RedisServer};
-use cohort::{ClusterKey, Config, Error};
-use cohort_tests::InProcess;
+use cohort::{ClusterKey, Error};
 use cohort_tests::certs::TestCerts;
 use cohort_tests::jwt::Operator;
+use cohort_tests::{InProcess, config_from};
 use serde_json::json;
 
 /// A refused start must say so within this, never hang.
@@ -18,19 +18,17 @@ const FAILS_WITHIN: Duration = Duration::from_secs(10);
 
 /// Starts the example app in-process from `COHORT_*` variables, as an operator configures it.
 async fn start(vars: &[(&str, String)]) -> Result<InProcess, Error> {
-    let config = Config::from_vars(|name| {
-        if name == "COHORT_HTTP_ADDR" {
-            return Some("off".to_owned());
-        }
-        vars.iter()
-            .find(|(key, _)| *key == name)
-            .map(|(_, value)| value.clone())
-    })
-    .expect("the variables parse");
+    let config = config_from(vars);
     let started = Instant::now();
-    let result = tokio::time::timeout(FAILS_WITHIN, InProcess::try_start(|c| *c = config))
-        .await
-        .expect("the start ends within 10 s");
+    let result = tokio::time::timeout(
+        FAILS_WITHIN,
+        InProcess::try_start(|c| {
+            *c = config;
+            c.http_addr = None;
+        }),
+    )
+    .await
+    .expect("the start ends within 10 s");
     if result.is_err() {
         assert!(started.elapsed() < FAILS_WITHIN, "fails fast");
     }
@@ -47,6 +45,13 @@ fn nats(url: String) -> Vec<(&'static str, String)> {
             ClusterKey::random().expose().to_owned(),
         ),
     ]
+}
+
+/// NATS at `url` as [`nats`] gives it, with `setting` naming `file`.
+fn nats_with_file(url: String, setting: &'static str, file: &Path) -> Vec<(&'static str, String)> {
+    let mut vars = nats(url);
+    vars.push((setting, file.display().to_string()));
+    vars
 }
 
 /// A command sent through the broker comes back answered.
@@ -146,11 +151,7 @@ async fn nats_nkey_from_a_seed_file() {
     let stranger_seed = stranger.seed().expect("a seed");
     std::fs::write(&seed_file, format!("{seed}\n")).expect("written");
     std::fs::write(&stranger_file, &stranger_seed).expect("written");
-    let with_nkey = |file: &Path| {
-        let mut vars = nats(server.url());
-        vars.push(("COHORT_NATS_NKEY", file.display().to_string()));
-        vars
-    };
+    let with_nkey = |file: &Path| nats_with_file(server.url(), "COHORT_NATS_NKEY", file);
 
     let app = start(&with_nkey(&seed_file))
         .await
@@ -177,8 +178,7 @@ async fn nats_creds_file_that_cannot_be_read_is_named() {
         (dir.path().join("missing.creds"), "missing.creds"),
         (not_creds, "app.creds"),
     ] {
-        let mut vars = nats(server.url());
-        vars.push(("COHORT_NATS_CREDS", file.display().to_string()));
+        let vars = nats_with_file(server.url(), "COHORT_NATS_CREDS", &file);
         let result = start(&vars).await;
         assert_refused(
             result,
@@ -206,11 +206,7 @@ async fn nats_tls_trusting_the_ca_from_a_file() {
     let certs = TestCerts::generate();
     let server = NatsServer::start_with(&nats_tls_config(&certs, false)).await;
     let url = format!("tls://127.0.0.1:{}", server.port());
-    let with_ca = |ca: &Path| {
-        let mut vars = nats(url.clone());
-        vars.push(("COHORT_NATS_TLS_CA", ca.display().to_string()));
-        vars
-    };
+    let with_ca = |ca: &Path| nats_with_file(url.clone(), "COHORT_NATS_TLS_CA", ca);
 
     let app = start(&with_ca(&certs.ca()))
         .await
@@ -231,8 +227,11 @@ async fn nats_tls_trusting_the_ca_from_a_file() {
 async fn nats_mutual_tls_presents_the_client_certificate() {
     let certs = TestCerts::generate();
     let server = NatsServer::start_with(&nats_tls_config(&certs, true)).await;
-    let mut vars = nats(format!("tls://127.0.0.1:{}", server.port()));
-    vars.push(("COHORT_NATS_TLS_CA", certs.ca().display().to_string()));
+    let mut vars = nats_with_file(
+        format!("tls://127.0.0.1:{}", server.port()),
+        "COHORT_NATS_TLS_CA",
+        &certs.ca(),
+    );
 
     let without_certificate = start(&vars).await;
     assert_refused(
@@ -392,11 +391,7 @@ async fn nats_creds_file_of_a_jwt_user() {
     let stranger_creds = dir.path().join("stranger.creds");
     let stranger = Operator::new().user_creds();
     std::fs::write(&stranger_creds, &stranger).expect("written");
-    let with_creds = |file: &Path| {
-        let mut vars = nats(server.url());
-        vars.push(("COHORT_NATS_CREDS", file.display().to_string()));
-        vars
-    };
+    let with_creds = |file: &Path| nats_with_file(server.url(), "COHORT_NATS_CREDS", file);
 
     let app = start(&with_creds(&creds))
         .await
