@@ -160,9 +160,14 @@ impl Session {
         self.index_pruned(name, &id).await
     }
 
-    /// The principal signed in to this session, if any.
+    /// The principal signed in to this session, if any; read from the store once per command.
     pub async fn principal(&self) -> Result<Option<Principal>, Error> {
-        self.get(PRINCIPAL).await
+        if let Some(known) = self.cell.principal() {
+            return Ok(known);
+        }
+        let principal = self.get(PRINCIPAL).await?;
+        self.cell.keep_principal(&principal);
+        Ok(principal)
     }
 
     /// Signs the caller's principal out of every session it has, on every device, this one
@@ -300,6 +305,9 @@ struct Effects {
     set: bool,
     /// The client's cookie must be cleared.
     cleared: bool,
+    /// The principal as read from the store, once read: a guard and its handler ask for it in the
+    /// same command, and one read is enough. Forgotten when the id changes.
+    principal: Option<Option<Principal>>,
 }
 
 impl SessionCell {
@@ -340,6 +348,7 @@ impl SessionCell {
         effects.id = Some(id.clone());
         effects.set = true;
         effects.cleared = false;
+        effects.principal = None;
         id
     }
 
@@ -348,6 +357,15 @@ impl SessionCell {
         effects.id = None;
         effects.set = false;
         effects.cleared = true;
+        effects.principal = None;
+    }
+
+    fn principal(&self) -> Option<Option<Principal>> {
+        self.lock().principal.clone()
+    }
+
+    fn keep_principal(&self, principal: &Option<Principal>) {
+        self.lock().principal = Some(principal.clone());
     }
 
     /// Takes over what a called command did to the session.
