@@ -2,11 +2,14 @@
 //! instances over NATS without Cohort's code.
 
 use async_nats::HeaderMap;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::hmac;
 
 /// The signature of a message, by the steps of the guide ("Signed messages"), written out here
 /// apart from Cohort's own code: the subject, a line per signed header sorted by name, a blank
-/// line, the body; HMAC-SHA256 with the key's text; `v1=` and lowercase hex.
+/// line, the body; HMAC-SHA256 with the key's text; `v1=` and its first 16 bytes in unpadded
+/// base64url.
 pub fn sign_by_hand(key: &str, subject: &str, headers: &[(&str, &str)], body: &[u8]) -> String {
     let mut signed: Vec<(&str, &str)> = headers
         .iter()
@@ -26,8 +29,7 @@ pub fn sign_by_hand(key: &str, subject: &str, headers: &[(&str, &str)], body: &[
         &hmac::Key::new(hmac::HMAC_SHA256, key.as_bytes()),
         &canonical,
     );
-    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("v1={hex}")
+    format!("v1={}", URL_SAFE_NO_PAD.encode(&tag.as_ref()[..16]))
 }
 
 /// The headers `pairs`, signed with `key` for `subject` and `body` (no signature without a key).

@@ -45,8 +45,8 @@ pub mod header {
     /// On a command: the caller's idempotency key (HTTP `Idempotency-Key`): the command runs once
     /// per key and input, and a repeat gets the first reply.
     pub const IDEMPOTENCY_KEY: &str = "Cohort-Idempotency-Key";
-    /// With a cluster key: `v1=` and the HMAC-SHA256 of the message in 64 lowercase hex digits
-    /// (the guide's "Signed messages" gives the exact form).
+    /// With a cluster key: `v1=` and the HMAC-SHA256 of the message, cut to 16 bytes, in
+    /// base64url (the guide's "Signed messages" gives the exact form).
     pub const SIGNATURE: &str = "Cohort-Signature";
 }
 
