@@ -183,15 +183,19 @@ impl Session {
     /// password change, say, or to lock an account out. The caller's own cookie is cleared when its
     /// session is one of them.
     pub async fn revoke_all(&self, principal: &str) -> Result<usize, Error> {
-        let key = index_key(principal);
-        let ids: Vec<String> = self.state.get(&key).await?.unwrap_or_default();
+        let ids: Vec<String> = self
+            .state
+            .get(&index_key(principal))
+            .await?
+            .unwrap_or_default();
         let mut revoked = 0;
         for id in &ids {
             if self.state.delete(id).await? {
                 revoked += 1;
             }
         }
-        self.state.delete(&key).await?;
+        // Only the revoked leave the index: a session signed in meanwhile must stay revocable.
+        self.index(principal, None, &ids).await?;
         if self.id().is_some_and(|own| ids.contains(&own)) {
             self.cell.clear();
         }
@@ -241,13 +245,13 @@ impl Session {
                 gone.push(other);
             }
         }
-        self.index(principal, id, &gone).await
+        self.index(principal, Some(id), &gone).await
     }
 
-    /// Adds `id` to the sessions of `principal`, less `gone`. The index is written with the
+    /// Adds `id` to the sessions of `principal` and removes `gone`. The index is written with the
     /// session's time to live whenever a session of the principal is, so that it lives as long as
     /// the newest of them and never loses a live one.
-    async fn index(&self, principal: &str, id: &str, gone: &[String]) -> Result<(), Error> {
+    async fn index(&self, principal: &str, id: Option<&str>, gone: &[String]) -> Result<(), Error> {
         self.state
             .update_with_ttl(
                 &index_key(principal),
@@ -255,7 +259,7 @@ impl Session {
                 |ids: Option<Vec<String>>| {
                     let mut ids = ids.unwrap_or_default();
                     ids.retain(|other| !gone.contains(other));
-                    if !ids.iter().any(|other| other == id) {
+                    if let Some(id) = id.filter(|id| !ids.iter().any(|other| other == id)) {
                         ids.push(id.to_owned());
                     }
                     Ok(ids)
@@ -268,7 +272,7 @@ impl Session {
     /// A write renewed the session's time to live: the index of its principal must live as long.
     async fn keep_indexed(&self, id: &str, data: &Map<String, Value>) -> Result<(), Error> {
         match principal_of(data) {
-            Some(principal) => self.index(&principal.name, id, &[]).await,
+            Some(principal) => self.index(&principal.name, Some(id), &[]).await,
             None => Ok(()),
         }
     }
