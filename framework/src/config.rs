@@ -125,6 +125,10 @@ pub struct Config {
     pub http_max_header_bytes: usize,
     /// `COHORT_HTTP_MAX_HEADERS` (default `100`): a request with more header fields gets a 431.
     pub http_max_headers: usize,
+    // Tasks.
+    /// `COHORT_DEPLOYMENT_VERSION` (default: the version of the crate that declares each task):
+    /// a `#[task(on_start)]` runs once per value across the cluster.
+    pub deployment_version: Option<String>,
 }
 
 /// Where JetStream keeps the event streams.
@@ -180,6 +184,7 @@ impl Default for Config {
             http_max_connections: 10_000,
             http_max_header_bytes: 16 * 1024,
             http_max_headers: 100,
+            deployment_version: None,
         }
     }
 }
@@ -266,6 +271,7 @@ impl Config {
         config.redis_tls = tls_files(var, REDIS_TLS);
         read_cluster_keys(&var, &mut config)?;
         read_http_limits(&var, &mut config)?;
+        config.deployment_version = var("COHORT_DEPLOYMENT_VERSION");
         Ok(config)
     }
 
@@ -326,6 +332,7 @@ impl std::fmt::Debug for Config {
             http_max_connections,
             http_max_header_bytes,
             http_max_headers,
+            deployment_version,
         } = self;
         f.debug_struct("Config")
             .field("http_addr", http_addr)
@@ -364,6 +371,7 @@ impl std::fmt::Debug for Config {
             .field("http_max_connections", http_max_connections)
             .field("http_max_header_bytes", http_max_header_bytes)
             .field("http_max_headers", http_max_headers)
+            .field("deployment_version", deployment_version)
             .finish()
     }
 }

@@ -31,6 +31,7 @@ mod running;
 mod runtime;
 mod session;
 mod setup;
+mod task;
 mod timer;
 mod tls;
 mod unit;
@@ -41,9 +42,11 @@ pub use config::{Config, StreamStorage};
 pub use context::Ctx;
 pub use contract::{Command, Event};
 pub use error::{Error, ErrorKind, Problem};
+pub use registry::TaskSchedule;
 pub use running::Running;
 pub use session::{Principal, Session};
 pub use state::{State, Versioned};
+pub use task::{TaskOutcome, TaskStatus};
 pub use tls::TlsFiles;
 pub use unit::Tx;
 
@@ -55,6 +58,9 @@ pub use cohort_macros::command;
 pub use cohort_macros::http;
 /// `#[subscription(service = "...")]`: runs an async fn for each event of its argument's type.
 pub use cohort_macros::subscription;
+/// `#[task(service = "...", every = "30s")]` (or `cron = "0 3 * * *"`, or `on_start`): runs an
+/// async fn on a schedule on exactly one instance of the cluster.
+pub use cohort_macros::task;
 
 /// A `Result` whose error is [`cohort::Error`](Error).
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -63,6 +69,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub mod prelude {
     pub use crate::{
         Ctx, Error, ErrorKind, Event, Principal, Session, State, Tx, command, http, subscription,
+        task,
     };
 }
 
@@ -93,6 +100,8 @@ pub mod guide {
     pub struct SignedMessages;
     #[doc = include_str!("../../guide/src/performance.md")]
     pub struct Performance;
+    #[doc = include_str!("../../guide/src/operating.md")]
+    pub struct Operating;
 }
 
 /// What the macros' generated code uses. Not a public API: it changes without notice.
@@ -109,7 +118,8 @@ pub mod __private {
         no_input,
     };
     pub use crate::registry::{
-        CommandDescriptor, GuardFn, HttpRoute, Location, SubscriptionDescriptor,
+        CommandDescriptor, GuardFn, HttpRoute, Location, SubscriptionDescriptor, TaskDescriptor,
+        TaskSchedule,
     };
 
     /// Runs `guard`; a function that is no guard is reported here, on the user's guard path.

@@ -24,6 +24,8 @@ pub(crate) struct Runtime {
     pub(crate) config: Config,
     /// False once shutdown begins, so `/readyz` tells the load balancer to stop sending.
     pub(crate) accepting: AtomicBool,
+    /// What this instance knows of its tasks; never touched on a request's path.
+    pub(crate) tasks: crate::task::TaskBoard,
 }
 
 /// A command as a caller addresses it: its names, its subject and its own timeout.
