@@ -196,6 +196,7 @@ impl<'a> Subscription<'a> {
                     "`#[subscription]` set more than once; keep one",
                 ));
             }
+            refuse_task(siblings)?;
             Ok(args)
         });
         let handler = Handler::from_syn(func, Kind::Subscription);
@@ -374,8 +375,19 @@ fn doc_comment(attrs: &[Attribute]) -> String {
 }
 
 fn refuse_subscription(siblings: &Siblings) -> syn::Result<()> {
+    refuse_task(siblings)?;
     match siblings.subscriptions.first() {
         Some(subscription) => Err(either_or(subscription)),
+        None => Ok(()),
+    }
+}
+
+fn refuse_task(siblings: &Siblings) -> syn::Result<()> {
+    match siblings.tasks.first() {
+        Some(task) => Err(syn::Error::new_spanned(
+            task,
+            "a `#[task]` runs on a schedule, not on a call or an event: keep one attribute",
+        )),
         None => Ok(()),
     }
 }

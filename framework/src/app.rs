@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -146,22 +146,13 @@ impl App {
             instance_id: config.instance_id.clone().into(),
             config,
             accepting: AtomicBool::new(true),
+            starting: AtomicBool::new(true),
             tasks: crate::task::TaskBoard::new(&registry.tasks),
         });
-        // Before anything is served: the instance is not ready until its start-up tasks ran here
-        // or on another instance.
-        crate::task::run_on_start(&runtime, &registry.tasks).await?;
-        let work = Work::default();
-        // Consumers first: a command served a moment later may already emit events for them.
-        subscribe(&runtime, &registry, &work).await?;
-        serve_commands(&runtime, &registry, &work).await?;
-        work.tasks.spawn(crate::unit::relay_orphans(
-            runtime.clone(),
-            work.stop.clone(),
-        ));
-        crate::task::spawn_periodic(&runtime, &registry.tasks, &work.tasks, &work.stop);
         let router = crate::http::router(runtime.clone(), &registry.commands)?;
         let http_stop = CancellationToken::new();
+        // Served from here on, so that `/healthz` answers while start-up tasks run; `/readyz`
+        // answers 503 until the instance has started.
         let (http_addr, http_task) = match runtime.config.http_addr {
             Some(addr) => {
                 let server = HttpServer::bind(addr, &runtime.config, &runtime.instance_id).await?;
@@ -173,6 +164,13 @@ impl App {
             }
             None => (None, None),
         };
+        let work = Work::default();
+        if let Err(e) = start_work(&runtime, &registry, &work).await {
+            work.stop.cancel();
+            http_stop.cancel();
+            return Err(e);
+        }
+        runtime.starting.store(false, Ordering::Relaxed);
         log_start(&runtime, &registry, http_addr, started.elapsed());
         Ok(Running {
             runtime,
@@ -183,6 +181,22 @@ impl App {
             router,
         })
     }
+}
+
+/// Runs or waits for the start-up tasks, then takes commands, events and ticks.
+async fn start_work(runtime: &Arc<Runtime>, registry: &Registry, work: &Work) -> Result<(), Error> {
+    // Before anything is served: the instance is not ready until its start-up tasks ran here or
+    // on another instance.
+    crate::task::run_on_start(runtime, &registry.tasks).await?;
+    // Consumers first: a command served a moment later may already emit events for them.
+    subscribe(runtime, registry, work).await?;
+    serve_commands(runtime, registry, work).await?;
+    work.tasks.spawn(crate::unit::relay_orphans(
+        runtime.clone(),
+        work.stop.clone(),
+    ));
+    crate::task::spawn_periodic(runtime, &registry.tasks, &work.tasks, &work.stop);
+    Ok(())
 }
 
 async fn serve_commands(

@@ -24,6 +24,8 @@ pub(crate) struct Runtime {
     pub(crate) config: Config,
     /// False once shutdown begins, so `/readyz` tells the load balancer to stop sending.
     pub(crate) accepting: AtomicBool,
+    /// True until the instance has started (its start-up tasks done), for `/readyz`.
+    pub(crate) starting: AtomicBool,
     /// What this instance knows of its tasks; never touched on a request's path.
     pub(crate) tasks: crate::task::TaskBoard,
 }
@@ -188,6 +190,11 @@ impl Runtime {
     pub(crate) async fn is_ready(&self) -> Result<(), Error> {
         if !self.accepting.load(Ordering::Relaxed) {
             return Err(Error::unavailable("the instance is shutting down"));
+        }
+        if self.starting.load(Ordering::Relaxed) {
+            return Err(Error::unavailable(
+                "the instance is starting: its start-up tasks run here or on another instance",
+            ));
         }
         if !self.broker.is_ready() {
             return Err(Error::unavailable("the broker is not connected"));

@@ -257,7 +257,15 @@ async fn on_start_runs_once_for_three_instances_and_the_others_wait_for_it() {
 
 #[task(service = "embedded", every = "1s")]
 async fn embedded_tick(ctx: Ctx) -> Result<(), Error> {
-    ctx.state().increment("ticks", 1).await?;
+    // Each run's token is larger than the last run's.
+    let token = ctx
+        .fencing_token()
+        .expect("a task's run has a fencing token");
+    let last = ctx.state().get::<u64>("last_token").await?.unwrap_or(0);
+    if token <= last {
+        return Err(Error::internal(format!("token {token} after {last}")));
+    }
+    ctx.state().put("last_token", &token).await?;
     Ok(())
 }
 
@@ -297,4 +305,47 @@ async fn an_embedded_instance_runs_its_tasks() {
             .is_some_and(|next| next > SystemTime::now() - Duration::from_secs(1))
     );
     running.shutdown().await.expect("shuts down");
+}
+
+/// Attempts of `flaky_migration`: the first fails.
+static MIGRATION_ATTEMPTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+#[task(service = "flaky", on_start)]
+async fn flaky_migration(_ctx: Ctx) -> Result<(), Error> {
+    match MIGRATION_ATTEMPTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+        0 => Err(Error::internal("the schema is locked")),
+        _ => Ok(()),
+    }
+}
+
+#[tokio::test]
+async fn a_failed_start_up_task_stops_the_start_and_runs_again_at_the_next() {
+    let store: Arc<dyn StateStore> = Arc::new(cohort::state::MemoryStore::new());
+    let start = || {
+        App::default()
+            .http_addr(None)
+            .store(store.clone())
+            .configure(|c| c.services = Some(vec!["flaky".to_owned()]))
+            .start()
+    };
+    let Err(failed) = start().await else {
+        panic!("a failed start-up task must stop the start");
+    };
+    assert_eq!(failed.code(), "start_task_failed", "{failed}");
+    assert!(
+        failed.message().contains("the schema is locked"),
+        "{failed}"
+    );
+
+    let running = start()
+        .await
+        .expect("the next start runs it again, and it succeeds");
+    running.shutdown().await.expect("shuts down");
+    let running = start().await.expect("a start after it succeeded");
+    running.shutdown().await.expect("shuts down");
+    assert_eq!(
+        MIGRATION_ATTEMPTS.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "run until it succeeded, then never again for this version"
+    );
 }

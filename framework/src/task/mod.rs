@@ -29,6 +29,26 @@ pub(crate) use status::TaskBoard;
 pub use status::{TaskOutcome, TaskStatus};
 pub(crate) use timing::Timing;
 
+tokio::task_local! {
+    /// The fencing token of the run in progress: set around a task's future only, so that
+    /// commands and events pay nothing for it.
+    static FENCING_TOKEN: u64;
+}
+
+/// The fencing token of the task run this code is part of.
+pub(crate) fn fencing_token() -> Option<u64> {
+    FENCING_TOKEN.try_with(|token| *token).ok()
+}
+
+/// The function of `task` run in its context, with its fencing token.
+fn run_fenced(
+    runtime: &Arc<Runtime>,
+    task: &TaskDescriptor,
+    token: u64,
+) -> impl Future<Output = Result<(), Error>> + use<> {
+    FENCING_TOKEN.scope(token, (task.handler)(task_ctx(runtime, task)))
+}
+
 /// The longest lease of a periodic task: how long a stalled or crashed holder keeps it at most.
 const MAX_LEASE: Duration = Duration::from_secs(30);
 
@@ -182,7 +202,7 @@ async fn run(
     runtime.tasks.update(task, |s| s.running = true);
     let token = lease.token;
     tracing::debug!(task = %name(task), tick, token, "running the task");
-    let outcome = match lease.hold((task.handler)(task_ctx(runtime, task))).await {
+    let outcome = match lease.hold(run_fenced(runtime, task, token)).await {
         Ok(Ok(())) => TaskOutcome::Succeeded,
         Ok(Err(e)) => {
             tracing::warn!(task = %name(task), tick, token, error = %e, "the task failed");

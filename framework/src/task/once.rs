@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::lease::{Lease, LeaseLost};
-use super::{Keys, name, now_millis, task_ctx};
+use super::{Keys, name, now_millis, run_fenced};
 use crate::error::Error;
 use crate::registry::{TaskDescriptor, TaskSchedule};
 use crate::runtime::Runtime;
@@ -91,7 +91,7 @@ async fn run_holding(
     tracing::info!(task = %name(task), version, token = lease.token, "running the start-up task");
     let started = SystemTime::now();
     runtime.tasks.update(task, |s| s.running = true);
-    let result = lease.hold((task.handler)(task_ctx(runtime, task))).await;
+    let result = lease.hold(run_fenced(runtime, task, lease.token)).await;
     let outcome = match &result {
         Ok(Ok(())) => super::TaskOutcome::Succeeded,
         Ok(Err(e)) => super::TaskOutcome::Failed(e.to_string()),
