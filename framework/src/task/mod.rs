@@ -129,11 +129,12 @@ async fn run_periodic(
             () = stop.cancelled() => return,
             () = sleep_until(tick) => {}
         }
-        after = tick;
         let period = timing.period_at(tick);
         if let Err(e) = run_tick(&runtime, task, &keys, tick, period).await {
             tracing::warn!(task = %name(task), error = %e, "cannot run the task's tick");
         }
+        // The ticks that passed while this one ran, here or elsewhere, are skipped, not run late.
+        after = tick.max(now_millis());
     }
 }
 
