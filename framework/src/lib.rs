@@ -19,6 +19,7 @@ mod cluster_key;
 mod config;
 mod context;
 mod contract;
+mod dashboard;
 mod dispatch;
 mod error;
 mod idempotency;
