@@ -2,6 +2,8 @@
 //! cluster, loaded in headless Chromium, showing every instance, their commands and the
 //! subscriptions.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use cohort::testing::{Cluster, eventually_some};
@@ -29,6 +31,20 @@ async fn drive(client: &Client, echoes: usize) {
     }
     let refused = client.post("/echo", json!({"text": 5})).await;
     assert_eq!(refused.status, 422, "{}", refused.text);
+}
+
+/// Echoes through each of `bases` in turn while `on`.
+async fn keep_echoing(bases: [String; 2], on: Arc<AtomicBool>) {
+    let clients = bases.map(Client::new);
+    for n in 0.. {
+        if !on.load(Ordering::Relaxed) {
+            break;
+        }
+        let echoed = clients[n % 2]
+            .post("/echo", json!({"text": "load", "n": n}))
+            .await;
+        assert_eq!(echoed.status, 200, "{}", echoed.text);
+    }
 }
 
 async fn place_orders(client: &Client, n: usize) {
@@ -120,9 +136,17 @@ async fn a_browser_sees_both_instances_their_commands_and_the_subscriptions() {
         "the commands i0 ran, with their trace ids: {recent:?}"
     );
 
+    // Under load, so that the rates show.
+    let loading = Arc::new(AtomicBool::new(true));
+    let load = tokio::spawn(keep_echoing(
+        [cluster.http(0), cluster.http(1)],
+        loading.clone(),
+    ));
     let shot = tempfile::tempdir().expect("a directory");
     let png = shot.path().join("dashboard.png");
-    screenshot(&url, &png, 1280, 1000).await;
+    screenshot(&url, &png, 1280, 1040).await;
+    loading.store(false, Ordering::Relaxed);
+    load.await.expect("the load ran");
     let image = std::fs::read(&png).expect("the screenshot");
     assert!(image.starts_with(b"\x89PNG"), "a PNG");
     if let Ok(to) = std::env::var(SCREENSHOT_TO) {

@@ -119,14 +119,19 @@ function render(data, at) {
   const commands = new Map();
   const instances = new Map();
   for (const id of data.instances) instances.set(id, { commands: 0, requests: 0, errors: 0, rate: 0, known: false });
-  fill("commands", data.commands, 8, (row, c) => {
-    const key = c.instance + " " + c.subject;
-    commands.set(key, c);
-    const change = delta(key, c, at);
+  // A command no instance has run yet gets no rows of its own, only a mention in the last one.
+  const ran = new Set(data.commands.filter((c) => c.requests > 0).map((c) => c.command));
+  const idle = [...new Set(data.commands.map((c) => c.command))].filter((c) => !ran.has(c));
+  for (const c of data.commands) {
     const instance = instances.get(c.instance);
     instance.commands += 1;
     instance.requests += c.requests;
     instance.errors += c.errors;
+  }
+  fill("commands", data.commands.filter((c) => ran.has(c.command)), 8, (row, c) => {
+    const key = c.instance + " " + c.subject;
+    const change = delta(key, c, at);
+    const instance = instances.get(c.instance);
     if (change.rate !== null) { instance.rate += change.rate; instance.known = true; }
     cell(row, c.command);
     cell(row, c.instance);
@@ -137,6 +142,12 @@ function render(data, at) {
     cell(row, ms(c.requests > 0 ? c.average_nanos / 1e6 : null), "n");
     cell(row, c.last_error || "");
   });
+  if (idle.length > 0) {
+    const body = document.querySelector("#commands tbody");
+    const note = cell(body.insertRow(), "not run yet: " + idle.join(", "), "empty");
+    note.colSpan = 8;
+  }
+  for (const c of data.commands) commands.set(c.instance + " " + c.subject, c);
   fill("instances", [...instances.entries()], 5, (row, [id, i]) => {
     cell(row, id === data.instance ? id + " (this one)" : id);
     cell(row, String(i.commands), "n");
@@ -151,10 +162,8 @@ function render(data, at) {
       cell(row, s.error, "bad").colSpan = 4;
       return;
     }
-    cell(row, String(s.pending), "n");
-    cell(row, String(s.in_flight), "n");
-    cell(row, String(s.redelivered), "n");
-    cell(row, String(s.dead_letters), s.dead_letters > 0 ? "n bad" : "n");
+    for (const count of [s.pending, s.in_flight, s.redelivered]) cell(row, count === undefined ? "–" : String(count), "n");
+    cell(row, s.dead_letters === undefined ? "–" : String(s.dead_letters), s.dead_letters > 0 ? "n bad" : "n");
   });
   fill("recent", data.recent, 5, (row, r) => {
     cell(row, new Date(r.at).toLocaleTimeString());
