@@ -92,6 +92,8 @@ pub mod guide {
     pub struct Security;
     #[doc = include_str!("../../guide/src/signed-messages.md")]
     pub struct SignedMessages;
+    #[doc = include_str!("../../guide/src/dashboard.md")]
+    pub struct Dashboard;
     #[doc = include_str!("../../guide/src/performance.md")]
     pub struct Performance;
 }
