@@ -6,10 +6,40 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use cohort::prelude::*;
 use cohort::testing::{Cluster, eventually_some};
 use cohort_tests::browser::{dom_of, screenshot, table_rows};
-use cohort_tests::{ANY_LOOPBACK_PORT, Client, start_embedded};
+use cohort_tests::{ANY_LOOPBACK_PORT, Client, Nothing, start_embedded};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+
+/// An event its subscription can never handle: each one goes to the dead letters.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, Event)]
+#[event(name = "doomed")]
+struct Doomed {
+    n: u64,
+}
+
+#[command(service = "doomed")]
+async fn doom(ctx: Ctx, input: Doomed) -> Result<Nothing, Error> {
+    ctx.emit(&input).await?;
+    Ok(Nothing {})
+}
+
+#[subscription(service = "doomed")]
+async fn refuse_doomed(_ctx: Ctx, _event: Doomed) -> Result<(), Error> {
+    Err(Error::invalid("n", "no doomed event is ever handled"))
+}
+
+/// The dead letters `data` shows for the subscription `subscription`.
+fn dead_letters_of(data: &Value, subscription: &str) -> Option<u64> {
+    data["subscriptions"]
+        .as_array()?
+        .iter()
+        .find(|s| s["subscription"] == subscription)?["dead_letters"]
+        .as_u64()
+}
 
 /// How long the instances may take to show what they did.
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -78,13 +108,18 @@ async fn a_browser_sees_both_instances_their_commands_and_the_subscriptions() {
     drive(&first, 30).await;
     drive(&second, 30).await;
     place_orders(&first, 3).await;
+    for n in 0..2 {
+        let doomed = cluster.instance(0).call::<doom>(Doomed { n }).await;
+        doomed.expect("the doomed event is published");
+    }
 
     // Each instance ran echoes: commands are spread over the instances whichever one was asked.
     let reader = Client::new(cluster.http(0));
     let data = eventually_some("both instances report their echoes", PATIENCE, async || {
         let data = reader.get("/_cohort/data").await.body;
         let ran = ["i0", "i1"].map(|i| requests_of(&data, i, "echo.v1.echo"));
-        ran.iter().all(|&n| n > 0).then_some(data)
+        let dead = dead_letters_of(&data, "doomed.refuse_doomed");
+        (ran.iter().all(|&n| n > 0) && dead == Some(2)).then_some(data)
     })
     .await;
     assert_eq!(data["instance"], "i0");
@@ -128,6 +163,14 @@ async fn a_browser_sees_both_instances_their_commands_and_the_subscriptions() {
         .unwrap_or_else(|| panic!("no audit.count_order row: {subscriptions:?}"));
     assert_eq!(count_order[1], "order_placed");
     assert_eq!(count_order[5], "0", "no dead letters: {count_order:?}");
+    let doomed = subscriptions
+        .iter()
+        .find(|row| row[0] == "doomed.refuse_doomed")
+        .unwrap_or_else(|| panic!("no doomed.refuse_doomed row: {subscriptions:?}"));
+    assert_eq!(
+        doomed[5], "2",
+        "both doomed events dead-lettered: {doomed:?}"
+    );
     let recent = table_rows(&dom, "recent");
     assert!(
         recent
@@ -198,8 +241,14 @@ async fn an_embedded_instance_counts_its_own_commands() {
     let client = Client::new(cohort_tests::base_url(&running));
     drive(&client, 5).await;
     place_orders(&client, 2).await;
+    let doomed = running.call::<doom>(Doomed { n: 1 }).await;
+    doomed.expect("the doomed event is published");
 
-    let data = client.get("/_cohort/data").await.body;
+    let data = eventually_some("the doomed event is dead-lettered", PATIENCE, async || {
+        let data = client.get("/_cohort/data").await.body;
+        (dead_letters_of(&data, "doomed.refuse_doomed") == Some(1)).then_some(data)
+    })
+    .await;
     let id = running.instance_id();
     assert_eq!(data["instances"], json!([id]));
     let echo = data["commands"]
@@ -221,9 +270,16 @@ async fn an_embedded_instance_counts_its_own_commands() {
         .flatten()
         .filter_map(|s| s["subscription"].as_str())
         .collect();
-    assert_eq!(subscriptions, ["audit.count_order", "audit.hear_order"]);
+    assert_eq!(
+        subscriptions,
+        [
+            "audit.count_order",
+            "audit.hear_order",
+            "doomed.refuse_doomed"
+        ]
+    );
     let recent = data["recent"].as_array().expect("recent commands");
-    assert_eq!(recent[0]["command"], "place_order", "newest first: {data}");
+    assert_eq!(recent[0]["command"], "doom", "newest first: {data}");
     assert_eq!(
         recent[0]["status"], 200,
         "the command's own status, not the route's 201"
