@@ -10,6 +10,7 @@ use cohort::prelude::*;
 use cohort::testing::{Cluster, eventually_some};
 use cohort_tests::browser::{dom_of, screenshot, table_rows};
 use cohort_tests::{ANY_LOOPBACK_PORT, Client, Nothing, start_embedded};
+use reqwest::Method;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -77,6 +78,25 @@ async fn keep_echoing(bases: [String; 2], on: Arc<AtomicBool>) {
     }
 }
 
+/// Echoes with a trace of their own through `client`'s instance until one runs on `instance`;
+/// returns its trace id and how many echoes that took.
+async fn traced_echo_run_on(client: &Client, instance: &str) -> (String, u64) {
+    for n in 0_u32.. {
+        let trace_id = format!("{n:032x}").replace('0', "a");
+        let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
+        let body = json!({"text": "traced", "n": n}).to_string();
+        let headers = [("traceparent", traceparent.as_str())];
+        let echoed = client
+            .send_with(Method::POST, "/echo", Some(body), &headers)
+            .await;
+        assert_eq!(echoed.status, 200, "{}", echoed.text);
+        if echoed.executed_by() == Some(instance) {
+            return (trace_id, u64::from(n) + 1);
+        }
+    }
+    unreachable!("the loop ends when an echo runs on {instance}")
+}
+
 async fn place_orders(client: &Client, n: usize) {
     client.sign_in_admin().await;
     let stocked = client.put("/stock/lamp", json!({"qty": 100})).await;
@@ -108,6 +128,7 @@ async fn a_browser_sees_both_instances_their_commands_and_the_subscriptions() {
     drive(&first, 30).await;
     drive(&second, 30).await;
     place_orders(&first, 3).await;
+    let (traced, traced_echoes) = traced_echo_run_on(&first, "i0").await;
     for n in 0..2 {
         let doomed = cluster.instance(0).call::<doom>(Doomed { n }).await;
         doomed.expect("the doomed event is published");
@@ -128,7 +149,8 @@ async fn a_browser_sees_both_instances_their_commands_and_the_subscriptions() {
     let echoes =
         requests_of(&data, "i0", "echo.v1.echo") + requests_of(&data, "i1", "echo.v1.echo");
     assert_eq!(
-        echoes, 62,
+        echoes,
+        62 + traced_echoes,
         "every echo, refused ones included, counted once: {data}"
     );
 
@@ -175,8 +197,8 @@ async fn a_browser_sees_both_instances_their_commands_and_the_subscriptions() {
     assert!(
         recent
             .iter()
-            .any(|row| row[2] == "echo.echo" && row[1].len() == 32),
-        "the commands i0 ran, with their trace ids: {recent:?}"
+            .any(|row| row[1] == traced && row[2] == "echo.echo" && row[3] == "200"),
+        "the traced echo that i0 ran, {traced}: {recent:?}"
     );
 
     // Under load, so that the rates show.
@@ -240,6 +262,8 @@ async fn an_embedded_instance_counts_its_own_commands() {
     let running = start_embedded(|config| config.dashboard = true).await;
     let client = Client::new(cohort_tests::base_url(&running));
     drive(&client, 5).await;
+    let (traced, traced_echoes) = traced_echo_run_on(&client, running.instance_id()).await;
+    assert_eq!(traced_echoes, 1, "one instance runs every command");
     place_orders(&client, 2).await;
     let doomed = running.call::<doom>(Doomed { n: 1 }).await;
     doomed.expect("the doomed event is published");
@@ -255,7 +279,7 @@ async fn an_embedded_instance_counts_its_own_commands() {
         .as_array()
         .and_then(|c| c.iter().find(|c| c["command"] == "echo.v1.echo"))
         .unwrap_or_else(|| panic!("no echo: {data}"));
-    assert_eq!(echo["requests"], 6, "{echo}");
+    assert_eq!(echo["requests"], 7, "{echo}");
     assert_eq!(echo["errors"], 1, "{echo}");
     assert!(
         echo["last_error"]
@@ -289,5 +313,18 @@ async fn an_embedded_instance_counts_its_own_commands() {
         .find(|r| r["status"] == 422)
         .unwrap_or_else(|| panic!("the refused echo: {data}"));
     assert_eq!(refused["command"], "echo");
-    assert_eq!(refused["trace_id"].as_str().map(str::len), Some(32));
+    // An error reply names a trace (a 500 is logged under it), which starts one if need be.
+    let trace = refused["trace_id"].as_str().unwrap_or_default();
+    assert!(
+        trace.len() == 32 && trace.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{refused}"
+    );
+    let echoed = recent
+        .iter()
+        .find(|r| r["trace_id"] == traced.as_str())
+        .unwrap_or_else(|| panic!("the traced echo, {traced}: {data}"));
+    assert_eq!(
+        (&echoed["command"], &echoed["status"]),
+        (&json!("echo"), &json!(200))
+    );
 }

@@ -167,8 +167,8 @@ function render(data, at) {
   });
   fill("recent", data.recent, 5, (row, r) => {
     cell(row, new Date(r.at).toLocaleTimeString());
-    const trace = cell(row, "");
-    trace.appendChild(document.createElement("code")).textContent = r.trace_id;
+    const trace = cell(row, r.trace_id ? "" : "–", r.trace_id ? "" : "empty");
+    if (r.trace_id) trace.appendChild(document.createElement("code")).textContent = r.trace_id;
     cell(row, r.service + "." + r.command);
     cell(row, String(r.status), r.status >= 500 ? "n bad" : "n");
     cell(row, ms(r.duration_ms), "n");

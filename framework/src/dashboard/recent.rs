@@ -32,7 +32,7 @@ impl TraceId {
 #[derive(Clone, Copy)]
 struct Entry {
     at: SystemTime,
-    trace: TraceId,
+    trace: Option<TraceId>,
     service: &'static str,
     command: &'static str,
     status: u16,
@@ -44,7 +44,8 @@ struct Entry {
 pub(crate) struct RecentCommand {
     /// When it finished, in milliseconds since the Unix epoch.
     pub(crate) at: u64,
-    pub(crate) trace_id: String,
+    /// `None` when the command had no trace: its caller sent none and nothing asked for one.
+    pub(crate) trace_id: Option<String>,
     pub(crate) service: &'static str,
     pub(crate) command: &'static str,
     pub(crate) status: u16,
@@ -68,7 +69,7 @@ impl Recent {
     /// Keeps one command, forgetting the oldest when the ring is full.
     pub(crate) fn record(
         &self,
-        trace_id: &str,
+        trace_id: Option<&str>,
         service: &'static str,
         command: &'static str,
         status: u16,
@@ -76,7 +77,7 @@ impl Recent {
     ) {
         let entry = Entry {
             at: SystemTime::now(),
-            trace: TraceId::of(trace_id),
+            trace: trace_id.map(TraceId::of),
             service,
             command,
             status,
@@ -99,7 +100,7 @@ impl Recent {
             .iter()
             .map(|e| RecentCommand {
                 at: crate::message::unix_millis(e.at),
-                trace_id: e.trace.as_str().to_owned(),
+                trace_id: e.trace.map(|t| t.as_str().to_owned()),
                 service: e.service,
                 command: e.command,
                 status: e.status,
@@ -118,18 +119,15 @@ mod tests {
         let recent = Recent::default();
         for n in 0..RECENT_CAPACITY + 2 {
             let status = 200 + u16::try_from(n).expect("small");
-            recent.record(
-                "4bf92f3577b34da6a3ce929d0e0e4736",
-                "s",
-                "c",
-                status,
-                Duration::ZERO,
-            );
+            let trace = (n % 2 == 1).then_some("4bf92f3577b34da6a3ce929d0e0e4736");
+            recent.record(trace, "s", "c", status, Duration::ZERO);
         }
         let listed = recent.newest_first();
         assert_eq!(listed.len(), RECENT_CAPACITY);
         assert_eq!(listed[0].status, 200 + RECENT_CAPACITY as u16 + 1);
         assert_eq!(listed[RECENT_CAPACITY - 1].status, 202);
-        assert_eq!(listed[0].trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        let trace = |n: usize| listed[n].trace_id.as_deref();
+        assert_eq!(trace(0), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        assert_eq!(trace(1), None);
     }
 }
