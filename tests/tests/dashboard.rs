@@ -64,15 +64,20 @@ async fn drive(client: &Client, echoes: usize) {
     assert_eq!(refused.status, 422, "{}", refused.text);
 }
 
-/// Echoes through each of `bases` in turn while `on`.
+/// Echoes through each of `bases` in turn while `on`, each in a trace of its own.
 async fn keep_echoing(bases: [String; 2], on: Arc<AtomicBool>) {
     let clients = bases.map(Client::new);
-    for n in 0.. {
+    for n in 0_usize.. {
         if !on.load(Ordering::Relaxed) {
             break;
         }
+        // Spread over the whole range, like the random ids of real traces.
+        let trace_id = (n as u128 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
+        let traceparent = format!("00-{trace_id:032x}-00f067aa0ba902b7-01");
+        let body = json!({"text": "load", "n": n}).to_string();
+        let headers = [("traceparent", traceparent.as_str())];
         let echoed = clients[n % 2]
-            .post("/echo", json!({"text": "load", "n": n}))
+            .send_with(Method::POST, "/echo", Some(body), &headers)
             .await;
         assert_eq!(echoed.status, 200, "{}", echoed.text);
     }
@@ -209,7 +214,7 @@ async fn a_browser_sees_both_instances_their_commands_and_the_subscriptions() {
     ));
     let shot = tempfile::tempdir().expect("a directory");
     let png = shot.path().join("dashboard.png");
-    screenshot(&url, &png, 1280, 1040).await;
+    screenshot(&url, &png, 1280, 1200).await;
     loading.store(false, Ordering::Relaxed);
     load.await.expect("the load ran");
     let image = std::fs::read(&png).expect("the screenshot");
