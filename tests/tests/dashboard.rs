@@ -333,3 +333,35 @@ async fn an_embedded_instance_counts_its_own_commands() {
         (&json!("echo"), &json!(200))
     );
 }
+
+#[tokio::test]
+async fn a_broker_that_does_not_answer_leaves_the_data_incomplete_within_seconds() {
+    link_example_app();
+    let mut cluster = Cluster::start_with(1, |_, config| config.dashboard = true).await;
+    let client = Client::new(cluster.http(0));
+
+    cluster.nats.freeze().await;
+    let asked = std::time::Instant::now();
+    let frozen = client.get("/_cohort/data").await;
+    let took = asked.elapsed();
+    cluster.nats.thaw().await;
+    assert_eq!(frozen.status, 200, "{}", frozen.text);
+    assert!(took < Duration::from_secs(4), "answered in {took:?}");
+    let problems = frozen.body["problems"].to_string();
+    assert!(
+        problems.contains("the backlog of `audit__count_order` did not come within 2s"),
+        "{problems}"
+    );
+    assert_eq!(frozen.body["instances"], json!(["i0"]), "{}", frozen.text);
+
+    cluster.nats.stop().await;
+    let stopped = eventually_some("the instance sees NATS gone", PATIENCE, async || {
+        let data = client.get("/_cohort/data").await.body;
+        data["problems"]
+            .to_string()
+            .contains("cannot ask the instances for their stats")
+            .then_some(data)
+    })
+    .await;
+    assert_eq!(stopped["commands"], json!([]), "{stopped}");
+}

@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::future::{BoxFuture, join_all};
 use serde::Serialize;
+use tokio::time::timeout;
 
 use crate::broker::spi::{Counts, EndpointStats, SubscriptionSpec};
 use crate::context::Ctx;
@@ -33,6 +34,10 @@ use recent::{Recent, RecentCommand};
 
 /// How long `/_cohort/data` waits for the instances' `$SRV.STATS` answers.
 pub(crate) const GATHER_WINDOW: Duration = Duration::from_millis(300);
+
+/// How long `/_cohort/data` waits for a subscription's backlog: the page must not hang on a
+/// broker that does not answer.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Who may see the dashboard, checked on the instance that serves the page.
 pub(crate) type DashboardGuard =
@@ -311,10 +316,18 @@ async fn subscription_rows(source: &Source) -> Vec<SubscriptionRow> {
         .subscriptions
         .iter()
         .map(|(descriptor, spec)| async move {
-            let (stats, error) = match broker.subscription_stats(spec).await {
-                Ok(stats) => (stats, None),
-                Err(err) => (None, Some(err.message().to_owned())),
-            };
+            let (stats, error) =
+                match timeout(LOOKUP_TIMEOUT, broker.subscription_stats(spec)).await {
+                    Ok(Ok(stats)) => (stats, None),
+                    Ok(Err(err)) => (None, Some(err.message().to_owned())),
+                    Err(_) => {
+                        let late = format!(
+                            "the backlog of `{}` did not come within {LOOKUP_TIMEOUT:?}",
+                            spec.durable
+                        );
+                        (None, Some(late))
+                    }
+                };
             SubscriptionRow {
                 subscription: format!("{}.{}", descriptor.service, descriptor.name),
                 event: descriptor.event,

@@ -259,6 +259,12 @@ impl Broker for NatsBroker {
     }
 
     async fn command_stats(&self, window: Duration) -> Result<Vec<CommandStats>, Error> {
+        // Disconnected, the request would wait in the client's buffer and nobody would answer.
+        if !self.inner.is_connected() {
+            return Err(self
+                .inner
+                .not_connected("ask the instances for their stats"));
+        }
         let commands = format!("{}.cmd.", self.inner.subjects.prefix());
         micro::gather_stats(&self.inner.client, &commands, window).await
     }
