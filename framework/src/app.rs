@@ -10,8 +10,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::spi::{Broker, Endpoint, SubscriptionSpec, Work};
 use crate::config::Config;
+use crate::dashboard::{Dashboard, DashboardGuard, dashboard_guard};
 use crate::dispatch::{command_handler, event_handler};
 use crate::error::Error;
+use crate::guard::Guard;
 use crate::http::HttpServer;
 use crate::message::Subjects;
 use crate::registry::{CommandDescriptor, Registry, SubscriptionDescriptor};
@@ -36,6 +38,7 @@ pub struct App {
     config: Config,
     broker: Option<Arc<dyn Broker>>,
     store: Option<Arc<dyn StateStore>>,
+    dashboard_guard: Option<DashboardGuard>,
 }
 
 impl Default for App {
@@ -56,6 +59,7 @@ impl App {
             config,
             broker: None,
             store: None,
+            dashboard_guard: None,
         }
     }
 
@@ -106,6 +110,17 @@ impl App {
         self
     }
 
+    /// Serves the live dashboard at `/_cohort` (see [`Config::dashboard`]) to the callers that
+    /// `guard` passes, checked with their session like a command's guard:
+    /// `.dashboard(admin)` for an `async fn admin(ctx: &Ctx) -> Result<(), Error>`.
+    pub fn dashboard<G>(mut self, guard: G) -> App
+    where
+        G: for<'a> Guard<'a> + Copy + Send + Sync + 'static,
+    {
+        self.dashboard_guard = Some(dashboard_guard(guard));
+        self.configure(|c| c.dashboard = true)
+    }
+
     /// The configuration as it stands.
     pub fn config(&self) -> &Config {
         &self.config
@@ -139,6 +154,10 @@ impl App {
             None => connect_store(&config).await?,
         };
         check_state_is_shared(&config, broker.as_ref(), store.as_ref())?;
+        let dashboard = config.dashboard.then(|| {
+            let broker_counts = broker.is_distributed();
+            Arc::new(Dashboard::new(self.dashboard_guard, broker_counts))
+        });
         let runtime = Arc::new(Runtime {
             broker,
             store,
@@ -146,6 +165,7 @@ impl App {
             instance_id: config.instance_id.clone().into(),
             config,
             accepting: AtomicBool::new(true),
+            dashboard,
         });
         let work = Work::default();
         // Consumers first: a command served a moment later may already emit events for them.
@@ -155,7 +175,10 @@ impl App {
             runtime.clone(),
             work.stop.clone(),
         ));
-        let router = crate::http::router(runtime.clone(), &registry.commands)?;
+        let mut router = crate::http::router(runtime.clone(), &registry.commands)?;
+        if let Some(dashboard) = &runtime.dashboard {
+            router = router.merge(dashboard_routes(&runtime, dashboard, &registry));
+        }
         let http_stop = CancellationToken::new();
         let (http_addr, http_task) = match runtime.config.http_addr {
             Some(addr) => {
@@ -178,6 +201,25 @@ impl App {
             router,
         })
     }
+}
+
+fn dashboard_routes(
+    runtime: &Arc<Runtime>,
+    dashboard: &Arc<Dashboard>,
+    registry: &Registry,
+) -> axum::Router {
+    let subscriptions = registry
+        .subscriptions
+        .iter()
+        .filter(|s| runtime.config.runs_service(s.service))
+        .map(|&s| (s, subscription_spec(runtime, s)))
+        .collect();
+    crate::dashboard::routes(
+        runtime.clone(),
+        dashboard.clone(),
+        &registry.commands,
+        subscriptions,
+    )
 }
 
 async fn serve_commands(

@@ -125,6 +125,10 @@ pub struct Config {
     pub http_max_header_bytes: usize,
     /// `COHORT_HTTP_MAX_HEADERS` (default `100`): a request with more header fields gets a 431.
     pub http_max_headers: usize,
+    /// `COHORT_DASHBOARD=true`: serve the live dashboard at `/_cohort` (default off). Guard it
+    /// with [`App::dashboard`](crate::App::dashboard): without a guard, anyone who reaches the
+    /// HTTP port sees it.
+    pub dashboard: bool,
 }
 
 /// Where JetStream keeps the event streams.
@@ -180,6 +184,7 @@ impl Default for Config {
             http_max_connections: 10_000,
             http_max_header_bytes: 16 * 1024,
             http_max_headers: 100,
+            dashboard: false,
         }
     }
 }
@@ -216,6 +221,9 @@ impl Config {
         }
         if let Some(flag) = var("COHORT_ALLOW_EMPTY") {
             config.allow_empty = parse_bool("COHORT_ALLOW_EMPTY", &flag)?;
+        }
+        if let Some(flag) = var("COHORT_DASHBOARD") {
+            config.dashboard = parse_bool("COHORT_DASHBOARD", &flag)?;
         }
         if let Some(flag) = var("COHORT_SESSION_SECURE") {
             config.session_cookie_secure = parse_bool("COHORT_SESSION_SECURE", &flag)?;
@@ -326,6 +334,7 @@ impl std::fmt::Debug for Config {
             http_max_connections,
             http_max_header_bytes,
             http_max_headers,
+            dashboard,
         } = self;
         f.debug_struct("Config")
             .field("http_addr", http_addr)
@@ -364,6 +373,7 @@ impl std::fmt::Debug for Config {
             .field("http_max_connections", http_max_connections)
             .field("http_max_header_bytes", http_max_header_bytes)
             .field("http_max_headers", http_max_headers)
+            .field("dashboard", dashboard)
             .finish()
     }
 }
@@ -521,9 +531,11 @@ mod tests {
             ("COHORT_STREAM_REPLICAS", "3"),
             ("COHORT_STREAM_STORAGE", "Memory"),
             ("COHORT_DUPLICATE_WINDOW", "10m"),
+            ("COHORT_DASHBOARD", "true"),
         ])
         .expect("valid");
         assert_eq!(config.http_addr, None);
+        assert!(config.dashboard && !Config::default().dashboard);
         assert_eq!(config.instance_id, "a");
         assert!(config.runs_service("audit") && !config.runs_service("echo"));
         assert_eq!(config.command_timeout, Duration::from_millis(250));

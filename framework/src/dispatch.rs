@@ -3,7 +3,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -11,6 +11,7 @@ use futures_util::future::{BoxFuture, CatchUnwind};
 
 use crate::broker::spi::{EventHandler, RequestHandler};
 use crate::context::Ctx;
+use crate::dashboard::Observer;
 use crate::error::{Error, ErrorKind};
 use crate::idempotency::{Claim, Claimed};
 use crate::message::{self, Message, Metadata};
@@ -25,6 +26,8 @@ struct Served {
     /// Whether this side bounds the command by its deadline. The embedded broker runs the command
     /// inside the caller's own bounded wait, so a second timer there would only cost.
     timed: bool,
+    /// Tells the dashboard about each command, when it is on.
+    observer: Option<Observer>,
 }
 
 /// The broker-facing handler of one command on this instance.
@@ -32,10 +35,13 @@ pub(crate) fn command_handler(
     runtime: Arc<Runtime>,
     command: &'static CommandDescriptor,
 ) -> RequestHandler {
+    let target = command.target(&runtime.subjects);
+    let observer = (runtime.dashboard.as_ref()).map(|d| d.observer(command, &target.subject));
     let served = Arc::new(Served {
         command,
-        target: command.target(&runtime.subjects),
+        target,
         timed: runtime.broker.is_distributed(),
+        observer,
     });
     Arc::new(move |msg: Message| match &msg.meta.idempotency_key {
         None => execute(runtime.clone(), served.clone(), msg, None).boxed(),
@@ -65,6 +71,7 @@ fn execute(
     msg: Message,
     scope: Option<String>,
 ) -> impl Future<Output = Message> + Send + 'static {
+    let observed_from = served.observer.as_ref().map(|_| Instant::now());
     let started = start(runtime, &served, msg, scope);
     async move {
         let (ctx, run) = match started {
@@ -97,7 +104,7 @@ fn execute(
             status = outcome.as_ref().map_or_else(Error::status, |_| 200),
             "command ran"
         );
-        match outcome {
+        let reply = match outcome {
             Ok(body) => {
                 let mut meta = reply_meta(&ctx);
                 meta.status = Some(200);
@@ -107,7 +114,11 @@ fn execute(
                 }
             }
             Err(err) => error_reply(ctx.runtime(), err, Some(&ctx)),
+        };
+        if let (Some(observer), Some(from)) = (&served.observer, observed_from) {
+            observer.record(&ctx, &reply, from.elapsed());
         }
+        reply
     }
 }
 

@@ -19,6 +19,7 @@ mod cluster_key;
 mod config;
 mod context;
 mod contract;
+mod dashboard;
 mod dispatch;
 mod error;
 mod idempotency;
@@ -91,6 +92,8 @@ pub mod guide {
     pub struct Security;
     #[doc = include_str!("../../guide/src/signed-messages.md")]
     pub struct SignedMessages;
+    #[doc = include_str!("../../guide/src/dashboard.md")]
+    pub struct Dashboard;
     #[doc = include_str!("../../guide/src/performance.md")]
     pub struct Performance;
 }

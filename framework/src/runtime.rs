@@ -11,6 +11,7 @@ use crate::broker::EXECUTOR_LOST;
 use crate::broker::spi::Broker;
 use crate::config::Config;
 use crate::contract::Command;
+use crate::dashboard::Dashboard;
 use crate::error::{Error, ErrorKind};
 use crate::message::{self, Message, Metadata, PROBLEM_JSON, Subjects};
 use crate::state::spi::StateStore;
@@ -24,6 +25,8 @@ pub(crate) struct Runtime {
     pub(crate) config: Config,
     /// False once shutdown begins, so `/readyz` tells the load balancer to stop sending.
     pub(crate) accepting: AtomicBool,
+    /// What the dashboard keeps, when it is on.
+    pub(crate) dashboard: Option<Arc<Dashboard>>,
 }
 
 /// A command as a caller addresses it: its names, its subject and its own timeout.

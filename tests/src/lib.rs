@@ -3,6 +3,7 @@
 //! and what several test files check.
 
 pub mod books;
+pub mod browser;
 pub mod certs;
 mod in_process;
 pub mod jetstream;

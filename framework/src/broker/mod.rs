@@ -8,6 +8,7 @@ mod memory;
 #[cfg(feature = "nats")]
 mod nats;
 pub mod spi;
+pub mod stats;
 
 use std::time::Duration;
 

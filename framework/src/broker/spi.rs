@@ -12,6 +12,7 @@ use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use super::stats::{CommandStats, Counts, EndpointStats, SubscriptionStats};
 pub use crate::message::{Message, Metadata, Subjects, header};
 
 use crate::config::Config;
@@ -178,6 +179,24 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Whether the broker can take work now (for `/readyz`).
     fn is_ready(&self) -> bool;
+
+    /// What every instance serving commands through this broker reports about them, gathered
+    /// for at most `window`. Empty for a broker that does not count them (the embedded one: the
+    /// runtime counts for it when the dashboard asks).
+    async fn command_stats(&self, window: Duration) -> Result<Vec<CommandStats>, Error> {
+        let _ = window;
+        Ok(Vec::new())
+    }
+
+    /// The backlog and dead letters of `spec`'s consumer; `None` for a broker that does not keep
+    /// them.
+    async fn subscription_stats(
+        &self,
+        spec: &SubscriptionSpec,
+    ) -> Result<Option<SubscriptionStats>, Error> {
+        let _ = spec;
+        Ok(None)
+    }
 
     /// Flushes what is buffered. Called at shutdown, after in-flight work has finished.
     async fn close(&self) -> Result<(), Error> {

@@ -22,6 +22,7 @@ use super::signing::{BAD_SIGNATURE, Signer, warn_refused};
 use super::wire::{asks_for_progress, into_header_map, metadata_of};
 use super::{Inner, PROGRESS_INTERVAL, micro, server_caught_up};
 use crate::broker::spi::{Endpoint, Message, Metadata, RequestHandler, Work};
+use crate::broker::stats::EndpointStats;
 use crate::broker::{EXECUTOR_LOST, no_responders, timed_out};
 use crate::error::{Error, ErrorKind};
 use crate::runtime::problem_reply;
@@ -205,7 +206,7 @@ struct Served {
     handler: RequestHandler,
     client: Client,
     signer: Signer,
-    stats: Arc<micro::EndpointStats>,
+    stats: Arc<EndpointStats>,
     plain_success: PlainSuccess,
     /// The headers of a progress message from this instance.
     progress: HeaderMap,

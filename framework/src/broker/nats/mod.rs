@@ -9,6 +9,7 @@
 //! It needs nothing newer than nats-server 2.9: one filter subject per consumer, no consumer
 //! metadata, no pull-request pinning.
 
+mod backlog;
 mod commands;
 mod delivery;
 mod micro;
@@ -35,7 +36,8 @@ use self::options::{explain_connect_error, parse_servers};
 use self::replies::{Delivering, Replies};
 use self::signing::Signer;
 use super::spi::{
-    Broker, Endpoint, EventHandler, Message, RequestHandler, Subjects, SubscriptionSpec, Work,
+    Broker, CommandStats, Endpoint, EventHandler, Message, RequestHandler, Subjects,
+    SubscriptionSpec, SubscriptionStats, Work,
 };
 use crate::config::StreamStorage;
 use crate::error::Error;
@@ -254,6 +256,24 @@ impl Broker for NatsBroker {
         work: &Work,
     ) -> Result<(), Error> {
         subscriptions::subscribe(self.inner.clone(), spec, handler, work).await
+    }
+
+    async fn command_stats(&self, window: Duration) -> Result<Vec<CommandStats>, Error> {
+        // Disconnected, the request would wait in the client's buffer and nobody would answer.
+        if !self.inner.is_connected() {
+            return Err(self
+                .inner
+                .not_connected("ask the instances for their stats"));
+        }
+        let commands = format!("{}.cmd.", self.inner.subjects.prefix());
+        micro::gather_stats(&self.inner.client, &commands, window).await
+    }
+
+    async fn subscription_stats(
+        &self,
+        spec: &SubscriptionSpec,
+    ) -> Result<Option<SubscriptionStats>, Error> {
+        backlog::backlog(&self.inner, spec).await.map(Some)
     }
 
     fn is_distributed(&self) -> bool {

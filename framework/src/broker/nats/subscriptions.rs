@@ -337,7 +337,7 @@ async fn hand_back(client: &Client, message: async_nats::Message) {
 }
 
 /// `{durable}` shared by all instances, or `{durable}__{instance}` for an every-instance one.
-fn consumer_name(spec: &SubscriptionSpec, instance_id: &str) -> String {
+pub(super) fn consumer_name(spec: &SubscriptionSpec, instance_id: &str) -> String {
     let name = if spec.every_instance {
         format!("{}__{instance_id}", spec.durable)
     } else {
