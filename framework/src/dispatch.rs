@@ -3,7 +3,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -14,6 +14,7 @@ use crate::context::Ctx;
 use crate::error::{Error, ErrorKind};
 use crate::idempotency::{Claim, Claimed};
 use crate::message::{self, Message, Metadata};
+use crate::metrics::{CommandTimer, outcome_of, outcome_of_status};
 use crate::registry::{CommandDescriptor, CommandFn, GuardFn, SubscriptionDescriptor};
 use crate::runtime::{Runtime, Target, problem_reply};
 use crate::timer::within;
@@ -25,6 +26,8 @@ struct Served {
     /// Whether this side bounds the command by its deadline. The embedded broker runs the command
     /// inside the caller's own bounded wait, so a second timer there would only cost.
     timed: bool,
+    /// Its durations as this instance runs it, when metrics are on.
+    durations: Option<CommandTimer>,
 }
 
 /// The broker-facing handler of one command on this instance.
@@ -32,14 +35,34 @@ pub(crate) fn command_handler(
     runtime: Arc<Runtime>,
     command: &'static CommandDescriptor,
 ) -> RequestHandler {
+    let target = command.target(&runtime.subjects);
+    let durations = (runtime.metrics.as_ref()).map(|m| m.command_server(target.command_name()));
     let served = Arc::new(Served {
         command,
-        target: command.target(&runtime.subjects),
+        target,
         timed: runtime.broker.is_distributed(),
+        durations,
     });
-    Arc::new(move |msg: Message| match &msg.meta.idempotency_key {
-        None => execute(runtime.clone(), served.clone(), msg, None).boxed(),
-        Some(_) => execute_once(runtime.clone(), served.clone(), msg).boxed(),
+    Arc::new(move |msg: Message| {
+        let measured = served
+            .durations
+            .is_some()
+            .then(|| (served.clone(), Instant::now()));
+        let reply = match &msg.meta.idempotency_key {
+            None => execute(runtime.clone(), served.clone(), msg, None).left_future(),
+            Some(_) => execute_once(runtime.clone(), served.clone(), msg).right_future(),
+        };
+        match measured {
+            None => reply.boxed(),
+            Some((served, started)) => async move {
+                let reply = reply.await;
+                if let Some(durations) = &served.durations {
+                    durations.observe(outcome_of_status(reply.status()), started);
+                }
+                reply
+            }
+            .boxed(),
+        }
     })
 }
 
@@ -164,7 +187,7 @@ fn guarded(
 /// A reply carrying `err` as a problem document. A 500 is logged here with its details, under a
 /// trace id the client gets to quote: the command's, when it started (`ctx`).
 fn error_reply(runtime: &Runtime, err: Error, ctx: Option<&Ctx>) -> Message {
-    let err = err.logged_if_internal(ctx.map(Ctx::trace_id), "command failed");
+    let err = err.logged(ctx.map(Ctx::trace_id), "command failed");
     let meta = match ctx {
         Some(ctx) => reply_meta(ctx),
         None => runtime.reply_meta(),
@@ -187,6 +210,7 @@ pub(crate) fn event_handler(
     runtime: Arc<Runtime>,
     subscription: &'static SubscriptionDescriptor,
 ) -> EventHandler {
+    let processed = (runtime.metrics.as_ref()).map(|m| m.subscription(subscription.metrics_name()));
     Arc::new(move |msg: Message| {
         let ctx = match msg.meta.message_id() {
             Some(id) => {
@@ -197,13 +221,16 @@ pub(crate) fn event_handler(
             None => Ctx::new(runtime.clone(), subscription.service, msg.meta),
         };
         let run = AssertUnwindSafe((subscription.handler)(ctx.clone(), msg.payload)).catch_unwind();
+        let processed = processed.clone();
         async move {
             let result = run.await.unwrap_or_else(|panic| {
                 let what = format!("subscription `{}`", subscription.name);
                 Err(Error::panicked(&what, panic.as_ref()))
             });
-            result
-                .map_err(|err| err.logged_if_internal(Some(ctx.trace_id()), "subscription failed"))
+            if let Some(processed) = &processed {
+                processed.processed(outcome_of(&result));
+            }
+            result.map_err(|err| err.logged(Some(ctx.trace_id()), "subscription failed"))
         }
         .boxed()
     })

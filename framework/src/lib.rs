@@ -25,6 +25,7 @@ mod idempotency;
 mod input;
 mod logging;
 mod message;
+mod metrics;
 mod redact;
 mod registry;
 mod running;

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 
@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::contract::Command;
 use crate::error::{Error, ErrorKind};
 use crate::message::{self, Message, Metadata, PROBLEM_JSON, Subjects};
+use crate::metrics::{CommandName, CommandTimer, Metrics, outcome_of_reply};
 use crate::state::spi::StateStore;
 
 /// What every handler of an instance shares: the broker, the store and the configuration.
@@ -24,6 +25,8 @@ pub(crate) struct Runtime {
     pub(crate) config: Config,
     /// False once shutdown begins, so `/readyz` tells the load balancer to stop sending.
     pub(crate) accepting: AtomicBool,
+    /// What the instance measures; `None` with `COHORT_METRICS=off`.
+    pub(crate) metrics: Option<Metrics>,
 }
 
 /// A command as a caller addresses it: its names, its subject and its own timeout.
@@ -59,6 +62,15 @@ impl Target {
         }
     }
 
+    /// The command as a metrics label.
+    pub(crate) fn command_name(&self) -> CommandName {
+        CommandName {
+            service: self.service,
+            version: self.version,
+            name: self.name,
+        }
+    }
+
     /// The target of the typed command `C`.
     pub(crate) fn of<C: Command>(subjects: &Subjects) -> Target {
         Target::new(
@@ -84,7 +96,10 @@ impl Target {
     pub(crate) fn deadline_passed(&self) -> Error {
         Error::new(
             ErrorKind::Timeout,
-            format!("the deadline of `{}` passed", self.subject),
+            format!(
+                "the deadline of `{}.v{}.{}` passed",
+                self.service, self.version, self.name
+            ),
         )
     }
 }
@@ -115,6 +130,24 @@ impl Runtime {
             return Box::pin(self.send_resending(target, msg, deadline, timeout)).await;
         }
         self.send(target, msg, timeout).await
+    }
+
+    /// [`Runtime::invoke`], measured by `timer` (the command's durations as a client) when
+    /// metrics are on.
+    pub(crate) async fn invoke_timed(
+        &self,
+        target: &Target,
+        timer: Option<&CommandTimer>,
+        payload: Bytes,
+        meta: Metadata,
+    ) -> Result<Message, Error> {
+        let Some(timer) = timer else {
+            return self.invoke(target, payload, meta).await;
+        };
+        let sent = Instant::now();
+        let replied = self.invoke(target, payload, meta).await;
+        timer.observe(outcome_of_reply(&replied), sent);
+        replied
     }
 
     /// Sends a command that may run twice, and sends it once more when the instance running it
@@ -188,7 +221,7 @@ impl Runtime {
             return Err(Error::unavailable("the instance is shutting down"));
         }
         if !self.broker.is_ready() {
-            return Err(Error::unavailable("the broker is not connected"));
+            return Err(Error::broker_unavailable("the broker is not connected"));
         }
         self.store.ping().await
     }

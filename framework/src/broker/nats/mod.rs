@@ -217,7 +217,7 @@ impl Inner {
     }
 
     fn not_connected(&self, what: &str) -> Error {
-        Error::unavailable(format!(
+        Error::broker_unavailable(format!(
             "cannot {what}: not connected to NATS at `{}` (reconnecting)",
             self.urls
         ))
@@ -264,11 +264,17 @@ impl Broker for NatsBroker {
         self.inner.is_connected()
     }
 
+    async fn pending(&self, subscription: &SubscriptionSpec) -> Result<Option<u64>, Error> {
+        subscriptions::pending(&self.inner, subscription)
+            .await
+            .map(Some)
+    }
+
     async fn close(&self) -> Result<(), Error> {
         let inner = &*self.inner;
         match timeout(FLUSH_TIMEOUT, inner.client.flush()).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(err)) => Err(Error::unavailable(format!(
+            Ok(Err(err)) => Err(Error::broker_unavailable(format!(
                 "cannot flush to NATS at `{}`: {err}",
                 inner.urls
             ))),

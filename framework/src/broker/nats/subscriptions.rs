@@ -71,6 +71,22 @@ impl Inner {
     }
 }
 
+/// How many events wait in the consumer of `spec` on this instance, not yet delivered.
+pub(super) async fn pending(inner: &Inner, spec: &SubscriptionSpec) -> Result<u64, Error> {
+    let consumer = consumer_name(spec, &inner.instance_id);
+    let stream = inner.subjects.events_stream();
+    let found = inner
+        .jetstream
+        .get_consumer_from_stream::<pull::Config, _, _>(&consumer, &stream)
+        .await
+        .map_err(|err| {
+            Error::broker_unavailable(format!(
+                "cannot read the JetStream consumer `{consumer}` on `{stream}`: {err}"
+            ))
+        })?;
+    Ok(found.cached_info().num_pending)
+}
+
 /// Consumes a subscription on this instance: see
 /// [`Broker::subscribe`](crate::broker::spi::Broker::subscribe).
 pub(super) async fn subscribe(
@@ -401,6 +417,7 @@ mod tests {
             backoff: vec![],
             ack_wait: Duration::from_secs(1),
             dead_letter_subject: "cohort.dlq.s.n".into(),
+            report: Default::default(),
         };
         assert_eq!(consumer_name(&spec, "host.a b"), "s__n__host_a_b");
         let config = consumer_config(&spec, "s__n__x");
