@@ -94,6 +94,8 @@ pub mod guide {
     pub struct SignedMessages;
     #[doc = include_str!("../../guide/src/performance.md")]
     pub struct Performance;
+    #[doc = include_str!("../../guide/src/metrics.md")]
+    pub struct Metrics;
 }
 
 /// What the macros' generated code uses. Not a public API: it changes without notice.
