@@ -44,26 +44,40 @@ pub(crate) fn command_handler(
         durations,
     });
     Arc::new(move |msg: Message| {
-        let measured = served
-            .durations
-            .is_some()
-            .then(|| (served.clone(), Instant::now()));
-        let reply = match &msg.meta.idempotency_key {
-            None => execute(runtime.clone(), served.clone(), msg, None).left_future(),
-            Some(_) => execute_once(runtime.clone(), served.clone(), msg).right_future(),
-        };
-        match measured {
-            None => reply.boxed(),
-            Some((served, started)) => async move {
-                let reply = reply.await;
-                if let Some(durations) = &served.durations {
-                    durations.observe(outcome_of_status(reply.status()), started);
-                }
-                reply
-            }
-            .boxed(),
+        let started = served.durations.as_ref().map(|_| Instant::now());
+        match &msg.meta.idempotency_key {
+            None => measured(
+                &served,
+                started,
+                execute(runtime.clone(), served.clone(), msg, None),
+            ),
+            Some(_) => measured(
+                &served,
+                started,
+                execute_once(runtime.clone(), served.clone(), msg),
+            ),
         }
     })
+}
+
+/// `reply`, boxed, and timed into the command's durations from `started` when metrics are on.
+fn measured(
+    served: &Arc<Served>,
+    started: Option<Instant>,
+    reply: impl Future<Output = Message> + Send + 'static,
+) -> BoxFuture<'static, Message> {
+    let (Some(started), Some(_)) = (started, &served.durations) else {
+        return reply.boxed();
+    };
+    let served = served.clone();
+    async move {
+        let reply = reply.await;
+        if let Some(durations) = &served.durations {
+            durations.observe(outcome_of_status(reply.status()), started);
+        }
+        reply
+    }
+    .boxed()
 }
 
 /// Runs a command that came with an idempotency key: at most once per key and input.

@@ -141,10 +141,17 @@ pub struct Error {
     kind: ErrorKind,
     code: Cow<'static, str>,
     message: String,
+    /// Boxed, and absent from most errors: every `Result` of the crate, and every future that
+    /// holds one, carries room for an error.
+    details: Option<Box<Details>>,
+}
+
+/// What some errors carry besides their kind, code and message.
+#[derive(Clone, Default, PartialEq, Eq)]
+struct Details {
     field: Option<String>,
     trace_id: Option<String>,
-    /// Boxed: every `Result` of the crate carries room for an error.
-    cause: Option<Box<str>>,
+    cause: Option<String>,
 }
 
 impl Error {
@@ -154,10 +161,12 @@ impl Error {
             kind,
             code: Cow::Borrowed(kind.code()),
             message: message.into(),
-            field: None,
-            trace_id: None,
-            cause: None,
+            details: None,
         }
+    }
+
+    fn details(&mut self) -> &mut Details {
+        self.details.get_or_insert_default()
     }
 
     /// 400: the request is malformed.
@@ -217,19 +226,19 @@ impl Error {
     }
     /// Names the input field at fault.
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
-        self.field = Some(field.into());
+        self.details().field = Some(field.into());
         self
     }
     /// Attaches what only the operator may see: the address of a server, a key, the error of a
     /// library. It is logged with the trace id (and shown by `Display`), never put in the problem
     /// document a client gets.
     pub fn with_cause(mut self, cause: impl Into<String>) -> Self {
-        self.cause = Some(cause.into().into_boxed_str());
+        self.details().cause = Some(cause.into());
         self
     }
     /// Attaches the trace id under which the details were logged.
     pub fn with_trace_id(mut self, trace_id: impl Into<String>) -> Self {
-        self.trace_id = Some(trace_id.into());
+        self.details().trace_id = Some(trace_id.into());
         self
     }
 
@@ -251,15 +260,15 @@ impl Error {
     }
     /// The path of the input field at fault, if any.
     pub fn field(&self) -> Option<&str> {
-        self.field.as_deref()
+        self.details.as_ref()?.field.as_deref()
     }
     /// The trace id under which the details of a 5xx were logged.
     pub fn trace_id(&self) -> Option<&str> {
-        self.trace_id.as_deref()
+        self.details.as_ref()?.trace_id.as_deref()
     }
     /// What only the operator may see, if any (see [`Error::with_cause`]).
     pub fn cause(&self) -> Option<&str> {
-        self.cause.as_deref()
+        self.details.as_ref()?.cause.as_deref()
     }
 
     /// The RFC 9457 problem document of this error. A 500 never carries its message, and no error
@@ -276,8 +285,8 @@ impl Error {
             status: self.status(),
             detail,
             code: self.code.to_string(),
-            field: self.field.clone(),
-            trace_id: self.trace_id.clone(),
+            field: self.field().map(str::to_owned),
+            trace_id: self.trace_id().map(str::to_owned),
         }
     }
 
@@ -287,9 +296,13 @@ impl Error {
             kind: ErrorKind::from_status(problem.status),
             code: Cow::Owned(problem.code),
             message: problem.detail,
-            field: problem.field,
-            trace_id: problem.trace_id,
-            cause: None,
+            details: (problem.field.is_some() || problem.trace_id.is_some()).then(|| {
+                Box::new(Details {
+                    field: problem.field,
+                    trace_id: problem.trace_id,
+                    cause: None,
+                })
+            }),
         }
     }
 
@@ -325,14 +338,14 @@ impl fmt::Debug for Error {
         s.field("kind", &self.kind)
             .field("code", &self.code)
             .field("message", &self.message);
-        if let Some(field) = &self.field {
-            s.field("field", field);
+        if let Some(field) = self.field() {
+            s.field("field", &field);
         }
-        if let Some(trace_id) = &self.trace_id {
-            s.field("trace_id", trace_id);
+        if let Some(trace_id) = self.trace_id() {
+            s.field("trace_id", &trace_id);
         }
-        if let Some(cause) = &self.cause {
-            s.field("cause", cause);
+        if let Some(cause) = self.cause() {
+            s.field("cause", &cause);
         }
         s.finish()
     }
@@ -341,10 +354,10 @@ impl fmt::Debug for Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ({})", self.message, self.code)?;
-        if let Some(field) = &self.field {
+        if let Some(field) = self.field() {
             write!(f, " at `{field}`")?;
         }
-        if let Some(cause) = &self.cause {
+        if let Some(cause) = self.cause() {
             write!(f, ": {cause}")?;
         }
         Ok(())
@@ -369,7 +382,7 @@ impl Error {
     /// timeout at WARN. Client errors, and errors that already carry a trace id (logged where
     /// they were met, another instance included), pass unchanged.
     pub(crate) fn logged(self, trace_id: Option<&str>, what: &str) -> Error {
-        if self.status() < 500 || self.trace_id.is_some() {
+        if self.status() < 500 || self.trace_id().is_some() {
             return self;
         }
         let trace_id = trace_id.map_or_else(|| random_hex(16), str::to_owned);
