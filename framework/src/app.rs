@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::spi::{Broker, Endpoint, SubscriptionSpec, Work};
+use crate::broker::spi::{Broker, DeliveryReport, Endpoint, SubscriptionSpec, Work};
 use crate::config::Config;
 use crate::dashboard::{Dashboard, DashboardGuard, dashboard_guard};
 use crate::dispatch::{command_handler, event_handler};
@@ -16,6 +17,7 @@ use crate::error::Error;
 use crate::guard::Guard;
 use crate::http::HttpServer;
 use crate::message::Subjects;
+use crate::metrics::{MeteredStore, Metrics, Scraper, SubscriptionName, metrics_router};
 use crate::registry::{CommandDescriptor, Registry, SubscriptionDescriptor};
 use crate::running::{Running, shutdown_signal};
 use crate::runtime::Runtime;
@@ -158,6 +160,12 @@ impl App {
             let broker_counts = broker.is_distributed();
             Arc::new(Dashboard::new(self.dashboard_guard, broker_counts))
         });
+        check_metrics_path_is_free(&config, &registry)?;
+        let metrics = config.metrics.then(|| Metrics::new(&config.instance_id));
+        let store: Arc<dyn StateStore> = match &metrics {
+            Some(metrics) => Arc::new(MeteredStore::new(store, metrics)),
+            None => store,
+        };
         let runtime = Arc::new(Runtime {
             broker,
             store,
@@ -166,10 +174,11 @@ impl App {
             config,
             accepting: AtomicBool::new(true),
             dashboard,
+            metrics,
         });
         let work = Work::default();
         // Consumers first: a command served a moment later may already emit events for them.
-        subscribe(&runtime, &registry, &work).await?;
+        let subscriptions = subscribe(&runtime, &registry, &work).await?;
         serve_commands(&runtime, &registry, &work).await?;
         work.tasks.spawn(crate::unit::relay_orphans(
             runtime.clone(),
@@ -179,15 +188,26 @@ impl App {
         if let Some(dashboard) = &runtime.dashboard {
             router = router.merge(dashboard_routes(&runtime, dashboard, &registry));
         }
+        let metrics = runtime
+            .metrics
+            .as_ref()
+            .map(|_| metrics_router(Arc::new(Scraper::new(runtime.clone(), subscriptions))));
         let http_stop = CancellationToken::new();
+        let (metrics_addr, metrics_task) = match (metrics, runtime.config.metrics_addr) {
+            (Some(metrics), Some(addr)) => {
+                let (addr, task) = listen(&runtime, addr, metrics, &http_stop).await?;
+                (Some(addr), Some(task))
+            }
+            (Some(metrics), None) => {
+                router = router.merge(metrics);
+                (None, None)
+            }
+            (None, _) => (None, None),
+        };
         let (http_addr, http_task) = match runtime.config.http_addr {
             Some(addr) => {
-                let server = HttpServer::bind(addr, &runtime.config, &runtime.instance_id).await?;
-                let addr = server.local_addr()?;
-                (
-                    Some(addr),
-                    Some(server.spawn(router.clone(), http_stop.clone())),
-                )
+                let (addr, task) = listen(&runtime, addr, router.clone(), &http_stop).await?;
+                (Some(addr), Some(task))
             }
             None => (None, None),
         };
@@ -197,6 +217,8 @@ impl App {
             http_addr,
             http_task,
             http_stop,
+            metrics_addr,
+            metrics_task,
             work,
             router,
         })
@@ -220,6 +242,37 @@ fn dashboard_routes(
         &registry.commands,
         subscriptions,
     )
+}
+
+/// Binds `addr` and serves `router` there until `stop`; returns the bound address.
+async fn listen(
+    runtime: &Runtime,
+    addr: SocketAddr,
+    router: axum::Router,
+    stop: &CancellationToken,
+) -> Result<(SocketAddr, JoinHandle<std::io::Result<()>>), Error> {
+    let server = HttpServer::bind(addr, &runtime.config, &runtime.instance_id).await?;
+    let addr = server.local_addr()?;
+    Ok((addr, server.spawn(router, stop.clone())))
+}
+
+/// `/metrics` on the HTTP listener is the metrics' own: a route of the app there would clash.
+fn check_metrics_path_is_free(config: &Config, registry: &Registry) -> Result<(), Error> {
+    let serves_metrics = config.metrics && config.metrics_addr.is_none();
+    let clash = registry
+        .commands
+        .iter()
+        .find(|c| c.http.is_some_and(|http| http.path == "/metrics"));
+    match (serves_metrics, clash) {
+        (true, Some(command)) => Err(Error::bad_request(format!(
+            "the command `{}` ({}) takes the route /metrics, where the metrics are served; move \
+             the metrics with COHORT_METRICS_ADDR, turn them off with COHORT_METRICS=off, or \
+             choose another path",
+            command.name, command.location
+        ))
+        .with_code("invalid_config")),
+        _ => Ok(()),
+    }
 }
 
 async fn serve_commands(
@@ -261,7 +314,13 @@ fn endpoint(runtime: &Runtime, command: &CommandDescriptor) -> Endpoint {
     endpoint
 }
 
-async fn subscribe(runtime: &Arc<Runtime>, registry: &Registry, work: &Work) -> Result<(), Error> {
+/// Subscribes to every subscription this instance runs; returns them, for the metrics.
+async fn subscribe(
+    runtime: &Arc<Runtime>,
+    registry: &Registry,
+    work: &Work,
+) -> Result<Vec<(SubscriptionName, SubscriptionSpec)>, Error> {
+    let mut subscribed = Vec::new();
     for &subscription in registry
         .subscriptions
         .iter()
@@ -270,10 +329,15 @@ async fn subscribe(runtime: &Arc<Runtime>, registry: &Registry, work: &Work) -> 
         let spec = subscription_spec(runtime, subscription);
         runtime
             .broker
-            .subscribe(spec, event_handler(runtime.clone(), subscription), work)
+            .subscribe(
+                spec.clone(),
+                event_handler(runtime.clone(), subscription),
+                work,
+            )
             .await?;
+        subscribed.push((subscription.metrics_name(), spec));
     }
-    Ok(())
+    Ok(subscribed)
 }
 
 fn subscription_spec(runtime: &Runtime, subscription: &SubscriptionDescriptor) -> SubscriptionSpec {
@@ -288,6 +352,9 @@ fn subscription_spec(runtime: &Runtime, subscription: &SubscriptionDescriptor) -
     spec.max_attempts = config.event_max_attempts;
     spec.backoff = config.event_backoff.clone();
     spec.ack_wait = config.event_ack_wait;
+    if let Some(metrics) = &runtime.metrics {
+        spec.report = DeliveryReport::to(metrics.subscription(subscription.metrics_name()));
+    }
     spec
 }
 

@@ -129,6 +129,12 @@ pub struct Config {
     /// with [`App::dashboard`](crate::App::dashboard): without a guard, anyone who reaches the
     /// HTTP port sees it.
     pub dashboard: bool,
+    /// `COHORT_METRICS` (default `on`): Prometheus metrics at `GET /metrics`; `off` measures
+    /// nothing and serves no `/metrics`.
+    pub metrics: bool,
+    /// `COHORT_METRICS_ADDR`: serve `/metrics` on a listener of its own at this address instead of
+    /// the HTTP one (a worker without HTTP can serve metrics this way). Unset: the HTTP listener.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Where JetStream keeps the event streams.
@@ -185,6 +191,8 @@ impl Default for Config {
             http_max_header_bytes: 16 * 1024,
             http_max_headers: 100,
             dashboard: false,
+            metrics: true,
+            metrics_addr: None,
         }
     }
 }
@@ -274,6 +282,7 @@ impl Config {
         config.redis_tls = tls_files(var, REDIS_TLS);
         read_cluster_keys(&var, &mut config)?;
         read_http_limits(&var, &mut config)?;
+        read_metrics(&var, &mut config)?;
         Ok(config)
     }
 
@@ -335,6 +344,8 @@ impl std::fmt::Debug for Config {
             http_max_header_bytes,
             http_max_headers,
             dashboard,
+            metrics,
+            metrics_addr,
         } = self;
         f.debug_struct("Config")
             .field("http_addr", http_addr)
@@ -374,6 +385,8 @@ impl std::fmt::Debug for Config {
             .field("http_max_header_bytes", http_max_header_bytes)
             .field("http_max_headers", http_max_headers)
             .field("dashboard", dashboard)
+            .field("metrics", metrics)
+            .field("metrics_addr", metrics_addr)
             .finish()
     }
 }
@@ -440,6 +453,28 @@ fn read_http_limits(
             if *target == 0 {
                 return Err(config_error(name, &value, "a whole number above zero"));
             }
+        }
+    }
+    Ok(())
+}
+
+/// `COHORT_METRICS` and `COHORT_METRICS_ADDR`; an address for metrics that are off is a
+/// contradiction, refused rather than guessed.
+fn read_metrics(var: &impl Fn(&str) -> Option<String>, config: &mut Config) -> Result<(), Error> {
+    if let Some(flag) = var("COHORT_METRICS") {
+        config.metrics = parse_bool("COHORT_METRICS", &flag)?;
+    }
+    if let Some(addr) = var("COHORT_METRICS_ADDR") {
+        let expected = "an address such as `0.0.0.0:9090`";
+        let parsed = addr
+            .parse()
+            .map_err(|_| config_error("COHORT_METRICS_ADDR", &addr, expected));
+        config.metrics_addr = Some(parsed?);
+        if !config.metrics {
+            return Err(Error::bad_request(
+                "COHORT_METRICS_ADDR is set but COHORT_METRICS is off: unset one of them",
+            )
+            .with_code("invalid_config"));
         }
     }
     Ok(())
@@ -660,6 +695,28 @@ mod tests {
         assert_eq!(config.http_max_connections, 64);
         assert_eq!(config.http_max_header_bytes, 8192);
         assert_eq!(config.http_max_headers, 20);
+    }
+
+    #[test]
+    fn metrics_are_on_and_can_move_or_be_turned_off() {
+        let defaults = from(&[]).expect("defaults");
+        assert!(defaults.metrics && defaults.metrics_addr.is_none());
+        assert!(!from(&[("COHORT_METRICS", "off")]).expect("valid").metrics);
+        let moved = from(&[("COHORT_METRICS_ADDR", "0.0.0.0:9090")]).expect("valid");
+        assert_eq!(
+            moved.metrics_addr,
+            Some(SocketAddr::from(([0, 0, 0, 0], 9090)))
+        );
+        let err = from(&[("COHORT_METRICS_ADDR", "9090")]).expect_err("no host");
+        assert!(err.message().contains("COHORT_METRICS_ADDR"), "{err}");
+        let both = [
+            ("COHORT_METRICS", "off"),
+            ("COHORT_METRICS_ADDR", "127.0.0.1:9090"),
+        ];
+        assert_eq!(
+            from(&both).expect_err("contradiction").code(),
+            "invalid_config"
+        );
     }
 
     #[test]

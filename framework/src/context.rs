@@ -160,11 +160,16 @@ impl Ctx {
         let payload = serde_json::to_vec(&input).map_err(|e| {
             Error::internal(format!("cannot encode the input of `{}`: {e}", C::NAME))
         })?;
-        let target = Target::of::<C>(&self.inner.runtime.subjects);
-        let reply = self
-            .inner
-            .runtime
-            .invoke(&target, Bytes::from(payload), self.outgoing_meta())
+        let runtime = &self.inner.runtime;
+        let target = Target::of::<C>(&runtime.subjects);
+        let timer = (runtime.metrics.as_ref()).map(|m| m.command_client(target.command_name()));
+        let reply = runtime
+            .invoke_timed(
+                &target,
+                timer.as_ref(),
+                Bytes::from(payload),
+                self.outgoing_meta(),
+            )
             .await?;
         self.inner.session.absorb(&reply.meta);
         let body = reply_result(&reply)?;

@@ -15,6 +15,7 @@ use crate::dashboard::Observer;
 use crate::error::{Error, ErrorKind};
 use crate::idempotency::{Claim, Claimed};
 use crate::message::{self, Message, Metadata};
+use crate::metrics::{CommandTimer, outcome_of, outcome_of_status};
 use crate::registry::{CommandDescriptor, CommandFn, GuardFn, SubscriptionDescriptor};
 use crate::runtime::{Runtime, Target, problem_reply};
 use crate::timer::within;
@@ -28,6 +29,8 @@ struct Served {
     timed: bool,
     /// Tells the dashboard about each command, when it is on.
     observer: Option<Observer>,
+    /// Its durations as this instance runs it, when metrics are on.
+    durations: Option<CommandTimer>,
 }
 
 /// The broker-facing handler of one command on this instance.
@@ -37,16 +40,49 @@ pub(crate) fn command_handler(
 ) -> RequestHandler {
     let target = command.target(&runtime.subjects);
     let observer = (runtime.dashboard.as_ref()).map(|d| d.observer(command, &target.subject));
+    let durations = (runtime.metrics.as_ref()).map(|m| m.command_server(target.command_name()));
     let served = Arc::new(Served {
         command,
         target,
         timed: runtime.broker.is_distributed(),
         observer,
+        durations,
     });
-    Arc::new(move |msg: Message| match &msg.meta.idempotency_key {
-        None => execute(runtime.clone(), served.clone(), msg, None).boxed(),
-        Some(_) => execute_once(runtime.clone(), served.clone(), msg).boxed(),
+    Arc::new(move |msg: Message| {
+        let started = served.durations.as_ref().map(|_| Instant::now());
+        match &msg.meta.idempotency_key {
+            None => measured(
+                &served,
+                started,
+                execute(runtime.clone(), served.clone(), msg, None),
+            ),
+            Some(_) => measured(
+                &served,
+                started,
+                execute_once(runtime.clone(), served.clone(), msg),
+            ),
+        }
     })
+}
+
+/// `reply`, boxed, and timed into the command's durations from `started` when metrics are on.
+fn measured(
+    served: &Arc<Served>,
+    started: Option<Instant>,
+    reply: impl Future<Output = Message> + Send + 'static,
+) -> BoxFuture<'static, Message> {
+    let (Some(started), Some(_)) = (started, &served.durations) else {
+        return reply.boxed();
+    };
+    let served = served.clone();
+    async move {
+        let reply = reply.await;
+        if let Some(durations) = &served.durations {
+            durations.observe(outcome_of_status(reply.status()), started);
+        }
+        reply
+    }
+    .boxed()
 }
 
 /// Runs a command that came with an idempotency key: at most once per key and input.
@@ -175,7 +211,7 @@ fn guarded(
 /// A reply carrying `err` as a problem document. A 500 is logged here with its details, under a
 /// trace id the client gets to quote: the command's, when it started (`ctx`).
 fn error_reply(runtime: &Runtime, err: Error, ctx: Option<&Ctx>) -> Message {
-    let err = err.logged_if_internal(ctx.map(Ctx::trace_id), "command failed");
+    let err = err.logged(ctx.map(Ctx::trace_id), "command failed");
     let meta = match ctx {
         Some(ctx) => reply_meta(ctx),
         None => runtime.reply_meta(),
@@ -198,6 +234,7 @@ pub(crate) fn event_handler(
     runtime: Arc<Runtime>,
     subscription: &'static SubscriptionDescriptor,
 ) -> EventHandler {
+    let processed = (runtime.metrics.as_ref()).map(|m| m.subscription(subscription.metrics_name()));
     Arc::new(move |msg: Message| {
         let ctx = match msg.meta.message_id() {
             Some(id) => {
@@ -208,13 +245,16 @@ pub(crate) fn event_handler(
             None => Ctx::new(runtime.clone(), subscription.service, msg.meta),
         };
         let run = AssertUnwindSafe((subscription.handler)(ctx.clone(), msg.payload)).catch_unwind();
+        let processed = processed.clone();
         async move {
             let result = run.await.unwrap_or_else(|panic| {
                 let what = format!("subscription `{}`", subscription.name);
                 Err(Error::panicked(&what, panic.as_ref()))
             });
-            result
-                .map_err(|err| err.logged_if_internal(Some(ctx.trace_id()), "subscription failed"))
+            if let Some(processed) = &processed {
+                processed.processed(outcome_of(&result));
+            }
+            result.map_err(|err| err.logged(Some(ctx.trace_id()), "subscription failed"))
         }
         .boxed()
     })

@@ -26,6 +26,7 @@ mod idempotency;
 mod input;
 mod logging;
 mod message;
+mod metrics;
 mod redact;
 mod registry;
 mod running;
@@ -96,6 +97,8 @@ pub mod guide {
     pub struct Dashboard;
     #[doc = include_str!("../../guide/src/performance.md")]
     pub struct Performance;
+    #[doc = include_str!("../../guide/src/metrics.md")]
+    pub struct Metrics;
 }
 
 /// What the macros' generated code uses. Not a public API: it changes without notice.

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 
@@ -14,6 +14,7 @@ use crate::contract::Command;
 use crate::dashboard::Dashboard;
 use crate::error::{Error, ErrorKind};
 use crate::message::{self, Message, Metadata, PROBLEM_JSON, Subjects};
+use crate::metrics::{CommandName, CommandTimer, Metrics, outcome_of_reply};
 use crate::state::spi::StateStore;
 
 /// What every handler of an instance shares: the broker, the store and the configuration.
@@ -27,6 +28,8 @@ pub(crate) struct Runtime {
     pub(crate) accepting: AtomicBool,
     /// What the dashboard keeps, when it is on.
     pub(crate) dashboard: Option<Arc<Dashboard>>,
+    /// What the instance measures; `None` with `COHORT_METRICS=off`.
+    pub(crate) metrics: Option<Metrics>,
 }
 
 /// A command as a caller addresses it: its names, its subject and its own timeout.
@@ -62,6 +65,15 @@ impl Target {
         }
     }
 
+    /// The command as a metrics label.
+    pub(crate) fn command_name(&self) -> CommandName {
+        CommandName {
+            service: self.service,
+            version: self.version,
+            name: self.name,
+        }
+    }
+
     /// The target of the typed command `C`.
     pub(crate) fn of<C: Command>(subjects: &Subjects) -> Target {
         Target::new(
@@ -87,7 +99,10 @@ impl Target {
     pub(crate) fn deadline_passed(&self) -> Error {
         Error::new(
             ErrorKind::Timeout,
-            format!("the deadline of `{}` passed", self.subject),
+            format!(
+                "the deadline of `{}.v{}.{}` passed",
+                self.service, self.version, self.name
+            ),
         )
     }
 }
@@ -118,6 +133,24 @@ impl Runtime {
             return Box::pin(self.send_resending(target, msg, deadline, timeout)).await;
         }
         self.send(target, msg, timeout).await
+    }
+
+    /// [`Runtime::invoke`], measured by `timer` (the command's durations as a client) when
+    /// metrics are on.
+    pub(crate) async fn invoke_timed(
+        &self,
+        target: &Target,
+        timer: Option<&CommandTimer>,
+        payload: Bytes,
+        meta: Metadata,
+    ) -> Result<Message, Error> {
+        // One await of `invoke`, not one a branch: each would take its room in this future.
+        let sent = timer.map(|_| Instant::now());
+        let replied = self.invoke(target, payload, meta).await;
+        if let (Some(timer), Some(sent)) = (timer, sent) {
+            timer.observe(outcome_of_reply(&replied), sent);
+        }
+        replied
     }
 
     /// Sends a command that may run twice, and sends it once more when the instance running it
@@ -191,7 +224,7 @@ impl Runtime {
             return Err(Error::unavailable("the instance is shutting down"));
         }
         if !self.broker.is_ready() {
-            return Err(Error::unavailable("the broker is not connected"));
+            return Err(Error::broker_unavailable("the broker is not connected"));
         }
         self.store.ping().await
     }

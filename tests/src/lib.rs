@@ -9,6 +9,7 @@ mod in_process;
 pub mod jetstream;
 pub mod jwt;
 pub mod load;
+pub mod logs;
 pub mod process;
 pub mod servers;
 pub mod signing;

@@ -326,6 +326,9 @@ async fn deliver(
     broker: Weak<Inner>,
 ) {
     for attempt in 1.. {
+        if attempt > 1 {
+            spec.report.redelivered();
+        }
         let Err(err) = handler(msg.clone()).await else {
             return;
         };
@@ -341,6 +344,7 @@ async fn deliver(
                 if let Some(broker) = broker.upgrade() {
                     lock(&broker.dead_letters).push((spec.dead_letter_subject.clone(), letter));
                 }
+                spec.report.dead_lettered();
                 return;
             }
         }

@@ -31,7 +31,7 @@ pub(super) struct Data {
     commands: Vec<CommandRow>,
     subscriptions: Vec<SubscriptionRow>,
     recent: Vec<RecentCommand>,
-    /// What could not be gathered.
+    /// What could not be gathered, with its cause: the dashboard is for operators.
     problems: Vec<String>,
 }
 
@@ -63,7 +63,7 @@ pub(super) async fn gather(source: &Source) -> Data {
     let mut problems = Vec::new();
     let (commands, subscriptions) = tokio::join!(command_rows(source), subscription_rows(source));
     let commands = commands.unwrap_or_else(|err| {
-        problems.push(err.message().to_owned());
+        problems.push(err.to_string());
         Vec::new()
     });
     let mut instances: BTreeSet<String> = commands.iter().map(|c| c.instance.clone()).collect();
@@ -117,7 +117,7 @@ async fn subscription_rows(source: &Source) -> Vec<SubscriptionRow> {
             let (stats, error) =
                 match timeout(LOOKUP_TIMEOUT, broker.subscription_stats(spec)).await {
                     Ok(Ok(stats)) => (stats, None),
-                    Ok(Err(err)) => (None, Some(err.message().to_owned())),
+                    Ok(Err(err)) => (None, Some(err.to_string())),
                     Err(_) => {
                         let late = format!(
                             "the backlog of `{}` did not come within {LOOKUP_TIMEOUT:?}",
@@ -133,7 +133,10 @@ async fn subscription_rows(source: &Source) -> Vec<SubscriptionRow> {
                 error,
             }
         });
-    join_all(asked).await
+    let mut rows = join_all(asked).await;
+    // The registry's order is the linker's: sorted, the page keeps its rows in place.
+    rows.sort_by(|a, b| a.subscription.cmp(&b.subscription));
+    rows
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! broker, and its reply becomes the response.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -10,6 +11,7 @@ use axum::response::Response;
 use super::request::{Head, InputShape, build_input, read_body};
 use super::response::{problem, respond};
 use crate::error::ErrorKind;
+use crate::metrics::{CommandTimer, RouteTimer};
 use crate::registry::{CommandDescriptor, HttpRoute};
 use crate::runtime::{Runtime, Target};
 
@@ -20,6 +22,13 @@ pub(super) struct Route {
     status: StatusCode,
     instance: HeaderValue,
     shape: InputShape,
+    timers: Option<Timers>,
+}
+
+/// What a route's requests are measured by: the request, and the command it sends.
+struct Timers {
+    request: RouteTimer,
+    command: CommandTimer,
 }
 
 impl Route {
@@ -29,8 +38,14 @@ impl Route {
         http: HttpRoute,
         instance: HeaderValue,
     ) -> Self {
+        let target = command.target(&runtime.subjects);
+        let timers = runtime.metrics.as_ref().map(|metrics| Timers {
+            request: metrics.route(http.method, http.path, http.status),
+            command: metrics.command_client(target.command_name()),
+        });
         Route {
-            target: command.target(&runtime.subjects),
+            target,
+            timers,
             status: StatusCode::from_u16(http.status).unwrap_or(StatusCode::OK),
             shape: InputShape::of(command, http),
             runtime,
@@ -40,6 +55,16 @@ impl Route {
 }
 
 pub(super) async fn handle(route: Arc<Route>, request: Request) -> Response {
+    // One await of `answer`, not one a branch: each would take its room in this future.
+    let started = route.timers.as_ref().map(|_| Instant::now());
+    let response = answer(&route, request).await;
+    if let (Some(timers), Some(started)) = (&route.timers, started) {
+        timers.request.observe(response.status().as_u16(), started);
+    }
+    response
+}
+
+async fn answer(route: &Route, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let head = match Head::read(&route.shape, parts).await {
         Ok(head) => head,
@@ -59,10 +84,15 @@ pub(super) async fn handle(route: Arc<Route>, request: Request) -> Response {
     };
     // Kept for the log line of a 500: the metadata itself goes with the command.
     let trace_id = head.meta.trace_id().map(str::to_owned);
-    match route.runtime.invoke(&route.target, input, head.meta).await {
+    let timer = route.timers.as_ref().map(|timers| &timers.command);
+    let runtime = &route.runtime;
+    match runtime
+        .invoke_timed(&route.target, timer, input, head.meta)
+        .await
+    {
         Ok(reply) => respond(config, route.status, &route.instance, reply),
         Err(err) => {
-            let err = err.logged_if_internal(trace_id.as_deref(), "HTTP request failed");
+            let err = err.logged(trace_id.as_deref(), "HTTP request failed");
             problem(&route.instance, &err)
         }
     }

@@ -15,7 +15,7 @@ pub(super) async fn backlog(
 ) -> Result<SubscriptionStats, Error> {
     let consumer = consumer_name(spec, &inner.instance_id);
     let unreadable = |err: &dyn std::fmt::Display| {
-        Error::unavailable(format!("cannot read the backlog of `{consumer}`: {err}"))
+        Error::broker_unavailable(format!("cannot read the backlog of `{consumer}`: {err}"))
     };
     let events = inner
         .jetstream

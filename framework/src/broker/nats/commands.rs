@@ -57,7 +57,7 @@ pub(super) async fn request(
                 ErrorKind::PayloadTooLarge,
                 format!("the command to `{subject}` is larger than the NATS server accepts: {err}"),
             ),
-            _ => Error::unavailable(format!(
+            _ => Error::broker_unavailable(format!(
                 "cannot send the command to `{subject}` over NATS: {err}"
             )),
         });
@@ -84,7 +84,7 @@ pub(super) async fn request(
             Err(inner.not_connected(&format!("get the answer of `{subject}`")))
         }
         Err(Unanswered::Silent) => Err(executor_lost(inner, subject)),
-        Err(Unanswered::Closed) => Err(Error::unavailable(format!(
+        Err(Unanswered::Closed) => Err(Error::broker_unavailable(format!(
             "cannot get the answer of `{subject}`: the connection to NATS at `{}` is closed",
             inner.urls
         ))),
@@ -94,11 +94,12 @@ pub(super) async fn request(
 /// The error of a request to `subject` whose reply failed its signature check. Taken at once
 /// rather than waiting on for a genuine one: an instance with another key would never send one.
 fn refused_reply(subject: &str) -> Error {
-    Error::unavailable(format!(
-        "the reply to the command to `{subject}` failed its signature check: is \
-         COHORT_CLUSTER_KEY the same on every instance? The command may have run"
-    ))
-    .with_code(BAD_SIGNATURE)
+    Error::unavailable("the reply of the command could not be verified; the command may have run")
+        .with_code(BAD_SIGNATURE)
+        .with_cause(format!(
+            "the reply to the command to `{subject}` failed its signature check: is \
+             COHORT_CLUSTER_KEY the same on every instance?"
+        ))
 }
 
 /// The error of a request to `subject` that heard nothing for [`SILENCE_LIMIT`]. The command may
@@ -111,11 +112,13 @@ fn executor_lost(inner: &Inner, subject: &str) -> Error {
             inner.urls
         ),
     };
-    Error::unavailable(format!(
-        "no word about the command to `{subject}` for {SILENCE_LIMIT:?}: {why}; it may have run, \
-         in full or in part"
-    ))
+    Error::unavailable(
+        "the instance running the command was lost; it may have run, in full or in part",
+    )
     .with_code(EXECUTOR_LOST)
+    .with_cause(format!(
+        "no word about the command to `{subject}` for {SILENCE_LIMIT:?}: {why}"
+    ))
 }
 
 /// Serves these commands on this instance: see [`Broker::serve`](crate::broker::spi::Broker::serve).

@@ -219,7 +219,7 @@ impl Inner {
     }
 
     fn not_connected(&self, what: &str) -> Error {
-        Error::unavailable(format!(
+        Error::broker_unavailable(format!(
             "cannot {what}: not connected to NATS at `{}` (reconnecting)",
             self.urls
         ))
@@ -288,7 +288,7 @@ impl Broker for NatsBroker {
         let inner = &*self.inner;
         match timeout(FLUSH_TIMEOUT, inner.client.flush()).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(err)) => Err(Error::unavailable(format!(
+            Ok(Err(err)) => Err(Error::broker_unavailable(format!(
                 "cannot flush to NATS at `{}`: {err}",
                 inner.urls
             ))),

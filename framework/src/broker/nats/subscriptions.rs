@@ -401,6 +401,7 @@ mod tests {
             backoff: vec![],
             ack_wait: Duration::from_secs(1),
             dead_letter_subject: "cohort.dlq.s.n".into(),
+            report: Default::default(),
         };
         assert_eq!(consumer_name(&spec, "host.a b"), "s__n__host_a_b");
         let config = consumer_config(&spec, "s__n__x");

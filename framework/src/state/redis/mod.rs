@@ -23,7 +23,7 @@ use redis::{
 mod unit;
 
 use super::spi::{Commit, OutboxEntry, Outcome, StateStore, Versioned};
-use crate::error::Error;
+use crate::error::{Error, STORE_UNAVAILABLE};
 use crate::redact::mask_urls;
 use crate::tls::{REDIS_TLS, TlsFiles, is_tls_failure, tls_advice};
 
@@ -36,9 +36,6 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// instead of waiting out a long backoff; the next request tries again.
 const RECONNECT_RETRIES: usize = 1;
 const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(100);
-
-/// The code of every error that means "Redis cannot be reached".
-const UNAVAILABLE: &str = "state_store_unavailable";
 
 /// Writes the value and bumps the version; a put without a TTL makes the key permanent again.
 /// `KEYS[1]` = key; `ARGV[1]` = value, `ARGV[2]` = TTL in milliseconds or "" for none.
@@ -162,7 +159,8 @@ impl RedisStore {
         (guard.0.clone(), guard.1)
     }
 
-    /// Runs one request; a failure becomes a 503 whose message says what was being done.
+    /// Runs one request; a failure becomes a 503 whose cause (logged, never sent) says what was
+    /// being done.
     async fn run<T, F, Fut>(&self, doing: impl FnOnce() -> String, request: F) -> Result<T, Error>
     where
         F: FnOnce(ConnectionManager) -> Fut,
@@ -202,10 +200,7 @@ impl RedisStore {
                 "{doing} on Redis at `{url}` found a key that Cohort did not write: {e}"
             ));
         }
-        Error::unavailable(format!(
-            "state store unreachable: {doing} on Redis at `{url}` failed: {e}"
-        ))
-        .with_code(UNAVAILABLE)
+        Error::store_unavailable(format!("{doing} on Redis at `{url}` failed: {e}"))
     }
 }
 
@@ -216,7 +211,7 @@ fn open_client(url: &str, shown: &str, tls: &TlsFiles) -> Result<Client, Error> 
             "invalid Redis URL `{shown}`: {e}; set COHORT_REDIS_URL to redis://host:port[/db] \
              (rediss:// for TLS)"
         ))
-        .with_code(UNAVAILABLE)
+        .with_code(STORE_UNAVAILABLE)
     };
     let info = url.into_connection_info().map_err(invalid)?;
     let uses_tls = matches!(info.addr(), ConnectionAddr::TcpTls { .. });
@@ -285,7 +280,7 @@ fn explain_connect_error(e: &RedisError, shown: &str, tls: &TlsFiles) -> Error {
              a running one"
         )
     };
-    Error::unavailable(message).with_code(UNAVAILABLE)
+    Error::unavailable(message).with_code(STORE_UNAVAILABLE)
 }
 
 fn manager_config() -> ConnectionManagerConfig {
