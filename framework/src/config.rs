@@ -125,6 +125,20 @@ pub struct Config {
     pub http_max_header_bytes: usize,
     /// `COHORT_HTTP_MAX_HEADERS` (default `100`): a request with more header fields gets a 431.
     pub http_max_headers: usize,
+    // Observability.
+    /// `COHORT_LOG_FORMAT` (default `text`): `json` writes one JSON object a line, with the
+    /// fields of the spans it is logged in (its `trace_id` among them).
+    pub log_format: LogFormat,
+}
+
+/// How [`App::run`](crate::App::run) writes the log to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Lines for people: time, level, the spans with their trace ids, target and message.
+    #[default]
+    Text,
+    /// One JSON object a line, for log collectors.
+    Json,
 }
 
 /// Where JetStream keeps the event streams.
@@ -180,6 +194,7 @@ impl Default for Config {
             http_max_connections: 10_000,
             http_max_header_bytes: 16 * 1024,
             http_max_headers: 100,
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -242,6 +257,19 @@ impl Config {
                 _ => {
                     let expected = "`file` or `memory`";
                     return Err(config_error("COHORT_STREAM_STORAGE", &storage, expected));
+                }
+            };
+        }
+        if let Some(format) = var("COHORT_LOG_FORMAT") {
+            config.log_format = match format.to_ascii_lowercase().as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                _ => {
+                    return Err(config_error(
+                        "COHORT_LOG_FORMAT",
+                        &format,
+                        "`text` or `json`",
+                    ));
                 }
             };
         }
@@ -326,6 +354,7 @@ impl std::fmt::Debug for Config {
             http_max_connections,
             http_max_header_bytes,
             http_max_headers,
+            log_format,
         } = self;
         f.debug_struct("Config")
             .field("http_addr", http_addr)
@@ -364,6 +393,7 @@ impl std::fmt::Debug for Config {
             .field("http_max_connections", http_max_connections)
             .field("http_max_header_bytes", http_max_header_bytes)
             .field("http_max_headers", http_max_headers)
+            .field("log_format", log_format)
             .finish()
     }
 }

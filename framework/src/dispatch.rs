@@ -8,6 +8,8 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, CatchUnwind};
+use tracing::field::Empty;
+use tracing::{Instrument, Span};
 
 use crate::broker::spi::{EventHandler, RequestHandler};
 use crate::context::Ctx;
@@ -16,6 +18,7 @@ use crate::idempotency::{Claim, Claimed};
 use crate::message::{self, Message, Metadata};
 use crate::registry::{CommandDescriptor, CommandFn, GuardFn, SubscriptionDescriptor};
 use crate::runtime::{Runtime, Target, problem_reply};
+use crate::spans::{self, SPANS};
 use crate::timer::within;
 
 /// One command as this instance serves it.
@@ -37,10 +40,41 @@ pub(crate) fn command_handler(
         target: command.target(&runtime.subjects),
         timed: runtime.broker.is_distributed(),
     });
-    Arc::new(move |msg: Message| match &msg.meta.idempotency_key {
-        None => execute(runtime.clone(), served.clone(), msg, None).boxed(),
-        Some(_) => execute_once(runtime.clone(), served.clone(), msg).boxed(),
+    Arc::new(move |mut msg: Message| {
+        let span = command_span(&runtime, command, &mut msg.meta);
+        match &msg.meta.idempotency_key {
+            None => execute(runtime.clone(), served.clone(), msg, None)
+                .instrument(span)
+                .boxed(),
+            Some(_) => execute_once(runtime.clone(), served.clone(), msg)
+                .instrument(span)
+                .boxed(),
+        }
     })
+}
+
+/// The span of one run of `command` here, a child of its caller's span: `meta` then carries the
+/// run's own traceparent, which its context, calls and events continue.
+fn command_span(runtime: &Runtime, command: &CommandDescriptor, meta: &mut Metadata) -> Span {
+    let (span, traceparent) = spans::open(
+        meta.traceparent.as_deref(),
+        |trace_id| {
+            tracing::info_span!(
+                target: SPANS,
+                parent: None,
+                "command",
+                otel.name = Empty,
+                otel.kind = "server",
+                cohort.command = command.name,
+                cohort.instance = runtime.instance_id.as_ref(),
+                trace_id = %trace_id,
+                cohort.status = Empty,
+            )
+        },
+        || format!("{}.{}", command.service, command.name),
+    );
+    meta.traceparent = Some(traceparent);
+    span
 }
 
 /// Runs a command that came with an idempotency key: at most once per key and input.
@@ -91,12 +125,9 @@ fn execute(
             Err(Error::panicked(&what, panic.as_ref()))
         });
         // Names and status only: bodies and sessions carry secrets and never reach the log.
-        tracing::debug!(
-            command = served.command.name,
-            trace_id = ctx.trace_id(),
-            status = outcome.as_ref().map_or_else(Error::status, |_| 200),
-            "command ran"
-        );
+        let status = outcome.as_ref().map_or_else(Error::status, |_| 200);
+        spans::record("cohort.status", status);
+        tracing::debug!(command = served.command.name, status, "command ran");
         match outcome {
             Ok(body) => {
                 let mut meta = reply_meta(&ctx);
@@ -187,7 +218,8 @@ pub(crate) fn event_handler(
     runtime: Arc<Runtime>,
     subscription: &'static SubscriptionDescriptor,
 ) -> EventHandler {
-    Arc::new(move |msg: Message| {
+    Arc::new(move |mut msg: Message| {
+        let span = delivery_span(&runtime, subscription, &mut msg.meta);
         let ctx = match msg.meta.message_id() {
             Some(id) => {
                 let scope = delivery_scope(&runtime, subscription, id);
@@ -202,11 +234,45 @@ pub(crate) fn event_handler(
                 let what = format!("subscription `{}`", subscription.name);
                 Err(Error::panicked(&what, panic.as_ref()))
             });
+            spans::record(
+                "cohort.outcome",
+                if result.is_ok() { "ok" } else { "failed" },
+            );
             result
                 .map_err(|err| err.logged_if_internal(Some(ctx.trace_id()), "subscription failed"))
         }
+        .instrument(span)
         .boxed()
     })
+}
+
+/// The span of one delivery of an event to `subscription` here, a child of the span that emitted
+/// the event: `meta` then carries the delivery's own traceparent.
+fn delivery_span(
+    runtime: &Runtime,
+    subscription: &SubscriptionDescriptor,
+    meta: &mut Metadata,
+) -> Span {
+    let (span, traceparent) = spans::open(
+        meta.traceparent.as_deref(),
+        |trace_id| {
+            tracing::info_span!(
+                target: SPANS,
+                parent: None,
+                "event",
+                otel.name = Empty,
+                otel.kind = "consumer",
+                cohort.subscription = subscription.name,
+                cohort.event = subscription.event,
+                cohort.instance = runtime.instance_id.as_ref(),
+                trace_id = %trace_id,
+                cohort.outcome = Empty,
+            )
+        },
+        || format!("{}.{}", subscription.service, subscription.name),
+    );
+    meta.traceparent = Some(traceparent);
+    span
 }
 
 /// What a delivery's units of work are known by: the subscription and the event, and for an

@@ -1,11 +1,22 @@
 //! Logs: installed by `App::run` unless the application installed its own subscriber.
 
+use std::fmt;
 use std::io::IsTerminal;
 
 use tracing::Level;
+use tracing::field::{Field, Visit};
+use tracing::span::Record;
+use tracing_subscriber::Layer;
+use tracing_subscriber::field::{RecordFields, VisitOutput};
 use tracing_subscriber::filter::Targets;
+use tracing_subscriber::fmt::FormatFields;
+use tracing_subscriber::fmt::FormattedFields;
+use tracing_subscriber::fmt::format::{DefaultVisitor, Writer};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::config::{Config, LogFormat};
+use crate::spans::{DESCRIBING, SPANS};
 
 /// Dependencies whose debug and trace output carries secrets: async-nats logs its CONNECT (with
 /// the password or token) and every message with its headers and body; hyper and h2 log request
@@ -20,34 +31,121 @@ const REVEALING_TARGETS: &[&str] = &[
     "tokio_rustls",
 ];
 
-/// Logs to stderr, filtered by `COHORT_LOG` or `RUST_LOG` (default `info`), e.g.
-/// `COHORT_LOG=warn,cohort=debug`; the [`REVEALING_TARGETS`] never log below `info`, whatever the
-/// filter says. Does nothing when a global subscriber is already set.
-pub(crate) fn init() {
+/// Logs to stderr in `config.log_format`, filtered by `COHORT_LOG` or `RUST_LOG` (default
+/// `info`), e.g. `COHORT_LOG=warn,cohort=debug`; the [`REVEALING_TARGETS`] never log below
+/// `info`, whatever the filter says. With the `otel` feature and an OTLP endpoint set, the spans
+/// are exported too. Does nothing when a global subscriber is already set.
+pub(crate) fn init(config: &Config) {
     let filter = std::env::var("COHORT_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .ok()
         .and_then(|spec| spec.parse::<Targets>().ok())
-        .unwrap_or_else(|| Targets::new().with_default(Level::INFO));
-    let _ = tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::stderr().is_terminal()),
-        )
+        .unwrap_or_else(|| Targets::new().with_default(Level::INFO))
+        .with_target(SPANS, Level::INFO);
+    let output = match config.log_format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .fmt_fields(PlacingFields)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .boxed(),
+    };
+    #[cfg(feature = "otel")]
+    let (export, export_error) = match crate::otel::layer(&config.instance_id) {
+        Ok(layer) => (layer, None),
+        Err(e) => (None, Some(e)),
+    };
+    #[cfg(not(feature = "otel"))]
+    let (export, export_error) = (None::<tracing_subscriber::layer::Identity>, None::<String>);
+    let installed = tracing_subscriber::registry()
+        .with(output)
+        .with(export)
         .with(filter)
         .with(secret_safe())
         .try_init();
+    if let (Ok(()), Some(error)) = (installed, export_error) {
+        tracing::warn!(error, "spans are not exported");
+    }
 }
 
-/// Lets everything through but the debug and trace events of the [`REVEALING_TARGETS`]; it is
-/// combined with the user's filter, so both must let an event through.
+/// The text log's fields: an event's all, a span's only those that place it in a trace (its
+/// `trace_id`): what Cohort's spans describe goes to OpenTelemetry and the JSON log, and
+/// formatting it into every span of every request would cost every request.
+struct PlacingFields;
+
+impl<'writer> FormatFields<'writer> for PlacingFields {
+    fn format_fields<R: RecordFields>(&self, writer: Writer<'writer>, fields: R) -> fmt::Result {
+        let mut visitor = Placing(DefaultVisitor::new(writer, true));
+        fields.record(&mut visitor);
+        visitor.0.finish()
+    }
+
+    fn add_fields(
+        &self,
+        current: &'writer mut FormattedFields<Self>,
+        fields: &Record<'_>,
+    ) -> fmt::Result {
+        let empty = current.fields.is_empty();
+        let mut visitor = Placing(DefaultVisitor::new(current.as_writer(), empty));
+        fields.record(&mut visitor);
+        visitor.0.finish()
+    }
+}
+
+/// Passes every field but the describing ones of Cohort's spans on to the default format.
+struct Placing<'a>(DefaultVisitor<'a>);
+
+impl Placing<'_> {
+    fn shows(field: &Field) -> bool {
+        !DESCRIBING.contains(&field.name())
+    }
+}
+
+impl Visit for Placing<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if Self::shows(field) {
+            self.0.record_debug(field, value);
+        }
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if Self::shows(field) {
+            self.0.record_str(field, value);
+        }
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if Self::shows(field) {
+            self.0.record_u64(field, value);
+        }
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        if Self::shows(field) {
+            self.0.record_error(field, value);
+        }
+    }
+}
+
+/// Client libraries whose info lines Cohort logs in its own words, once per change: async-nats
+/// logs every connection event at info, ten `event: client error` lines a second while NATS is
+/// down, where Cohort logs one WARN when the connection is lost and one INFO when it is back.
+const FOLDED_TARGETS: &[&str] = &["async_nats"];
+
+/// Lets everything through but the debug and trace events of the [`REVEALING_TARGETS`] and the
+/// info lines of the [`FOLDED_TARGETS`]; it is combined with the user's filter, so both must let
+/// an event through.
 fn secret_safe() -> Targets {
-    Targets::new().with_default(Level::TRACE).with_targets(
-        REVEALING_TARGETS
-            .iter()
-            .map(|target| (*target, Level::INFO)),
-    )
+    let revealing = REVEALING_TARGETS
+        .iter()
+        .map(|target| (*target, Level::INFO));
+    let folded = FOLDED_TARGETS.iter().map(|target| (*target, Level::WARN));
+    Targets::new()
+        .with_default(Level::TRACE)
+        .with_targets(revealing.chain(folded))
 }
 
 #[cfg(test)]
@@ -59,7 +157,9 @@ mod tests {
         let filter = secret_safe();
         assert!(!filter.would_enable("async_nats::connection", &Level::TRACE));
         assert!(!filter.would_enable("hyper::proto::h1", &Level::DEBUG));
-        assert!(filter.would_enable("async_nats", &Level::INFO));
+        assert!(filter.would_enable("async_nats", &Level::WARN));
+        assert!(!filter.would_enable("async_nats", &Level::INFO));
+        assert!(filter.would_enable("redis", &Level::INFO));
         assert!(filter.would_enable("cohort::broker", &Level::TRACE));
         assert!(filter.would_enable("my_app", &Level::TRACE));
     }

@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use crate::broker::EXECUTOR_LOST;
 use crate::broker::spi::Broker;
@@ -13,6 +15,7 @@ use crate::config::Config;
 use crate::contract::Command;
 use crate::error::{Error, ErrorKind};
 use crate::message::{self, Message, Metadata, PROBLEM_JSON, Subjects};
+use crate::spans::{self, SPANS};
 use crate::state::spi::StateStore;
 
 /// What every handler of an instance shares: the broker, the store and the configuration.
@@ -92,7 +95,42 @@ impl Target {
 impl Runtime {
     /// Sends a command and returns its reply, an error reply included. `Err` means the command
     /// never ran to an answer: nobody serves it, the deadline passed, or the broker is down.
+    ///
+    /// The call has its span, a child of the caller's (`meta`'s traceparent), whose id the
+    /// command carries: the span of its run is that span's child.
     pub(crate) async fn invoke(
+        &self,
+        target: &Target,
+        payload: Bytes,
+        mut meta: Metadata,
+    ) -> Result<Message, Error> {
+        let parent = meta.traceparent.take();
+        let (span, traceparent) = spans::open(
+            parent.as_deref(),
+            |_| {
+                tracing::info_span!(
+                    target: SPANS,
+                    "call",
+                    otel.name = Empty,
+                    otel.kind = "client",
+                    cohort.command = target.name,
+                    cohort.status = Empty,
+                )
+            },
+            || format!("call {}.{}", target.service, target.name),
+        );
+        meta.traceparent = Some(traceparent);
+        async move {
+            let reply = self.invoke_in_span(target, payload, meta).await;
+            let status = reply.as_ref().map_or_else(Error::status, Message::status);
+            spans::record("cohort.status", status);
+            reply
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn invoke_in_span(
         &self,
         target: &Target,
         payload: Bytes,

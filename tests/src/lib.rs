@@ -8,6 +8,7 @@ mod in_process;
 pub mod jetstream;
 pub mod jwt;
 pub mod load;
+pub mod otlp;
 pub mod process;
 pub mod servers;
 pub mod signing;

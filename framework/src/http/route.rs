@@ -4,18 +4,26 @@
 use std::sync::Arc;
 
 use axum::extract::Request;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use super::request::{Head, InputShape, build_input, read_body};
 use super::response::{problem, respond};
 use crate::error::ErrorKind;
+use crate::message::{header as meta_header, trace_id_of};
 use crate::registry::{CommandDescriptor, HttpRoute};
 use crate::runtime::{Runtime, Target};
+use crate::spans::{self, SPANS};
+
+/// The W3C trace context of a request, which its span continues.
+const TRACEPARENT: HeaderName = HeaderName::from_static(meta_header::TRACEPARENT);
 
 /// One route and what it needs to turn its requests into commands.
 pub(super) struct Route {
     runtime: Arc<Runtime>,
+    http: HttpRoute,
     target: Target,
     status: StatusCode,
     instance: HeaderValue,
@@ -30,6 +38,7 @@ impl Route {
         instance: HeaderValue,
     ) -> Self {
         Route {
+            http,
             target: command.target(&runtime.subjects),
             status: StatusCode::from_u16(http.status).unwrap_or(StatusCode::OK),
             shape: InputShape::of(command, http),
@@ -39,12 +48,49 @@ impl Route {
     }
 }
 
+/// Serves one request inside its span, which continues the caller's trace when the request has
+/// a valid `traceparent`.
 pub(super) async fn handle(route: Arc<Route>, request: Request) -> Response {
+    let incoming = request
+        .headers()
+        .get(&TRACEPARENT)
+        .and_then(|value| value.to_str().ok())
+        .filter(|parent| trace_id_of(parent).is_some());
+    let http = route.http;
+    let (span, traceparent) = spans::open(
+        incoming,
+        |trace_id| {
+            tracing::info_span!(
+                target: SPANS,
+                "http",
+                otel.name = Empty,
+                otel.kind = "server",
+                http.request.method = http.method,
+                http.route = http.path,
+                cohort.instance = route.runtime.instance_id.as_ref(),
+                trace_id = %trace_id,
+                http.response.status_code = Empty,
+            )
+        },
+        || format!("{} {}", http.method, http.path),
+    );
+    async move {
+        let response = serve(&route, request, traceparent).await;
+        spans::record("http.response.status_code", response.status().as_u16());
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+/// The response to one request: its command's reply, or the problem that kept it from running.
+async fn serve(route: &Route, request: Request, traceparent: String) -> Response {
     let (parts, body) = request.into_parts();
-    let head = match Head::read(&route.shape, parts).await {
+    let mut head = match Head::read(&route.shape, parts).await {
         Ok(head) => head,
         Err(err) => return problem(&route.instance, &err),
     };
+    head.meta.traceparent = Some(traceparent);
     let config = &route.runtime.config;
     let body = match read_body(body, config.body_limit, config.http_body_timeout).await {
         Ok(body) => body,

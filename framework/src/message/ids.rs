@@ -35,25 +35,40 @@ pub(crate) fn new_traceparent() -> String {
     child_traceparent(None)
 }
 
-/// A `traceparent` for a child span of `parent`'s trace (or a new trace when it has none):
-/// `00-{trace id: 32 hex}-{span id: 16 hex}-01`, built in one buffer, as every command starts one.
+/// A `traceparent` for a child span of `parent`'s trace (or a new, sampled trace when it has
+/// none): `00-{trace id: 32 hex}-{span id: 16 hex}-{flags}`, built in one buffer, as every span
+/// starts one. The child keeps its parent's flags: the caller decided whether the trace is sampled.
 pub(crate) fn child_traceparent(parent: Option<&str>) -> String {
     let mut random = [0u8; 24];
     rand::Rng::fill_bytes(&mut rand::rng(), &mut random);
     let mut out = *b"00-................................-................-01";
-    match parent.and_then(trace_id_of) {
-        Some(trace_id) => out[3..35].copy_from_slice(trace_id.as_bytes()),
+    match parent.and_then(|parent| Some((trace_id_of(parent)?, flags_of(parent)))) {
+        Some((trace_id, flags)) => {
+            out[3..35].copy_from_slice(trace_id.as_bytes());
+            out[53..].copy_from_slice(flags.as_bytes());
+        }
         None => write_hex(&mut out[3..35], &random[..16]),
     }
     write_hex(&mut out[36..52], &random[16..]);
     ascii_string(out.to_vec())
 }
 
-/// The trace id of a W3C `traceparent`, if it has a valid one.
+/// The trace id of a W3C `traceparent`, if it has a valid one (32 hex digits, not all zero).
 pub(crate) fn trace_id_of(traceparent: &str) -> Option<&str> {
     let mut parts = traceparent.split('-');
     let (_version, trace_id) = (parts.next()?, parts.next()?);
-    (trace_id.len() == 32 && trace_id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(trace_id)
+    let valid = trace_id.len() == 32
+        && trace_id.bytes().all(|b| b.is_ascii_hexdigit())
+        && trace_id.bytes().any(|b| b != b'0');
+    valid.then_some(trace_id)
+}
+
+/// The trace flags of a W3C `traceparent` (`01`: sampled), `01` when they are not two hex digits.
+pub(crate) fn flags_of(traceparent: &str) -> &str {
+    match traceparent.rsplit('-').next() {
+        Some(flags) if flags.len() == 2 && flags.bytes().all(|b| b.is_ascii_hexdigit()) => flags,
+        _ => "01",
+    }
 }
 
 #[cfg(test)]
@@ -66,6 +81,18 @@ mod tests {
         let child = child_traceparent(Some(&parent));
         assert_eq!(trace_id_of(&parent), trace_id_of(&child));
         assert_ne!(parent, child);
+    }
+
+    #[test]
+    fn a_child_keeps_its_parents_flags_and_an_all_zero_trace_is_none() {
+        let unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        assert!(child_traceparent(Some(unsampled)).ends_with("-00"));
+        let zero = "00-00000000000000000000000000000000-00f067aa0ba902b7-01";
+        assert_eq!(trace_id_of(zero), None);
+        assert_ne!(
+            trace_id_of(&child_traceparent(Some(zero))),
+            trace_id_of(zero)
+        );
     }
 
     #[test]
