@@ -27,6 +27,7 @@ mod logging;
 mod message;
 #[cfg(feature = "otel")]
 mod otel;
+#[cfg(any(feature = "nats", feature = "redis"))]
 mod outage;
 mod redact;
 mod registry;

@@ -115,18 +115,18 @@ impl IdGenerator for CohortIds {
 }
 
 /// Ties `span` to Cohort's ids, `own` under `parent`: starts its OpenTelemetry span here, now,
-/// with those ids, under the parent from the wire. An unsampled span (the sampler's choice) turns
-/// the flags of `own` to `00`, so that what it calls is not sampled either.
+/// with those ids, under the parent from the wire, and returns `own`. An unsampled span (the
+/// sampler's choice) turns its flags to `00`, so that what it calls is not sampled either.
 pub(crate) fn adopt(
     span: &Span,
     name: impl FnOnce() -> String,
-    own: &mut String,
+    mut own: String,
     parent: Option<&str>,
-) {
+) -> String {
     if PROVIDER.get().is_none() || span.is_disabled() {
-        return;
+        return own;
     }
-    let Some(ids) = ids_of(own) else { return };
+    let Some(ids) = ids_of(&own) else { return own };
     span.record("otel.name", name());
     if let Some(parent) = parent.and_then(span_context_of) {
         let _ = span.set_parent(Context::new().with_remote_span_context(parent));
@@ -137,6 +137,7 @@ pub(crate) fn adopt(
     if !started.span().span_context().is_sampled() && own.len() == 55 {
         own.replace_range(53.., "00");
     }
+    own
 }
 
 fn ids_of(traceparent: &str) -> Option<(TraceId, SpanId)> {

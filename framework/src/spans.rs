@@ -38,10 +38,10 @@ pub(crate) fn open(
     span: impl FnOnce(&str) -> Span,
     name: impl FnOnce() -> String,
 ) -> (Span, String) {
-    let mut own = child_traceparent(parent);
+    let own = child_traceparent(parent);
     let span = span(crate::message::trace_id_of(&own).unwrap_or_default());
     #[cfg(feature = "otel")]
-    crate::otel::adopt(&span, name, &mut own, parent);
+    let own = crate::otel::adopt(&span, name, own, parent);
     #[cfg(not(feature = "otel"))]
     let _ = name;
     (span, own)
