@@ -10,9 +10,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-pub(crate) use ids::{child_traceparent, new_traceparent, random_hex, trace_id_of};
 #[cfg(feature = "otel")]
 pub(crate) use ids::flags_of;
+pub(crate) use ids::{child_traceparent, new_traceparent, random_hex, trace_id_of};
 pub use subjects::Subjects;
 
 /// Header names of the wire protocol.
