@@ -36,12 +36,10 @@ const REVEALING_TARGETS: &[&str] = &[
 /// `info`, whatever the filter says. With the `otel` feature and an OTLP endpoint set, the spans
 /// are exported too. Does nothing when a global subscriber is already set.
 pub(crate) fn init(config: &Config) {
-    let filter = std::env::var("COHORT_LOG")
+    let spec = std::env::var("COHORT_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
-        .ok()
-        .and_then(|spec| spec.parse::<Targets>().ok())
-        .unwrap_or_else(|| Targets::new().with_default(Level::INFO))
-        .with_target(SPANS, Level::INFO);
+        .ok();
+    let filter = filter(spec.as_deref());
     let output = match config.log_format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
@@ -69,6 +67,13 @@ pub(crate) fn init(config: &Config) {
     if let (Ok(()), Some(error)) = (installed, export_error) {
         tracing::warn!(error, "spans are not exported");
     }
+}
+
+/// The filter `spec` asks for (`info` when it is unset or does not parse), with Cohort's spans.
+fn filter(spec: Option<&str>) -> Targets {
+    spec.and_then(|spec| spec.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(Level::INFO))
+        .with_target(SPANS, Level::INFO)
 }
 
 /// The text log's fields: an event's all, a span's only those that place it in a trace (its
@@ -150,7 +155,64 @@ fn secret_safe() -> Targets {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
     use super::*;
+
+    /// A writer into a shared buffer, for reading what the fmt layer wrote.
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("buffer lock").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn text_lines_show_a_spans_trace_id_but_not_what_it_describes() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .fmt_fields(PlacingFields),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(
+                "command",
+                cohort.command = "ship",
+                trace_id = %"4bf92f3577b34da6a3ce929d0e0e4736",
+                cohort.status = tracing::field::Empty,
+            );
+            let _inside = span.enter();
+            span.record("cohort.status", 200);
+            tracing::info!(order = 7, "shipping");
+        });
+        let text = String::from_utf8(buffer.0.lock().expect("buffer lock").clone()).expect("UTF-8");
+        assert!(
+            text.contains("command{trace_id=4bf92f3577b34da6a3ce929d0e0e4736}:"),
+            "{text}"
+        );
+        assert!(text.contains("shipping order=7"), "{text}");
+        assert!(!text.contains("cohort."), "{text}");
+    }
+
+    #[test]
+    fn spans_pass_a_filter_that_silences_cohort() {
+        let filter = "warn"
+            .parse::<Targets>()
+            .expect("a filter")
+            .with_target(SPANS, Level::INFO);
+        assert!(filter.would_enable(SPANS, &Level::INFO));
+        assert!(!filter.would_enable("cohort::app", &Level::INFO));
+    }
 
     #[test]
     fn revealing_targets_stop_at_info() {
