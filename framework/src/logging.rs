@@ -58,12 +58,16 @@ pub(crate) fn init(config: &Config) {
     };
     #[cfg(not(feature = "otel"))]
     let (export, export_error) = (None::<tracing_subscriber::layer::Identity>, None::<String>);
+    let outcomes_unread = config.log_format == LogFormat::Text && export.is_none();
     let installed = tracing_subscriber::registry()
         .with(output)
         .with(export)
         .with(filter)
         .with(secret_safe())
         .try_init();
+    if installed.is_ok() && outcomes_unread {
+        crate::spans::outcomes_unread();
+    }
     if let (Ok(()), Some(error)) = (installed, export_error) {
         tracing::warn!(error, "spans are not exported");
     }
@@ -105,7 +109,9 @@ struct Placing<'a>(DefaultVisitor<'a>);
 
 impl Placing<'_> {
     fn shows(field: &Field) -> bool {
-        !DESCRIBING.contains(&field.name())
+        // Most names differ from every describing one at the first byte.
+        let name = field.name();
+        !(name.starts_with(['o', 'h', 'c']) && DESCRIBING.contains(&name))
     }
 }
 

@@ -7,6 +7,8 @@
 //! the text log shows only each span's `trace_id` ([`DESCRIBING`]), so that an instance formats
 //! little per request.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tracing::Span;
 
 use crate::message::child_traceparent;
@@ -39,7 +41,8 @@ pub(crate) fn open(
     name: impl FnOnce() -> String,
 ) -> (Span, String) {
     let own = child_traceparent(parent);
-    let span = span(crate::message::trace_id_of(&own).unwrap_or_default());
+    // `00-{trace id}-...`, as just made.
+    let span = span(&own[3..35]);
     #[cfg(feature = "otel")]
     let own = crate::otel::adopt(&span, name, own, parent);
     #[cfg(not(feature = "otel"))]
@@ -47,7 +50,18 @@ pub(crate) fn open(
     (span, own)
 }
 
+/// Whether anything reads the status and outcome recorded on spans when they end: not Cohort's
+/// own text log without an export, which shows a span's trace id only.
+static OUTCOMES_READ: AtomicBool = AtomicBool::new(true);
+
+/// Tells that nothing reads the spans' outcomes, which then cost nothing.
+pub(crate) fn outcomes_unread() {
+    OUTCOMES_READ.store(false, Ordering::Relaxed);
+}
+
 /// Records `value` as `field` of the span the caller runs in (its status or outcome).
 pub(crate) fn record(field: &'static str, value: impl tracing::Value) {
-    Span::current().record(field, value);
+    if OUTCOMES_READ.load(Ordering::Relaxed) {
+        Span::current().record(field, value);
+    }
 }

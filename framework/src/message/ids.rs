@@ -1,5 +1,9 @@
 //! Random ids (messages, sessions, instances) and W3C `traceparent`s.
 
+use std::cell::RefCell;
+
+use rand::rngs::SmallRng;
+
 /// Random bytes as lowercase hex: ids for messages, sessions, traces and instances.
 ///
 /// The generator is rand's thread-local one: a CSPRNG seeded from the OS and reseeded
@@ -40,7 +44,7 @@ pub(crate) fn new_traceparent() -> String {
 /// starts one. The child keeps its parent's flags: the caller decided whether the trace is sampled.
 pub(crate) fn child_traceparent(parent: Option<&str>) -> String {
     let mut random = [0u8; 24];
-    rand::Rng::fill_bytes(&mut rand::rng(), &mut random);
+    SPAN_IDS.with_borrow_mut(|ids| rand::Rng::fill_bytes(ids, &mut random));
     let mut out = *b"00-................................-................-01";
     match parent.and_then(|parent| Some((trace_id_of(parent)?, flags_of(parent)))) {
         Some((trace_id, flags)) => {
@@ -53,11 +57,22 @@ pub(crate) fn child_traceparent(parent: Option<&str>) -> String {
     ascii_string(out.to_vec())
 }
 
+thread_local! {
+    /// Trace and span ids must be unique, not unpredictable (they are no secrets): a fast
+    /// generator, seeded from the CSPRNG once per thread, as OpenTelemetry's SDK does.
+    static SPAN_IDS: RefCell<SmallRng> = RefCell::new(rand::make_rng());
+}
+
 /// The trace id of a W3C `traceparent`, if it has a valid one (32 hex digits, not all zero).
+/// Byte by byte: it is read several times per request.
 pub(crate) fn trace_id_of(traceparent: &str) -> Option<&str> {
-    let mut parts = traceparent.split('-');
-    let (_version, trace_id) = (parts.next()?, parts.next()?);
-    let valid = trace_id.len() == 32
+    let start = traceparent.find('-')? + 1;
+    let trace_id = traceparent.get(start..start + 32)?;
+    let ends = traceparent
+        .as_bytes()
+        .get(start + 32)
+        .is_none_or(|&b| b == b'-');
+    let valid = ends
         && trace_id.bytes().all(|b| b.is_ascii_hexdigit())
         && trace_id.bytes().any(|b| b != b'0');
     valid.then_some(trace_id)
@@ -65,8 +80,12 @@ pub(crate) fn trace_id_of(traceparent: &str) -> Option<&str> {
 
 /// The trace flags of a W3C `traceparent` (`01`: sampled), `01` when they are not two hex digits.
 pub(crate) fn flags_of(traceparent: &str) -> &str {
-    match traceparent.rsplit('-').next() {
-        Some(flags) if flags.len() == 2 && flags.bytes().all(|b| b.is_ascii_hexdigit()) => flags,
+    let flags = traceparent.len().checked_sub(2).and_then(|at| {
+        let dash = traceparent.as_bytes().get(at.checked_sub(1)?)?;
+        (*dash == b'-').then(|| &traceparent[at..])
+    });
+    match flags {
+        Some(flags) if flags.bytes().all(|b| b.is_ascii_hexdigit()) => flags,
         _ => "01",
     }
 }
@@ -89,6 +108,20 @@ mod tests {
         assert!(child_traceparent(Some(unsampled)).ends_with("-00"));
         let zero = "00-00000000000000000000000000000000-00f067aa0ba902b7-01";
         assert_eq!(trace_id_of(zero), None);
+        assert_eq!(
+            trace_id_of("00-4bf92f3577b34da6a3ce929d0e0e4736"),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert_eq!(
+            trace_id_of("00-4bf92f3577b34da6a3ce929d0e0e47361-00f067aa0ba902b7-01"),
+            None
+        );
+        assert_eq!(
+            trace_id_of("00-4bf92f3577b34da6a3ce929d0e0e473x-00f067aa0ba902b7-01"),
+            None
+        );
+        assert_eq!(flags_of(unsampled), "00");
+        assert_eq!(flags_of("garbage"), "01");
         assert_ne!(
             trace_id_of(&child_traceparent(Some(zero))),
             trace_id_of(zero)
