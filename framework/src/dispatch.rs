@@ -67,7 +67,7 @@ fn command_span(runtime: &Runtime, command: &CommandDescriptor, meta: &mut Metad
                 otel.kind = "server",
                 cohort.command = command.name,
                 cohort.instance = runtime.instance_id.as_ref(),
-                trace_id = %trace_id,
+                trace_id,
                 cohort.status = Empty,
             )
         },
@@ -265,7 +265,7 @@ fn delivery_span(
                 cohort.subscription = subscription.name,
                 cohort.event = subscription.event,
                 cohort.instance = runtime.instance_id.as_ref(),
-                trace_id = %trace_id,
+                trace_id,
                 cohort.outcome = Empty,
             )
         },

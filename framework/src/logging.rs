@@ -58,15 +58,15 @@ pub(crate) fn init(config: &Config) {
     };
     #[cfg(not(feature = "otel"))]
     let (export, export_error) = (None::<tracing_subscriber::layer::Identity>, None::<String>);
-    let outcomes_unread = config.log_format == LogFormat::Text && export.is_none();
+    let only_trace_ids_read = export.is_none();
     let installed = tracing_subscriber::registry()
         .with(output)
         .with(export)
         .with(filter)
         .with(secret_safe())
         .try_init();
-    if installed.is_ok() && outcomes_unread {
-        crate::spans::outcomes_unread();
+    if installed.is_ok() && only_trace_ids_read {
+        crate::spans::only_trace_ids_read();
     }
     if let (Ok(()), Some(error)) = (installed, export_error) {
         tracing::warn!(error, "spans are not exported");
@@ -87,9 +87,9 @@ struct PlacingFields;
 
 impl<'writer> FormatFields<'writer> for PlacingFields {
     fn format_fields<R: RecordFields>(&self, writer: Writer<'writer>, fields: R) -> fmt::Result {
-        let mut visitor = Placing(DefaultVisitor::new(writer, true));
+        let mut visitor = Placing::new(writer, true);
         fields.record(&mut visitor);
-        visitor.0.finish()
+        visitor.result
     }
 
     fn add_fields(
@@ -98,46 +98,83 @@ impl<'writer> FormatFields<'writer> for PlacingFields {
         fields: &Record<'_>,
     ) -> fmt::Result {
         let empty = current.fields.is_empty();
-        let mut visitor = Placing(DefaultVisitor::new(current.as_writer(), empty));
+        let mut visitor = Placing::new(current.as_writer(), empty);
         fields.record(&mut visitor);
-        visitor.0.finish()
+        visitor.result
     }
 }
 
-/// Passes every field but the describing ones of Cohort's spans on to the default format.
-struct Placing<'a>(DefaultVisitor<'a>);
+/// Writes every field but the describing ones of Cohort's spans the default way, and a
+/// `trace_id` (in every span of every request) plainly, without the formatting machinery.
+struct Placing<'a> {
+    writer: Writer<'a>,
+    empty: bool,
+    result: fmt::Result,
+}
 
-impl Placing<'_> {
+impl<'a> Placing<'a> {
+    fn new(writer: Writer<'a>, empty: bool) -> Placing<'a> {
+        Placing {
+            writer,
+            empty,
+            result: Ok(()),
+        }
+    }
+
     fn shows(field: &Field) -> bool {
         // Most names differ from every describing one at the first byte.
         let name = field.name();
         !(name.starts_with(['o', 'h', 'c']) && DESCRIBING.contains(&name))
     }
+
+    /// Formats `field` as the default format does, unless it describes a span of Cohort's.
+    fn write(&mut self, field: &Field, record: impl FnOnce(&mut DefaultVisitor<'_>)) {
+        if !Self::shows(field) {
+            return;
+        }
+        let mut visitor = DefaultVisitor::new(self.writer.by_ref(), self.empty);
+        record(&mut visitor);
+        self.result = self.result.and(visitor.finish());
+        self.empty = false;
+    }
+
+    fn write_plain(&mut self, name: &str, value: &str) -> fmt::Result {
+        if !self.empty {
+            self.writer.write_char(' ')?;
+        }
+        self.empty = false;
+        self.writer.write_str(name)?;
+        self.writer.write_char('=')?;
+        self.writer.write_str(value)
+    }
 }
 
 impl Visit for Placing<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if Self::shows(field) {
-            self.0.record_debug(field, value);
-        }
+        self.write(field, |visitor| visitor.record_debug(field, value));
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        if Self::shows(field) {
-            self.0.record_str(field, value);
+        match field.name() {
+            "trace_id" => self.result = self.write_plain("trace_id", value),
+            _ => self.write(field, |visitor| visitor.record_str(field, value)),
         }
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        if Self::shows(field) {
-            self.0.record_u64(field, value);
-        }
+        self.write(field, |visitor| visitor.record_u64(field, value));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.write(field, |visitor| visitor.record_i64(field, value));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.write(field, |visitor| visitor.record_bool(field, value));
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        if Self::shows(field) {
-            self.0.record_error(field, value);
-        }
+        self.write(field, |visitor| visitor.record_error(field, value));
     }
 }
 
@@ -194,7 +231,7 @@ mod tests {
             let span = tracing::info_span!(
                 "command",
                 cohort.command = "ship",
-                trace_id = %"4bf92f3577b34da6a3ce929d0e0e4736",
+                trace_id = "4bf92f3577b34da6a3ce929d0e0e4736",
                 cohort.status = tracing::field::Empty,
             );
             let _inside = span.enter();

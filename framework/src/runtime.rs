@@ -97,13 +97,17 @@ impl Runtime {
     /// never ran to an answer: nobody serves it, the deadline passed, or the broker is down.
     ///
     /// The call has its span, a child of the caller's (`meta`'s traceparent), whose id the
-    /// command carries: the span of its run is that span's child.
+    /// command carries: the span of its run is that span's child. When nothing reads spans in
+    /// detail ([`spans::detailed`]), the command carries the caller's span id instead.
     pub(crate) async fn invoke(
         &self,
         target: &Target,
         payload: Bytes,
         mut meta: Metadata,
     ) -> Result<Message, Error> {
+        if !spans::detailed() {
+            return self.send_command(target, payload, meta).await;
+        }
         let parent = meta.traceparent.take();
         let (span, traceparent) = spans::open(
             parent.as_deref(),
@@ -121,7 +125,7 @@ impl Runtime {
         );
         meta.traceparent = Some(traceparent);
         async move {
-            let reply = self.invoke_in_span(target, payload, meta).await;
+            let reply = self.send_command(target, payload, meta).await;
             let status = reply.as_ref().map_or_else(Error::status, Message::status);
             spans::record("cohort.status", status);
             reply
@@ -130,7 +134,7 @@ impl Runtime {
         .await
     }
 
-    async fn invoke_in_span(
+    async fn send_command(
         &self,
         target: &Target,
         payload: Bytes,

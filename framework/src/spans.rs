@@ -50,18 +50,26 @@ pub(crate) fn open(
     (span, own)
 }
 
-/// Whether anything reads the status and outcome recorded on spans when they end: not Cohort's
-/// own text log without an export, which shows a span's trace id only.
-static OUTCOMES_READ: AtomicBool = AtomicBool::new(true);
+/// Whether anything reads spans beyond their trace id: an export, or a subscriber of the
+/// application's own. Cohort's own log without an export does not: then the spans that matter to
+/// nothing else (a call's, see [`detailed`]) and their outcomes are left out.
+static DETAILED: AtomicBool = AtomicBool::new(true);
 
-/// Tells that nothing reads the spans' outcomes, which then cost nothing.
-pub(crate) fn outcomes_unread() {
-    OUTCOMES_READ.store(false, Ordering::Relaxed);
+/// Tells that nothing reads spans beyond their trace id.
+pub(crate) fn only_trace_ids_read() {
+    DETAILED.store(false, Ordering::Relaxed);
 }
 
-/// Records `value` as `field` of the span the caller runs in (its status or outcome).
+/// Whether anything reads spans beyond their trace id. Without, a call has no span of its own:
+/// the command's run is the caller's span's child, and every log line still has its trace id.
+pub(crate) fn detailed() -> bool {
+    DETAILED.load(Ordering::Relaxed)
+}
+
+/// Records `value` as `field` of the span the caller runs in (its status or outcome), when
+/// anything reads it.
 pub(crate) fn record(field: &'static str, value: impl tracing::Value) {
-    if OUTCOMES_READ.load(Ordering::Relaxed) {
+    if detailed() {
         Span::current().record(field, value);
     }
 }

@@ -68,7 +68,7 @@ pub(super) async fn handle(route: Arc<Route>, request: Request) -> Response {
                 http.request.method = http.method,
                 http.route = http.path,
                 cohort.instance = route.runtime.instance_id.as_ref(),
-                trace_id = %trace_id,
+                trace_id,
                 http.response.status_code = Empty,
             )
         },

@@ -72,10 +72,13 @@ pub(crate) fn trace_id_of(traceparent: &str) -> Option<&str> {
         .as_bytes()
         .get(start + 32)
         .is_none_or(|&b| b == b'-');
-    let valid = ends
-        && trace_id.bytes().all(|b| b.is_ascii_hexdigit())
-        && trace_id.bytes().any(|b| b != b'0');
-    valid.then_some(trace_id)
+    // One pass without early exits, which the compiler turns into a few vector instructions.
+    let (mut hex, mut zero) = (true, true);
+    for &b in trace_id.as_bytes() {
+        hex &= b.is_ascii_hexdigit();
+        zero &= b == b'0';
+    }
+    (ends && hex && !zero).then_some(trace_id)
 }
 
 /// The trace flags of a W3C `traceparent` (`01`: sampled), `01` when they are not two hex digits.
