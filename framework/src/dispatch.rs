@@ -18,7 +18,7 @@ use crate::idempotency::{Claim, Claimed};
 use crate::message::{self, Message, Metadata};
 use crate::registry::{CommandDescriptor, CommandFn, GuardFn, SubscriptionDescriptor};
 use crate::runtime::{Runtime, Target, problem_reply};
-use crate::spans::{self, SPANS};
+use crate::spans::{self, cohort_span};
 use crate::timer::within;
 
 /// One command as this instance serves it.
@@ -59,15 +59,14 @@ fn command_span(runtime: &Runtime, command: &CommandDescriptor, meta: &mut Metad
     let (span, traceparent) = spans::open(
         meta.traceparent.as_deref(),
         |trace_id| {
-            tracing::info_span!(
-                target: SPANS,
+            cohort_span!(
                 parent: None,
                 "command",
+                trace_id,
                 otel.name = Empty,
                 otel.kind = "server",
                 cohort.command = command.name,
                 cohort.instance = runtime.instance_id.as_ref(),
-                trace_id,
                 cohort.status = Empty,
             )
         },
@@ -256,16 +255,15 @@ fn delivery_span(
     let (span, traceparent) = spans::open(
         meta.traceparent.as_deref(),
         |trace_id| {
-            tracing::info_span!(
-                target: SPANS,
+            cohort_span!(
                 parent: None,
                 "event",
+                trace_id,
                 otel.name = Empty,
                 otel.kind = "consumer",
                 cohort.subscription = subscription.name,
                 cohort.event = subscription.event,
                 cohort.instance = runtime.instance_id.as_ref(),
-                trace_id,
                 cohort.outcome = Empty,
             )
         },

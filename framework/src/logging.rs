@@ -58,7 +58,7 @@ pub(crate) fn init(config: &Config) {
     };
     #[cfg(not(feature = "otel"))]
     let (export, export_error) = (None::<tracing_subscriber::layer::Identity>, None::<String>);
-    let only_trace_ids_read = export.is_none();
+    let only_trace_ids_read = config.log_format == LogFormat::Text && export.is_none();
     let installed = tracing_subscriber::registry()
         .with(output)
         .with(export)

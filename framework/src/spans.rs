@@ -32,6 +32,30 @@ pub(crate) const DESCRIBING: &[&str] = &[
     "cohort.outcome",
 ];
 
+/// A span of Cohort's named `$name` with its `trace_id`, and the fields that describe the work
+/// only when anything reads them ([`detailed`]): each field costs every request its formatting.
+macro_rules! cohort_span {
+    ($(parent: $parent:expr,)? $name:literal, $trace_id:expr, $($describing:tt)*) => {
+        if $crate::spans::detailed() {
+            tracing::info_span!(
+                target: $crate::spans::SPANS,
+                $(parent: $parent,)?
+                $name,
+                trace_id = $trace_id,
+                $($describing)*
+            )
+        } else {
+            tracing::info_span!(
+                target: $crate::spans::SPANS,
+                $(parent: $parent,)?
+                $name,
+                trace_id = $trace_id,
+            )
+        }
+    };
+}
+pub(crate) use cohort_span;
+
 /// The traceparent of a new span under `parent` (a new trace when there is none), and the span,
 /// made by `span` from the new span's trace id and tied to both ids for OpenTelemetry, whose
 /// name for it `name` makes (only when spans are exported).
@@ -50,9 +74,10 @@ pub(crate) fn open(
     (span, own)
 }
 
-/// Whether anything reads spans beyond their trace id: an export, or a subscriber of the
-/// application's own. Cohort's own log without an export does not: then the spans that matter to
-/// nothing else (a call's, see [`detailed`]) and their outcomes are left out.
+/// Whether anything reads spans beyond their trace id: an export, the JSON log, or a subscriber
+/// of the application's own. Cohort's text log without an export does not: then the spans that
+/// matter to nothing else (a call's, see [`detailed`]), the fields that describe the work and the
+/// outcomes are left out.
 static DETAILED: AtomicBool = AtomicBool::new(true);
 
 /// Tells that nothing reads spans beyond their trace id.

@@ -15,7 +15,7 @@ use crate::error::ErrorKind;
 use crate::message::{header as meta_header, trace_id_of};
 use crate::registry::{CommandDescriptor, HttpRoute};
 use crate::runtime::{Runtime, Target};
-use crate::spans::{self, SPANS};
+use crate::spans::{self, cohort_span};
 
 /// The W3C trace context of a request, which its span continues.
 const TRACEPARENT: HeaderName = HeaderName::from_static(meta_header::TRACEPARENT);
@@ -60,15 +60,14 @@ pub(super) async fn handle(route: Arc<Route>, request: Request) -> Response {
     let (span, traceparent) = spans::open(
         incoming,
         |trace_id| {
-            tracing::info_span!(
-                target: SPANS,
+            cohort_span!(
                 "http",
+                trace_id,
                 otel.name = Empty,
                 otel.kind = "server",
                 http.request.method = http.method,
                 http.route = http.path,
                 cohort.instance = route.runtime.instance_id.as_ref(),
-                trace_id,
                 http.response.status_code = Empty,
             )
         },
