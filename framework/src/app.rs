@@ -130,11 +130,14 @@ impl App {
 
     /// Starts the instance and serves until SIGTERM or SIGINT, then shuts down gracefully.
     pub async fn run(self) -> Result<(), Error> {
-        crate::logging::init();
+        crate::logging::init(&self.config);
         let running = self.start().await?;
         shutdown_signal().await;
         tracing::info!(instance = %running.instance_id(), "shutdown requested; finishing work in flight");
-        running.shutdown().await
+        let stopped = running.shutdown().await;
+        #[cfg(feature = "otel")]
+        let _ = tokio::task::spawn_blocking(crate::otel::shutdown).await;
+        stopped
     }
 
     /// Starts the instance and returns at once, serving in the background. For tests and for

@@ -135,6 +135,20 @@ pub struct Config {
     /// `COHORT_METRICS_ADDR`: serve `/metrics` on a listener of its own at this address instead of
     /// the HTTP one (a worker without HTTP can serve metrics this way). Unset: the HTTP listener.
     pub metrics_addr: Option<SocketAddr>,
+    // Observability.
+    /// `COHORT_LOG_FORMAT` (default `text`): `json` writes one JSON object a line, with the
+    /// fields of the spans it is logged in (its `trace_id` among them).
+    pub log_format: LogFormat,
+}
+
+/// How [`App::run`](crate::App::run) writes the log to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Lines for people: time, level, the spans with their trace ids, target and message.
+    #[default]
+    Text,
+    /// One JSON object a line, for log collectors.
+    Json,
 }
 
 /// Where JetStream keeps the event streams.
@@ -193,6 +207,7 @@ impl Default for Config {
             dashboard: false,
             metrics: true,
             metrics_addr: None,
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -258,6 +273,19 @@ impl Config {
                 _ => {
                     let expected = "`file` or `memory`";
                     return Err(config_error("COHORT_STREAM_STORAGE", &storage, expected));
+                }
+            };
+        }
+        if let Some(format) = var("COHORT_LOG_FORMAT") {
+            config.log_format = match format.to_ascii_lowercase().as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                _ => {
+                    return Err(config_error(
+                        "COHORT_LOG_FORMAT",
+                        &format,
+                        "`text` or `json`",
+                    ));
                 }
             };
         }
@@ -346,6 +374,7 @@ impl std::fmt::Debug for Config {
             dashboard,
             metrics,
             metrics_addr,
+            log_format,
         } = self;
         f.debug_struct("Config")
             .field("http_addr", http_addr)
@@ -387,6 +416,7 @@ impl std::fmt::Debug for Config {
             .field("dashboard", dashboard)
             .field("metrics", metrics)
             .field("metrics_addr", metrics_addr)
+            .field("log_format", log_format)
             .finish()
     }
 }

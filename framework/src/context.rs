@@ -282,7 +282,8 @@ impl Ctx {
     fn outgoing_meta(&self) -> Metadata {
         let meta = &self.inner.meta;
         Metadata {
-            traceparent: Some(message::child_traceparent(Some(self.traceparent()))),
+            // The span of this work: a call makes its own child of it, an event's delivery too.
+            traceparent: Some(self.traceparent().to_owned()),
             principal: meta.principal.clone(),
             tenant: meta.tenant.clone(),
             session: self.inner.session.id(),

@@ -8,6 +8,8 @@ use std::time::{Instant, SystemTime};
 use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, CatchUnwind};
+use tracing::field::Empty;
+use tracing::{Instrument, Span};
 
 use crate::broker::spi::{EventHandler, RequestHandler};
 use crate::context::Ctx;
@@ -18,6 +20,7 @@ use crate::message::{self, Message, Metadata};
 use crate::metrics::{CommandTimer, outcome_of, outcome_of_status};
 use crate::registry::{CommandDescriptor, CommandFn, GuardFn, SubscriptionDescriptor};
 use crate::runtime::{Runtime, Target, problem_reply};
+use crate::spans::{self, cohort_span};
 use crate::timer::within;
 
 /// One command as this instance serves it.
@@ -48,18 +51,19 @@ pub(crate) fn command_handler(
         observer,
         durations,
     });
-    Arc::new(move |msg: Message| {
+    Arc::new(move |mut msg: Message| {
+        let span = command_span(&runtime, command, &mut msg.meta);
         let started = served.durations.as_ref().map(|_| Instant::now());
         match &msg.meta.idempotency_key {
             None => measured(
                 &served,
                 started,
-                execute(runtime.clone(), served.clone(), msg, None),
+                execute(runtime.clone(), served.clone(), msg, None).instrument(span),
             ),
             Some(_) => measured(
                 &served,
                 started,
-                execute_once(runtime.clone(), served.clone(), msg),
+                execute_once(runtime.clone(), served.clone(), msg).instrument(span),
             ),
         }
     })
@@ -83,6 +87,29 @@ fn measured(
         reply
     }
     .boxed()
+}
+
+/// The span of one run of `command` here, a child of its caller's span: `meta` then carries the
+/// run's own traceparent, which its context, calls and events continue.
+fn command_span(runtime: &Runtime, command: &CommandDescriptor, meta: &mut Metadata) -> Span {
+    let (span, traceparent) = spans::open(
+        meta.traceparent.as_deref(),
+        |trace_id| {
+            cohort_span!(
+                parent: None,
+                "command",
+                trace_id,
+                otel.name = Empty,
+                otel.kind = "server",
+                cohort.command = command.name,
+                cohort.instance = runtime.instance_id.as_ref(),
+                cohort.status = Empty,
+            )
+        },
+        || format!("{}.{}", command.service, command.name),
+    );
+    meta.traceparent = Some(traceparent);
+    span
 }
 
 /// Runs a command that came with an idempotency key: at most once per key and input.
@@ -134,12 +161,9 @@ fn execute(
             Err(Error::panicked(&what, panic.as_ref()))
         });
         // Names and status only: bodies and sessions carry secrets and never reach the log.
-        tracing::debug!(
-            command = served.command.name,
-            trace_id = ctx.trace_id(),
-            status = outcome.as_ref().map_or_else(Error::status, |_| 200),
-            "command ran"
-        );
+        let status = outcome.as_ref().map_or_else(Error::status, |_| 200);
+        spans::record("cohort.status", status);
+        tracing::debug!(command = served.command.name, status, "command ran");
         let reply = match outcome {
             Ok(body) => {
                 let mut meta = reply_meta(&ctx);
@@ -235,7 +259,8 @@ pub(crate) fn event_handler(
     subscription: &'static SubscriptionDescriptor,
 ) -> EventHandler {
     let processed = (runtime.metrics.as_ref()).map(|m| m.subscription(subscription.metrics_name()));
-    Arc::new(move |msg: Message| {
+    Arc::new(move |mut msg: Message| {
+        let span = delivery_span(&runtime, subscription, &mut msg.meta);
         let ctx = match msg.meta.message_id() {
             Some(id) => {
                 let scope = delivery_scope(&runtime, subscription, id);
@@ -254,10 +279,43 @@ pub(crate) fn event_handler(
             if let Some(processed) = &processed {
                 processed.processed(outcome_of(&result));
             }
+            spans::record(
+                "cohort.outcome",
+                if result.is_ok() { "ok" } else { "failed" },
+            );
             result.map_err(|err| err.logged(Some(ctx.trace_id()), "subscription failed"))
         }
+        .instrument(span)
         .boxed()
     })
+}
+
+/// The span of one delivery of an event to `subscription` here, a child of the span that emitted
+/// the event: `meta` then carries the delivery's own traceparent.
+fn delivery_span(
+    runtime: &Runtime,
+    subscription: &SubscriptionDescriptor,
+    meta: &mut Metadata,
+) -> Span {
+    let (span, traceparent) = spans::open(
+        meta.traceparent.as_deref(),
+        |trace_id| {
+            cohort_span!(
+                parent: None,
+                "event",
+                trace_id,
+                otel.name = Empty,
+                otel.kind = "consumer",
+                cohort.subscription = subscription.name,
+                cohort.event = subscription.event,
+                cohort.instance = runtime.instance_id.as_ref(),
+                cohort.outcome = Empty,
+            )
+        },
+        || format!("{}.{}", subscription.service, subscription.name),
+    );
+    meta.traceparent = Some(traceparent);
+    span
 }
 
 /// What a delivery's units of work are known by: the subscription and the event, and for an

@@ -27,19 +27,24 @@ mod input;
 mod logging;
 mod message;
 mod metrics;
+#[cfg(feature = "otel")]
+mod otel;
+#[cfg(any(feature = "nats", feature = "redis"))]
+mod outage;
 mod redact;
 mod registry;
 mod running;
 mod runtime;
 mod session;
 mod setup;
+mod spans;
 mod timer;
 mod tls;
 mod unit;
 
 pub use app::App;
 pub use cluster_key::{ClusterKey, MIN_CLUSTER_KEY_LEN};
-pub use config::{Config, StreamStorage};
+pub use config::{Config, LogFormat, StreamStorage};
 pub use context::Ctx;
 pub use contract::{Command, Event};
 pub use error::{Error, ErrorKind, Problem};
@@ -89,6 +94,8 @@ pub mod guide {
     pub struct Guarantees;
     #[doc = include_str!("../../guide/src/many-instances.md")]
     pub struct ManyInstances;
+    #[doc = include_str!("../../guide/src/observability.md")]
+    pub struct Observability;
     #[doc = include_str!("../../guide/src/security.md")]
     pub struct Security;
     #[doc = include_str!("../../guide/src/signed-messages.md")]

@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use crate::broker::EXECUTOR_LOST;
 use crate::broker::spi::Broker;
@@ -15,6 +17,7 @@ use crate::dashboard::Dashboard;
 use crate::error::{Error, ErrorKind};
 use crate::message::{self, Message, Metadata, PROBLEM_JSON, Subjects};
 use crate::metrics::{CommandName, CommandTimer, Metrics, outcome_of_reply};
+use crate::spans::{self, SPANS};
 use crate::state::spi::StateStore;
 
 /// What every handler of an instance shares: the broker, the store and the configuration.
@@ -110,7 +113,46 @@ impl Target {
 impl Runtime {
     /// Sends a command and returns its reply, an error reply included. `Err` means the command
     /// never ran to an answer: nobody serves it, the deadline passed, or the broker is down.
+    ///
+    /// The call has its span, a child of the caller's (`meta`'s traceparent), whose id the
+    /// command carries: the span of its run is that span's child. When nothing reads spans in
+    /// detail ([`spans::detailed`]), the command carries the caller's span id instead.
     pub(crate) async fn invoke(
+        &self,
+        target: &Target,
+        payload: Bytes,
+        mut meta: Metadata,
+    ) -> Result<Message, Error> {
+        if !spans::detailed() {
+            return self.send_command(target, payload, meta).await;
+        }
+        let parent = meta.traceparent.take();
+        let (span, traceparent) = spans::open(
+            parent.as_deref(),
+            |_| {
+                tracing::info_span!(
+                    target: SPANS,
+                    "call",
+                    otel.name = Empty,
+                    otel.kind = "client",
+                    cohort.command = target.name,
+                    cohort.status = Empty,
+                )
+            },
+            || format!("call {}.{}", target.service, target.name),
+        );
+        meta.traceparent = Some(traceparent);
+        async move {
+            let reply = self.send_command(target, payload, meta).await;
+            let status = reply.as_ref().map_or_else(Error::status, Message::status);
+            spans::record("cohort.status", status);
+            reply
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn send_command(
         &self,
         target: &Target,
         payload: Bytes,

@@ -10,6 +10,7 @@ pub mod jetstream;
 pub mod jwt;
 pub mod load;
 pub mod logs;
+pub mod otlp;
 pub mod process;
 pub mod servers;
 pub mod signing;

@@ -41,6 +41,7 @@ use super::spi::{
 };
 use crate::config::StreamStorage;
 use crate::error::Error;
+use crate::outage::Outage;
 use crate::redact::mask_urls;
 
 /// How long `connect` tries each server before it reports it unreachable.
@@ -150,6 +151,9 @@ impl NatsBroker {
         let (connected, connections) = watch::channel(0u64);
         let connected = Arc::new(connected);
         let events_urls = shown.clone();
+        // async-nats logs its own events at info, one a reconnection attempt: its target is
+        // capped at warn (see `logging`), and these are the lines an operator gets instead.
+        let outage = Arc::new(Outage::new(format!("the broker (NATS at `{shown}`)")));
         let identity = prepared.identity;
         let client = prepared
             .options
@@ -158,15 +162,18 @@ impl NatsBroker {
             .event_callback(move |event| {
                 let connected = connected.clone();
                 let urls = events_urls.clone();
+                let outage = outage.clone();
                 async move {
                     match event {
                         Event::Connected => {
                             connected.send_modify(|n| *n = n.wrapping_add(1));
-                            tracing::info!(nats = %urls, "connected to NATS");
+                            outage.back();
+                            tracing::debug!(nats = %urls, "connected to NATS");
                         }
-                        Event::Disconnected => {
-                            tracing::warn!(nats = %urls, "lost the NATS connection; reconnecting")
-                        }
+                        Event::Disconnected => outage.lost(
+                            &"disconnected",
+                            "reconnecting; commands and events wait or fail (503) meanwhile",
+                        ),
                         Event::LameDuckMode => {
                             tracing::warn!(nats = %urls, "the NATS server is shutting down (lame duck mode)")
                         }

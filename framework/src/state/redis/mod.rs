@@ -24,6 +24,7 @@ mod unit;
 
 use super::spi::{Commit, OutboxEntry, Outcome, StateStore, Versioned};
 use crate::error::{Error, STORE_UNAVAILABLE};
+use crate::outage::Outage;
 use crate::redact::mask_urls;
 use crate::tls::{REDIS_TLS, TlsFiles, is_tls_failure, tls_advice};
 
@@ -105,6 +106,7 @@ struct Inner {
     /// connection by itself, but not after one that merely stopped answering (a frozen server, a
     /// network that drops packets), so a timeout replaces it with a fresh one.
     connection: RwLock<(ConnectionManager, u64)>,
+    outage: Outage,
     put: Script,
     compare_and_swap: Script,
     increment: Script,
@@ -138,8 +140,9 @@ impl RedisStore {
         Ok(RedisStore {
             inner: Arc::new(Inner {
                 client,
-                url: shown,
+                url: shown.clone(),
                 connection: RwLock::new((manager, 0)),
+                outage: Outage::new(format!("the state store (Redis at `{shown}`)")),
                 put: Script::new(PUT),
                 compare_and_swap: Script::new(COMPARE_AND_SWAP),
                 increment: Script::new(INCREMENT),
@@ -167,12 +170,22 @@ impl RedisStore {
         Fut: Future<Output = Result<T, RedisError>>,
     {
         let (connection, generation) = self.connection();
-        request(connection).await.map_err(|e| {
-            if e.is_timeout() {
-                self.replace_connection(generation);
+        match request(connection).await {
+            Ok(reply) => {
+                self.inner.outage.back();
+                Ok(reply)
             }
-            self.failure(&doing(), &e)
-        })
+            Err(e) => {
+                if e.is_timeout() {
+                    self.replace_connection(generation);
+                }
+                if e.is_io_error() || e.is_timeout() || e.is_unrecoverable_error() {
+                    let consequence = "its operations fail (503) meanwhile";
+                    self.inner.outage.lost(&e, consequence);
+                }
+                Err(self.failure(&doing(), &e))
+            }
+        }
     }
 
     /// Swaps in a fresh connection unless a concurrent request already did.
