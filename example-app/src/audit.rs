@@ -23,13 +23,15 @@ pub struct AuditReport {
 
 /// Counts an order, exactly once. Runs on one instance per event.
 #[subscription(service = "audit")]
-pub async fn count_order(ctx: Ctx, _event: OrderPlaced) -> Result<(), Error> {
+pub async fn count_order(ctx: Ctx, event: OrderPlaced) -> Result<(), Error> {
     let instance = ctx.instance_id().to_owned();
     ctx.transaction(async move |tx| {
         tx.add("orders_seen", 1);
         count_for(tx, "seen_by", &instance).await
     })
-    .await
+    .await?;
+    tracing::info!(order = event.id, "order counted");
+    Ok(())
 }
 
 /// Hears every order on every instance (a cache would be invalidated here), exactly once each.

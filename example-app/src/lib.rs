@@ -14,7 +14,8 @@ pub mod audit;
 pub mod echo;
 pub mod orders;
 
-/// The app as configured by the environment. `main` runs it; tests start it in-process.
+/// The app as configured by the environment, with the dashboard at `/_cohort` for admins. `main`
+/// runs it; tests start it in-process.
 pub fn app() -> Result<cohort::App, cohort::Error> {
-    cohort::App::from_env()
+    Ok(cohort::App::from_env()?.dashboard(accounts::admin))
 }

@@ -108,24 +108,28 @@ pub async fn place_order(ctx: Ctx, input: PlaceOrder) -> Result<Order, Error> {
     let id = ctx.state().increment("order:next_id", 1).await? as u64;
     // The unit returns the order it records: a repeat of the request (an Idempotency-Key) that
     // finds the unit applied gets that order back, not one with the id it drew itself.
-    ctx.transaction(async move |tx| {
-        let order = Order {
-            id,
-            sku: input.sku.clone(),
-            qty: input.qty,
-            placed_by: placed_by.clone(),
-        };
-        tx.take(&stock_key(&order.sku), order.qty, out_of_stock(&order.sku));
-        tx.put(&order_key(id), &order)?;
-        tx.add(ORDERS_RECORDED, 1);
-        tx.emit(&OrderPlaced {
-            id,
-            sku: order.sku.clone(),
-            qty: order.qty,
-        })?;
-        Ok(order)
-    })
-    .await
+    let order = ctx
+        .transaction(async move |tx| {
+            let order = Order {
+                id,
+                sku: input.sku.clone(),
+                qty: input.qty,
+                placed_by: placed_by.clone(),
+            };
+            tx.take(&stock_key(&order.sku), order.qty, out_of_stock(&order.sku));
+            tx.put(&order_key(id), &order)?;
+            tx.add(ORDERS_RECORDED, 1);
+            tx.emit(&OrderPlaced {
+                id,
+                sku: order.sku.clone(),
+                qty: order.qty,
+            })?;
+            Ok(order)
+        })
+        .await?;
+    // Logged inside the command's span: the line carries the request's trace id.
+    tracing::info!(order = order.id, sku = %order.sku, "order placed");
+    Ok(order)
 }
 
 /// How many orders were recorded, counted in the unit that records each.

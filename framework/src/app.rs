@@ -3,17 +3,21 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::spi::{Broker, Endpoint, SubscriptionSpec, Work};
+use crate::broker::spi::{Broker, DeliveryReport, Endpoint, SubscriptionSpec, Work};
 use crate::config::Config;
+use crate::dashboard::{Dashboard, DashboardGuard, dashboard_guard};
 use crate::dispatch::{command_handler, event_handler};
 use crate::error::Error;
+use crate::guard::Guard;
 use crate::http::HttpServer;
 use crate::message::Subjects;
+use crate::metrics::{MeteredStore, Metrics, Scraper, SubscriptionName, metrics_router};
 use crate::registry::{CommandDescriptor, Registry, SubscriptionDescriptor};
 use crate::running::{Running, shutdown_signal};
 use crate::runtime::Runtime;
@@ -36,6 +40,7 @@ pub struct App {
     config: Config,
     broker: Option<Arc<dyn Broker>>,
     store: Option<Arc<dyn StateStore>>,
+    dashboard_guard: Option<DashboardGuard>,
 }
 
 impl Default for App {
@@ -56,6 +61,7 @@ impl App {
             config,
             broker: None,
             store: None,
+            dashboard_guard: None,
         }
     }
 
@@ -106,6 +112,17 @@ impl App {
         self
     }
 
+    /// Serves the live dashboard at `/_cohort` (see [`Config::dashboard`]) to the callers that
+    /// `guard` passes, checked with their session like a command's guard:
+    /// `.dashboard(admin)` for an `async fn admin(ctx: &Ctx) -> Result<(), Error>`.
+    pub fn dashboard<G>(mut self, guard: G) -> App
+    where
+        G: for<'a> Guard<'a> + Copy + Send + Sync + 'static,
+    {
+        self.dashboard_guard = Some(dashboard_guard(guard));
+        self.configure(|c| c.dashboard = true)
+    }
+
     /// The configuration as it stands.
     pub fn config(&self) -> &Config {
         &self.config
@@ -113,11 +130,14 @@ impl App {
 
     /// Starts the instance and serves until SIGTERM or SIGINT, then shuts down gracefully.
     pub async fn run(self) -> Result<(), Error> {
-        crate::logging::init();
+        crate::logging::init(&self.config);
         let running = self.start().await?;
         shutdown_signal().await;
         tracing::info!(instance = %running.instance_id(), "shutdown requested; finishing work in flight");
-        running.shutdown().await
+        let stopped = running.shutdown().await;
+        #[cfg(feature = "otel")]
+        let _ = tokio::task::spawn_blocking(crate::otel::shutdown).await;
+        stopped
     }
 
     /// Starts the instance and returns at once, serving in the background. For tests and for
@@ -139,6 +159,16 @@ impl App {
             None => connect_store(&config).await?,
         };
         check_state_is_shared(&config, broker.as_ref(), store.as_ref())?;
+        let dashboard = config.dashboard.then(|| {
+            let broker_counts = broker.is_distributed();
+            Arc::new(Dashboard::new(self.dashboard_guard, broker_counts))
+        });
+        check_metrics_path_is_free(&config, &registry)?;
+        let metrics = config.metrics.then(|| Metrics::new(&config.instance_id));
+        let store: Arc<dyn StateStore> = match &metrics {
+            Some(metrics) => Arc::new(MeteredStore::new(store, metrics)),
+            None => store,
+        };
         let runtime = Arc::new(Runtime {
             broker,
             store,
@@ -146,57 +176,111 @@ impl App {
             instance_id: config.instance_id.clone().into(),
             config,
             accepting: AtomicBool::new(true),
-            starting: AtomicBool::new(true),
+            dashboard,
+            metrics,
             tasks: crate::task::TaskBoard::new(&registry.tasks),
         });
-        let router = crate::http::router(runtime.clone(), &registry.commands)?;
+        // Before anything is served: the instance is not ready until its start-up tasks ran here
+        // or on another instance.
+        crate::task::run_on_start(&runtime, &registry.tasks).await?;
+        let work = Work::default();
+        // Consumers first: a command served a moment later may already emit events for them.
+        let subscriptions = subscribe(&runtime, &registry, &work).await?;
+        serve_commands(&runtime, &registry, &work).await?;
+        work.tasks.spawn(crate::unit::relay_orphans(
+            runtime.clone(),
+            work.stop.clone(),
+        ));
+        crate::task::spawn_periodic(&runtime, &registry.tasks, &work.tasks, &work.stop);
+        let mut router = crate::http::router(runtime.clone(), &registry.commands)?;
+        if let Some(dashboard) = &runtime.dashboard {
+            router = router.merge(dashboard_routes(&runtime, dashboard, &registry));
+        }
+        let metrics = runtime
+            .metrics
+            .as_ref()
+            .map(|_| metrics_router(Arc::new(Scraper::new(runtime.clone(), subscriptions))));
         let http_stop = CancellationToken::new();
-        // Served from here on, so that `/healthz` answers while start-up tasks run; `/readyz`
-        // answers 503 until the instance has started.
+        let (metrics_addr, metrics_task) = match (metrics, runtime.config.metrics_addr) {
+            (Some(metrics), Some(addr)) => {
+                let (addr, task) = listen(&runtime, addr, metrics, &http_stop).await?;
+                (Some(addr), Some(task))
+            }
+            (Some(metrics), None) => {
+                router = router.merge(metrics);
+                (None, None)
+            }
+            (None, _) => (None, None),
+        };
         let (http_addr, http_task) = match runtime.config.http_addr {
             Some(addr) => {
-                let server = HttpServer::bind(addr, &runtime.config, &runtime.instance_id).await?;
-                let addr = server.local_addr()?;
-                (
-                    Some(addr),
-                    Some(server.spawn(router.clone(), http_stop.clone())),
-                )
+                let (addr, task) = listen(&runtime, addr, router.clone(), &http_stop).await?;
+                (Some(addr), Some(task))
             }
             None => (None, None),
         };
-        let work = Work::default();
-        if let Err(e) = start_work(&runtime, &registry, &work).await {
-            work.stop.cancel();
-            http_stop.cancel();
-            return Err(e);
-        }
-        runtime.starting.store(false, Ordering::Relaxed);
         log_start(&runtime, &registry, http_addr, started.elapsed());
         Ok(Running {
             runtime,
             http_addr,
             http_task,
             http_stop,
+            metrics_addr,
+            metrics_task,
             work,
             router,
         })
     }
 }
 
-/// Runs or waits for the start-up tasks, then takes commands, events and ticks.
-async fn start_work(runtime: &Arc<Runtime>, registry: &Registry, work: &Work) -> Result<(), Error> {
-    // Before anything is served: the instance is not ready until its start-up tasks ran here or
-    // on another instance.
-    crate::task::run_on_start(runtime, &registry.tasks).await?;
-    // Consumers first: a command served a moment later may already emit events for them.
-    subscribe(runtime, registry, work).await?;
-    serve_commands(runtime, registry, work).await?;
-    work.tasks.spawn(crate::unit::relay_orphans(
+fn dashboard_routes(
+    runtime: &Arc<Runtime>,
+    dashboard: &Arc<Dashboard>,
+    registry: &Registry,
+) -> axum::Router {
+    let subscriptions = registry
+        .subscriptions
+        .iter()
+        .filter(|s| runtime.config.runs_service(s.service))
+        .map(|&s| (s, subscription_spec(runtime, s)))
+        .collect();
+    crate::dashboard::routes(
         runtime.clone(),
-        work.stop.clone(),
-    ));
-    crate::task::spawn_periodic(runtime, &registry.tasks, &work.tasks, &work.stop);
-    Ok(())
+        dashboard.clone(),
+        &registry.commands,
+        subscriptions,
+    )
+}
+
+/// Binds `addr` and serves `router` there until `stop`; returns the bound address.
+async fn listen(
+    runtime: &Runtime,
+    addr: SocketAddr,
+    router: axum::Router,
+    stop: &CancellationToken,
+) -> Result<(SocketAddr, JoinHandle<std::io::Result<()>>), Error> {
+    let server = HttpServer::bind(addr, &runtime.config, &runtime.instance_id).await?;
+    let addr = server.local_addr()?;
+    Ok((addr, server.spawn(router, stop.clone())))
+}
+
+/// `/metrics` on the HTTP listener is the metrics' own: a route of the app there would clash.
+fn check_metrics_path_is_free(config: &Config, registry: &Registry) -> Result<(), Error> {
+    let serves_metrics = config.metrics && config.metrics_addr.is_none();
+    let clash = registry
+        .commands
+        .iter()
+        .find(|c| c.http.is_some_and(|http| http.path == "/metrics"));
+    match (serves_metrics, clash) {
+        (true, Some(command)) => Err(Error::bad_request(format!(
+            "the command `{}` ({}) takes the route /metrics, where the metrics are served; move \
+             the metrics with COHORT_METRICS_ADDR, turn them off with COHORT_METRICS=off, or \
+             choose another path",
+            command.name, command.location
+        ))
+        .with_code("invalid_config")),
+        _ => Ok(()),
+    }
 }
 
 async fn serve_commands(
@@ -238,7 +322,13 @@ fn endpoint(runtime: &Runtime, command: &CommandDescriptor) -> Endpoint {
     endpoint
 }
 
-async fn subscribe(runtime: &Arc<Runtime>, registry: &Registry, work: &Work) -> Result<(), Error> {
+/// Subscribes to every subscription this instance runs; returns them, for the metrics.
+async fn subscribe(
+    runtime: &Arc<Runtime>,
+    registry: &Registry,
+    work: &Work,
+) -> Result<Vec<(SubscriptionName, SubscriptionSpec)>, Error> {
+    let mut subscribed = Vec::new();
     for &subscription in registry
         .subscriptions
         .iter()
@@ -247,10 +337,15 @@ async fn subscribe(runtime: &Arc<Runtime>, registry: &Registry, work: &Work) -> 
         let spec = subscription_spec(runtime, subscription);
         runtime
             .broker
-            .subscribe(spec, event_handler(runtime.clone(), subscription), work)
+            .subscribe(
+                spec.clone(),
+                event_handler(runtime.clone(), subscription),
+                work,
+            )
             .await?;
+        subscribed.push((subscription.metrics_name(), spec));
     }
-    Ok(())
+    Ok(subscribed)
 }
 
 fn subscription_spec(runtime: &Runtime, subscription: &SubscriptionDescriptor) -> SubscriptionSpec {
@@ -265,6 +360,9 @@ fn subscription_spec(runtime: &Runtime, subscription: &SubscriptionDescriptor) -
     spec.max_attempts = config.event_max_attempts;
     spec.backoff = config.event_backoff.clone();
     spec.ack_wait = config.event_ack_wait;
+    if let Some(metrics) = &runtime.metrics {
+        spec.report = DeliveryReport::to(metrics.subscription(subscription.metrics_name()));
+    }
     spec
 }
 

@@ -125,10 +125,34 @@ pub struct Config {
     pub http_max_header_bytes: usize,
     /// `COHORT_HTTP_MAX_HEADERS` (default `100`): a request with more header fields gets a 431.
     pub http_max_headers: usize,
+    /// `COHORT_DASHBOARD=true`: serve the live dashboard at `/_cohort` (default off). Guard it
+    /// with [`App::dashboard`](crate::App::dashboard): without a guard, anyone who reaches the
+    /// HTTP port sees it.
+    pub dashboard: bool,
+    /// `COHORT_METRICS` (default `on`): Prometheus metrics at `GET /metrics`; `off` measures
+    /// nothing and serves no `/metrics`.
+    pub metrics: bool,
+    /// `COHORT_METRICS_ADDR`: serve `/metrics` on a listener of its own at this address instead of
+    /// the HTTP one (a worker without HTTP can serve metrics this way). Unset: the HTTP listener.
+    pub metrics_addr: Option<SocketAddr>,
+    // Observability.
+    /// `COHORT_LOG_FORMAT` (default `text`): `json` writes one JSON object a line, with the
+    /// fields of the spans it is logged in (its `trace_id` among them).
+    pub log_format: LogFormat,
     // Tasks.
     /// `COHORT_DEPLOYMENT_VERSION` (default: the version of the crate that declares each task):
     /// a `#[task(on_start)]` runs once per value across the cluster.
     pub deployment_version: Option<String>,
+}
+
+/// How [`App::run`](crate::App::run) writes the log to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Lines for people: time, level, the spans with their trace ids, target and message.
+    #[default]
+    Text,
+    /// One JSON object a line, for log collectors.
+    Json,
 }
 
 /// Where JetStream keeps the event streams.
@@ -184,6 +208,10 @@ impl Default for Config {
             http_max_connections: 10_000,
             http_max_header_bytes: 16 * 1024,
             http_max_headers: 100,
+            dashboard: false,
+            metrics: true,
+            metrics_addr: None,
+            log_format: LogFormat::Text,
             deployment_version: None,
         }
     }
@@ -222,6 +250,9 @@ impl Config {
         if let Some(flag) = var("COHORT_ALLOW_EMPTY") {
             config.allow_empty = parse_bool("COHORT_ALLOW_EMPTY", &flag)?;
         }
+        if let Some(flag) = var("COHORT_DASHBOARD") {
+            config.dashboard = parse_bool("COHORT_DASHBOARD", &flag)?;
+        }
         if let Some(flag) = var("COHORT_SESSION_SECURE") {
             config.session_cookie_secure = parse_bool("COHORT_SESSION_SECURE", &flag)?;
         }
@@ -250,6 +281,19 @@ impl Config {
                 }
             };
         }
+        if let Some(format) = var("COHORT_LOG_FORMAT") {
+            config.log_format = match format.to_ascii_lowercase().as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                _ => {
+                    return Err(config_error(
+                        "COHORT_LOG_FORMAT",
+                        &format,
+                        "`text` or `json`",
+                    ));
+                }
+            };
+        }
         if let Some(list) = var("COHORT_EVENT_BACKOFF") {
             config.event_backoff = split_list(&list)
                 .iter()
@@ -271,6 +315,7 @@ impl Config {
         config.redis_tls = tls_files(var, REDIS_TLS);
         read_cluster_keys(&var, &mut config)?;
         read_http_limits(&var, &mut config)?;
+        read_metrics(&var, &mut config)?;
         config.deployment_version = var("COHORT_DEPLOYMENT_VERSION");
         Ok(config)
     }
@@ -332,6 +377,10 @@ impl std::fmt::Debug for Config {
             http_max_connections,
             http_max_header_bytes,
             http_max_headers,
+            dashboard,
+            metrics,
+            metrics_addr,
+            log_format,
             deployment_version,
         } = self;
         f.debug_struct("Config")
@@ -371,6 +420,10 @@ impl std::fmt::Debug for Config {
             .field("http_max_connections", http_max_connections)
             .field("http_max_header_bytes", http_max_header_bytes)
             .field("http_max_headers", http_max_headers)
+            .field("dashboard", dashboard)
+            .field("metrics", metrics)
+            .field("metrics_addr", metrics_addr)
+            .field("log_format", log_format)
             .field("deployment_version", deployment_version)
             .finish()
     }
@@ -438,6 +491,28 @@ fn read_http_limits(
             if *target == 0 {
                 return Err(config_error(name, &value, "a whole number above zero"));
             }
+        }
+    }
+    Ok(())
+}
+
+/// `COHORT_METRICS` and `COHORT_METRICS_ADDR`; an address for metrics that are off is a
+/// contradiction, refused rather than guessed.
+fn read_metrics(var: &impl Fn(&str) -> Option<String>, config: &mut Config) -> Result<(), Error> {
+    if let Some(flag) = var("COHORT_METRICS") {
+        config.metrics = parse_bool("COHORT_METRICS", &flag)?;
+    }
+    if let Some(addr) = var("COHORT_METRICS_ADDR") {
+        let expected = "an address such as `0.0.0.0:9090`";
+        let parsed = addr
+            .parse()
+            .map_err(|_| config_error("COHORT_METRICS_ADDR", &addr, expected));
+        config.metrics_addr = Some(parsed?);
+        if !config.metrics {
+            return Err(Error::bad_request(
+                "COHORT_METRICS_ADDR is set but COHORT_METRICS is off: unset one of them",
+            )
+            .with_code("invalid_config"));
         }
     }
     Ok(())
@@ -529,9 +604,11 @@ mod tests {
             ("COHORT_STREAM_REPLICAS", "3"),
             ("COHORT_STREAM_STORAGE", "Memory"),
             ("COHORT_DUPLICATE_WINDOW", "10m"),
+            ("COHORT_DASHBOARD", "true"),
         ])
         .expect("valid");
         assert_eq!(config.http_addr, None);
+        assert!(config.dashboard && !Config::default().dashboard);
         assert_eq!(config.instance_id, "a");
         assert!(config.runs_service("audit") && !config.runs_service("echo"));
         assert_eq!(config.command_timeout, Duration::from_millis(250));
@@ -656,6 +733,28 @@ mod tests {
         assert_eq!(config.http_max_connections, 64);
         assert_eq!(config.http_max_header_bytes, 8192);
         assert_eq!(config.http_max_headers, 20);
+    }
+
+    #[test]
+    fn metrics_are_on_and_can_move_or_be_turned_off() {
+        let defaults = from(&[]).expect("defaults");
+        assert!(defaults.metrics && defaults.metrics_addr.is_none());
+        assert!(!from(&[("COHORT_METRICS", "off")]).expect("valid").metrics);
+        let moved = from(&[("COHORT_METRICS_ADDR", "0.0.0.0:9090")]).expect("valid");
+        assert_eq!(
+            moved.metrics_addr,
+            Some(SocketAddr::from(([0, 0, 0, 0], 9090)))
+        );
+        let err = from(&[("COHORT_METRICS_ADDR", "9090")]).expect_err("no host");
+        assert!(err.message().contains("COHORT_METRICS_ADDR"), "{err}");
+        let both = [
+            ("COHORT_METRICS", "off"),
+            ("COHORT_METRICS_ADDR", "127.0.0.1:9090"),
+        ];
+        assert_eq!(
+            from(&both).expect_err("contradiction").code(),
+            "invalid_config"
+        );
     }
 
     #[test]

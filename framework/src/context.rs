@@ -160,11 +160,16 @@ impl Ctx {
         let payload = serde_json::to_vec(&input).map_err(|e| {
             Error::internal(format!("cannot encode the input of `{}`: {e}", C::NAME))
         })?;
-        let target = Target::of::<C>(&self.inner.runtime.subjects);
-        let reply = self
-            .inner
-            .runtime
-            .invoke(&target, Bytes::from(payload), self.outgoing_meta())
+        let runtime = &self.inner.runtime;
+        let target = Target::of::<C>(&runtime.subjects);
+        let timer = (runtime.metrics.as_ref()).map(|m| m.command_client(target.command_name()));
+        let reply = runtime
+            .invoke_timed(
+                &target,
+                timer.as_ref(),
+                Bytes::from(payload),
+                self.outgoing_meta(),
+            )
             .await?;
         self.inner.session.absorb(&reply.meta);
         let body = reply_result(&reply)?;
@@ -216,6 +221,15 @@ impl Ctx {
     /// The W3C trace id shared by everything this request caused.
     pub fn trace_id(&self) -> &str {
         message::trace_id_of(self.traceparent()).unwrap_or_default()
+    }
+
+    /// The trace id of this work if it has one yet: its caller's, or one something asked for.
+    /// Unlike [`Ctx::trace_id`], it never starts a trace.
+    pub(crate) fn trace_id_so_far(&self) -> Option<&str> {
+        self.inner
+            .trace
+            .get()
+            .and_then(|parent| message::trace_id_of(parent))
     }
 
     /// The W3C `traceparent` of this work: the one it arrived with, or, when its caller had no
@@ -276,7 +290,8 @@ impl Ctx {
     fn outgoing_meta(&self) -> Metadata {
         let meta = &self.inner.meta;
         Metadata {
-            traceparent: Some(message::child_traceparent(Some(self.traceparent()))),
+            // The span of this work: a call makes its own child of it, an event's delivery too.
+            traceparent: Some(self.traceparent().to_owned()),
             principal: meta.principal.clone(),
             tenant: meta.tenant.clone(),
             session: self.inner.session.id(),

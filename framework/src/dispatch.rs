@@ -3,19 +3,24 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, CatchUnwind};
+use tracing::field::Empty;
+use tracing::{Instrument, Span};
 
 use crate::broker::spi::{EventHandler, RequestHandler};
 use crate::context::Ctx;
+use crate::dashboard::Observer;
 use crate::error::{Error, ErrorKind};
 use crate::idempotency::{Claim, Claimed};
 use crate::message::{self, Message, Metadata};
+use crate::metrics::{CommandTimer, outcome_of, outcome_of_status};
 use crate::registry::{CommandDescriptor, CommandFn, GuardFn, SubscriptionDescriptor};
 use crate::runtime::{Runtime, Target, problem_reply};
+use crate::spans::{self, cohort_span};
 use crate::timer::within;
 
 /// One command as this instance serves it.
@@ -25,6 +30,10 @@ struct Served {
     /// Whether this side bounds the command by its deadline. The embedded broker runs the command
     /// inside the caller's own bounded wait, so a second timer there would only cost.
     timed: bool,
+    /// Tells the dashboard about each command, when it is on.
+    observer: Option<Observer>,
+    /// Its durations as this instance runs it, when metrics are on.
+    durations: Option<CommandTimer>,
 }
 
 /// The broker-facing handler of one command on this instance.
@@ -32,15 +41,75 @@ pub(crate) fn command_handler(
     runtime: Arc<Runtime>,
     command: &'static CommandDescriptor,
 ) -> RequestHandler {
+    let target = command.target(&runtime.subjects);
+    let observer = (runtime.dashboard.as_ref()).map(|d| d.observer(command, &target.subject));
+    let durations = (runtime.metrics.as_ref()).map(|m| m.command_server(target.command_name()));
     let served = Arc::new(Served {
         command,
-        target: command.target(&runtime.subjects),
+        target,
         timed: runtime.broker.is_distributed(),
+        observer,
+        durations,
     });
-    Arc::new(move |msg: Message| match &msg.meta.idempotency_key {
-        None => execute(runtime.clone(), served.clone(), msg, None).boxed(),
-        Some(_) => execute_once(runtime.clone(), served.clone(), msg).boxed(),
+    Arc::new(move |mut msg: Message| {
+        let span = command_span(&runtime, command, &mut msg.meta);
+        let started = served.durations.as_ref().map(|_| Instant::now());
+        match &msg.meta.idempotency_key {
+            None => measured(
+                &served,
+                started,
+                execute(runtime.clone(), served.clone(), msg, None).instrument(span),
+            ),
+            Some(_) => measured(
+                &served,
+                started,
+                execute_once(runtime.clone(), served.clone(), msg).instrument(span),
+            ),
+        }
     })
+}
+
+/// `reply`, boxed, and timed into the command's durations from `started` when metrics are on.
+fn measured(
+    served: &Arc<Served>,
+    started: Option<Instant>,
+    reply: impl Future<Output = Message> + Send + 'static,
+) -> BoxFuture<'static, Message> {
+    let (Some(started), Some(_)) = (started, &served.durations) else {
+        return reply.boxed();
+    };
+    let served = served.clone();
+    async move {
+        let reply = reply.await;
+        if let Some(durations) = &served.durations {
+            durations.observe(outcome_of_status(reply.status()), started);
+        }
+        reply
+    }
+    .boxed()
+}
+
+/// The span of one run of `command` here, a child of its caller's span: `meta` then carries the
+/// run's own traceparent, which its context, calls and events continue.
+fn command_span(runtime: &Runtime, command: &CommandDescriptor, meta: &mut Metadata) -> Span {
+    let (span, traceparent) = spans::open(
+        meta.traceparent.as_deref(),
+        |trace_id| {
+            cohort_span!(
+                parent: None,
+                "command",
+                trace_id,
+                otel.name = Empty,
+                otel.kind = "server",
+                cohort.command = command.name,
+                cohort.instance = runtime.instance_id.as_ref(),
+                cohort.status = Empty,
+            )
+        },
+        || format!("{}.{}", command.service, command.name),
+    );
+    meta.traceparent = Some(traceparent);
+    span
 }
 
 /// Runs a command that came with an idempotency key: at most once per key and input.
@@ -65,6 +134,7 @@ fn execute(
     msg: Message,
     scope: Option<String>,
 ) -> impl Future<Output = Message> + Send + 'static {
+    let observed_from = served.observer.as_ref().map(|_| Instant::now());
     let started = start(runtime, &served, msg, scope);
     async move {
         let (ctx, run) = match started {
@@ -91,13 +161,10 @@ fn execute(
             Err(Error::panicked(&what, panic.as_ref()))
         });
         // Names and status only: bodies and sessions carry secrets and never reach the log.
-        tracing::debug!(
-            command = served.command.name,
-            trace_id = ctx.trace_id(),
-            status = outcome.as_ref().map_or_else(Error::status, |_| 200),
-            "command ran"
-        );
-        match outcome {
+        let status = outcome.as_ref().map_or_else(Error::status, |_| 200);
+        spans::record("cohort.status", status);
+        tracing::debug!(command = served.command.name, status, "command ran");
+        let reply = match outcome {
             Ok(body) => {
                 let mut meta = reply_meta(&ctx);
                 meta.status = Some(200);
@@ -107,7 +174,11 @@ fn execute(
                 }
             }
             Err(err) => error_reply(ctx.runtime(), err, Some(&ctx)),
+        };
+        if let (Some(observer), Some(from)) = (&served.observer, observed_from) {
+            observer.record(&ctx, &reply, from.elapsed());
         }
+        reply
     }
 }
 
@@ -164,7 +235,7 @@ fn guarded(
 /// A reply carrying `err` as a problem document. A 500 is logged here with its details, under a
 /// trace id the client gets to quote: the command's, when it started (`ctx`).
 fn error_reply(runtime: &Runtime, err: Error, ctx: Option<&Ctx>) -> Message {
-    let err = err.logged_if_internal(ctx.map(Ctx::trace_id), "command failed");
+    let err = err.logged(ctx.map(Ctx::trace_id), "command failed");
     let meta = match ctx {
         Some(ctx) => reply_meta(ctx),
         None => runtime.reply_meta(),
@@ -187,7 +258,9 @@ pub(crate) fn event_handler(
     runtime: Arc<Runtime>,
     subscription: &'static SubscriptionDescriptor,
 ) -> EventHandler {
-    Arc::new(move |msg: Message| {
+    let processed = (runtime.metrics.as_ref()).map(|m| m.subscription(subscription.metrics_name()));
+    Arc::new(move |mut msg: Message| {
+        let span = delivery_span(&runtime, subscription, &mut msg.meta);
         let ctx = match msg.meta.message_id() {
             Some(id) => {
                 let scope = delivery_scope(&runtime, subscription, id);
@@ -197,16 +270,52 @@ pub(crate) fn event_handler(
             None => Ctx::new(runtime.clone(), subscription.service, msg.meta),
         };
         let run = AssertUnwindSafe((subscription.handler)(ctx.clone(), msg.payload)).catch_unwind();
+        let processed = processed.clone();
         async move {
             let result = run.await.unwrap_or_else(|panic| {
                 let what = format!("subscription `{}`", subscription.name);
                 Err(Error::panicked(&what, panic.as_ref()))
             });
-            result
-                .map_err(|err| err.logged_if_internal(Some(ctx.trace_id()), "subscription failed"))
+            if let Some(processed) = &processed {
+                processed.processed(outcome_of(&result));
+            }
+            spans::record(
+                "cohort.outcome",
+                if result.is_ok() { "ok" } else { "failed" },
+            );
+            result.map_err(|err| err.logged(Some(ctx.trace_id()), "subscription failed"))
         }
+        .instrument(span)
         .boxed()
     })
+}
+
+/// The span of one delivery of an event to `subscription` here, a child of the span that emitted
+/// the event: `meta` then carries the delivery's own traceparent.
+fn delivery_span(
+    runtime: &Runtime,
+    subscription: &SubscriptionDescriptor,
+    meta: &mut Metadata,
+) -> Span {
+    let (span, traceparent) = spans::open(
+        meta.traceparent.as_deref(),
+        |trace_id| {
+            cohort_span!(
+                parent: None,
+                "event",
+                trace_id,
+                otel.name = Empty,
+                otel.kind = "consumer",
+                cohort.subscription = subscription.name,
+                cohort.event = subscription.event,
+                cohort.instance = runtime.instance_id.as_ref(),
+                cohort.outcome = Empty,
+            )
+        },
+        || format!("{}.{}", subscription.service, subscription.name),
+    );
+    meta.traceparent = Some(traceparent);
+    span
 }
 
 /// What a delivery's units of work are known by: the subscription and the event, and for an

@@ -2,7 +2,8 @@
 //!
 //! An error carries a kind (which fixes its HTTP status), a stable machine-readable code, a message
 //! for humans and, for bad input, the path of the field at fault. On the wire and over HTTP it is an
-//! RFC 9457 problem document, so a client in any language can read it.
+//! RFC 9457 problem document, so a client in any language can read it. What only the operator may
+//! see (a server's address, a key, the library's error) is its cause: logged, never sent.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -10,6 +11,12 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::message::random_hex;
+
+/// The code of every error that means "the state store cannot be reached".
+#[cfg(feature = "redis")]
+pub(crate) const STORE_UNAVAILABLE: &str = "state_store_unavailable";
+/// The code of every error that means "the message broker cannot be reached".
+pub(crate) const BROKER_UNAVAILABLE: &str = "broker_unavailable";
 
 /// What went wrong, in terms a caller can act on. Each kind has one HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -99,7 +106,8 @@ impl ErrorKind {
         }
     }
 
-    fn from_status(status: u16) -> ErrorKind {
+    /// The kind of an HTTP status: another 4xx is a bad request, another 5xx an internal error.
+    pub(crate) fn from_status(status: u16) -> ErrorKind {
         match status {
             400 => ErrorKind::BadRequest,
             401 => ErrorKind::Unauthorized,
@@ -133,8 +141,17 @@ pub struct Error {
     kind: ErrorKind,
     code: Cow<'static, str>,
     message: String,
+    /// Boxed, and absent from most errors: every `Result` of the crate, and every future that
+    /// holds one, carries room for an error.
+    details: Option<Box<Details>>,
+}
+
+/// What some errors carry besides their kind, code and message.
+#[derive(Clone, Default, PartialEq, Eq)]
+struct Details {
     field: Option<String>,
     trace_id: Option<String>,
+    cause: Option<String>,
 }
 
 impl Error {
@@ -144,9 +161,12 @@ impl Error {
             kind,
             code: Cow::Borrowed(kind.code()),
             message: message.into(),
-            field: None,
-            trace_id: None,
+            details: None,
         }
+    }
+
+    fn details(&mut self) -> &mut Details {
+        self.details.get_or_insert_default()
     }
 
     /// 400: the request is malformed.
@@ -177,9 +197,26 @@ impl Error {
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Internal, message)
     }
-    /// 503: a dependency is unreachable.
+    /// 503: a dependency is unreachable. Say which in the client's terms ("the payment provider is
+    /// unavailable"); its address and what failed belong in [`Error::with_cause`].
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Unavailable, message)
+    }
+
+    /// 503: the state store cannot be reached; `cause` (the server, the key, the failure) is logged.
+    #[cfg(feature = "redis")]
+    pub(crate) fn store_unavailable(cause: impl Into<String>) -> Self {
+        Self::unavailable("the state store is unavailable")
+            .with_code(STORE_UNAVAILABLE)
+            .with_cause(cause)
+    }
+
+    /// 503: the message broker cannot be reached; `cause` (the server, the subject, the failure)
+    /// is logged.
+    pub(crate) fn broker_unavailable(cause: impl Into<String>) -> Self {
+        Self::unavailable("the message broker is unavailable")
+            .with_code(BROKER_UNAVAILABLE)
+            .with_cause(cause)
     }
 
     /// Replaces the stable code (default: the kind's code, such as `conflict`).
@@ -189,12 +226,19 @@ impl Error {
     }
     /// Names the input field at fault.
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
-        self.field = Some(field.into());
+        self.details().field = Some(field.into());
+        self
+    }
+    /// Attaches what only the operator may see: the address of a server, a key, the error of a
+    /// library. It is logged with the trace id (and shown by `Display`), never put in the problem
+    /// document a client gets.
+    pub fn with_cause(mut self, cause: impl Into<String>) -> Self {
+        self.details().cause = Some(cause.into());
         self
     }
     /// Attaches the trace id under which the details were logged.
     pub fn with_trace_id(mut self, trace_id: impl Into<String>) -> Self {
-        self.trace_id = Some(trace_id.into());
+        self.details().trace_id = Some(trace_id.into());
         self
     }
 
@@ -216,15 +260,19 @@ impl Error {
     }
     /// The path of the input field at fault, if any.
     pub fn field(&self) -> Option<&str> {
-        self.field.as_deref()
+        self.details.as_ref()?.field.as_deref()
     }
-    /// The trace id under which a 500's details were logged.
+    /// The trace id under which the details of a 5xx were logged.
     pub fn trace_id(&self) -> Option<&str> {
-        self.trace_id.as_deref()
+        self.details.as_ref()?.trace_id.as_deref()
+    }
+    /// What only the operator may see, if any (see [`Error::with_cause`]).
+    pub fn cause(&self) -> Option<&str> {
+        self.details.as_ref()?.cause.as_deref()
     }
 
-    /// The RFC 9457 problem document of this error. A 500 never carries its message: that stays
-    /// in the log, under the trace id.
+    /// The RFC 9457 problem document of this error. A 500 never carries its message, and no error
+    /// its cause: those stay in the log, under the trace id.
     pub fn to_problem(&self) -> Problem {
         let detail = if self.kind == ErrorKind::Internal {
             "an unexpected error occurred; quote the trace id when reporting it".to_owned()
@@ -237,8 +285,8 @@ impl Error {
             status: self.status(),
             detail,
             code: self.code.to_string(),
-            field: self.field.clone(),
-            trace_id: self.trace_id.clone(),
+            field: self.field().map(str::to_owned),
+            trace_id: self.trace_id().map(str::to_owned),
         }
     }
 
@@ -248,8 +296,13 @@ impl Error {
             kind: ErrorKind::from_status(problem.status),
             code: Cow::Owned(problem.code),
             message: problem.detail,
-            field: problem.field,
-            trace_id: problem.trace_id,
+            details: (problem.field.is_some() || problem.trace_id.is_some()).then(|| {
+                Box::new(Details {
+                    field: problem.field,
+                    trace_id: problem.trace_id,
+                    cause: None,
+                })
+            }),
         }
     }
 
@@ -285,11 +338,14 @@ impl fmt::Debug for Error {
         s.field("kind", &self.kind)
             .field("code", &self.code)
             .field("message", &self.message);
-        if let Some(field) = &self.field {
-            s.field("field", field);
+        if let Some(field) = self.field() {
+            s.field("field", &field);
         }
-        if let Some(trace_id) = &self.trace_id {
-            s.field("trace_id", trace_id);
+        if let Some(trace_id) = self.trace_id() {
+            s.field("trace_id", &trace_id);
+        }
+        if let Some(cause) = self.cause() {
+            s.field("cause", &cause);
         }
         s.finish()
     }
@@ -298,8 +354,11 @@ impl fmt::Debug for Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ({})", self.message, self.code)?;
-        if let Some(field) = &self.field {
+        if let Some(field) = self.field() {
             write!(f, " at `{field}`")?;
+        }
+        if let Some(cause) = self.cause() {
+            write!(f, ": {cause}")?;
         }
         Ok(())
     }
@@ -318,14 +377,19 @@ impl Error {
         Error::internal(format!("{what} panicked: {message}"))
     }
 
-    /// Logs a 500's details and gives it a trace id, the request's (`trace_id`) or a new one;
-    /// other errors pass unchanged.
-    pub(crate) fn logged_if_internal(self, trace_id: Option<&str>, what: &str) -> Error {
-        if self.kind != ErrorKind::Internal {
+    /// Logs a server-side error (5xx) with its details and cause, and gives it a trace id, the
+    /// request's (`trace_id`) or a new one, for the client to quote: a 500 at ERROR, an outage or a
+    /// timeout at WARN. Client errors, and errors that already carry a trace id (logged where
+    /// they were met, another instance included), pass unchanged.
+    pub(crate) fn logged(self, trace_id: Option<&str>, what: &str) -> Error {
+        if self.status() < 500 || self.trace_id().is_some() {
             return self;
         }
         let trace_id = trace_id.map_or_else(|| random_hex(16), str::to_owned);
-        tracing::error!(trace_id = %trace_id, error = %self, "{what}");
+        match self.kind {
+            ErrorKind::Internal => tracing::error!(trace_id = %trace_id, error = %self, "{what}"),
+            _ => tracing::warn!(trace_id = %trace_id, error = %self, "{what}"),
+        }
         self.with_trace_id(trace_id)
     }
 }
@@ -375,6 +439,40 @@ mod tests {
         let problem = Error::internal("db password is hunter2").to_problem();
         assert_eq!(problem.status, 500);
         assert!(!problem.detail.contains("hunter2"));
+    }
+
+    #[test]
+    #[cfg(feature = "redis")]
+    fn the_cause_is_shown_to_the_operator_and_never_sent() {
+        let err =
+            Error::store_unavailable("reading `cohort:orders:k` on Redis at `redis://db:6379`")
+                .with_trace_id("t1");
+        let problem = err.to_problem_json();
+        let body = String::from_utf8_lossy(&problem);
+        assert!(
+            !body.contains("redis") && !body.contains("orders:k"),
+            "{body}"
+        );
+        assert_eq!(err.to_problem().detail, "the state store is unavailable");
+        assert_eq!(err.to_problem().trace_id.as_deref(), Some("t1"));
+        assert!(err.to_string().contains("redis://db:6379"), "{err}");
+        assert_eq!(
+            err.cause(),
+            Some("reading `cohort:orders:k` on Redis at `redis://db:6379`")
+        );
+    }
+
+    #[test]
+    fn server_errors_get_a_trace_id_once_and_client_errors_none() {
+        let logged = Error::broker_unavailable("NATS at `nats://n:4222` is down").logged(None, "x");
+        let trace_id = logged.trace_id().expect("a trace id").to_owned();
+        assert_eq!(trace_id.len(), 32);
+        let again = logged.logged(Some("other"), "x");
+        assert_eq!(again.trace_id(), Some(trace_id.as_str()));
+        assert_eq!(
+            Error::conflict("taken").logged(Some("t"), "x").trace_id(),
+            None
+        );
     }
 
     #[test]

@@ -19,18 +19,25 @@ mod cluster_key;
 mod config;
 mod context;
 mod contract;
+mod dashboard;
 mod dispatch;
 mod error;
 mod idempotency;
 mod input;
 mod logging;
 mod message;
+mod metrics;
+#[cfg(feature = "otel")]
+mod otel;
+#[cfg(any(feature = "nats", feature = "redis"))]
+mod outage;
 mod redact;
 mod registry;
 mod running;
 mod runtime;
 mod session;
 mod setup;
+mod spans;
 mod task;
 mod timer;
 mod tls;
@@ -38,7 +45,7 @@ mod unit;
 
 pub use app::App;
 pub use cluster_key::{ClusterKey, MIN_CLUSTER_KEY_LEN};
-pub use config::{Config, StreamStorage};
+pub use config::{Config, LogFormat, StreamStorage};
 pub use context::Ctx;
 pub use contract::{Command, Event};
 pub use error::{Error, ErrorKind, Problem};
@@ -94,12 +101,18 @@ pub mod guide {
     pub struct Guarantees;
     #[doc = include_str!("../../guide/src/many-instances.md")]
     pub struct ManyInstances;
+    #[doc = include_str!("../../guide/src/observability.md")]
+    pub struct Observability;
     #[doc = include_str!("../../guide/src/security.md")]
     pub struct Security;
     #[doc = include_str!("../../guide/src/signed-messages.md")]
     pub struct SignedMessages;
+    #[doc = include_str!("../../guide/src/dashboard.md")]
+    pub struct Dashboard;
     #[doc = include_str!("../../guide/src/performance.md")]
     pub struct Performance;
+    #[doc = include_str!("../../guide/src/metrics.md")]
+    pub struct Metrics;
     #[doc = include_str!("../../guide/src/operating.md")]
     pub struct Operating;
 }

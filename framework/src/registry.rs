@@ -13,6 +13,7 @@ use futures_util::future::BoxFuture;
 use crate::context::Ctx;
 use crate::error::Error;
 use crate::message::Subjects;
+use crate::metrics::SubscriptionName;
 use crate::runtime::Target;
 
 /// The type-erased body of a command: decodes the input, runs the function, encodes the output.
@@ -112,6 +113,16 @@ pub struct SubscriptionDescriptor {
     pub handler: EventFn,
     /// Where the function is.
     pub location: Location,
+}
+
+impl SubscriptionDescriptor {
+    /// The subscription as a metrics label.
+    pub(crate) fn metrics_name(&self) -> SubscriptionName {
+        SubscriptionName {
+            service: self.service,
+            name: self.name,
+        }
+    }
 }
 
 /// When a task runs, as `#[task]` wrote it (checked at compile time).

@@ -23,6 +23,8 @@ pub struct Running {
     pub(crate) http_addr: Option<SocketAddr>,
     pub(crate) http_task: Option<JoinHandle<std::io::Result<()>>>,
     pub(crate) http_stop: CancellationToken,
+    pub(crate) metrics_addr: Option<SocketAddr>,
+    pub(crate) metrics_task: Option<JoinHandle<std::io::Result<()>>>,
     pub(crate) work: Work,
     pub(crate) router: axum::Router,
 }
@@ -31,6 +33,13 @@ impl Running {
     /// The bound HTTP address (with the real port when port 0 was asked for).
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
+    }
+
+    /// The address of the listener of its own that serves `/metrics` (`COHORT_METRICS_ADDR`),
+    /// with the real port when port 0 was asked for; `None` when the metrics are on the HTTP
+    /// listener, or off.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// This instance's id.
@@ -78,7 +87,7 @@ impl Running {
             tokio::time::sleep(self.runtime.config.shutdown_delay).await;
         }
         self.http_stop.cancel();
-        if let Some(task) = self.http_task {
+        for task in [self.http_task, self.metrics_task].into_iter().flatten() {
             let left = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left, task).await {
                 Ok(Ok(Ok(()))) => {}

@@ -3,16 +3,21 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use crate::broker::EXECUTOR_LOST;
 use crate::broker::spi::Broker;
 use crate::config::Config;
 use crate::contract::Command;
+use crate::dashboard::Dashboard;
 use crate::error::{Error, ErrorKind};
 use crate::message::{self, Message, Metadata, PROBLEM_JSON, Subjects};
+use crate::metrics::{CommandName, CommandTimer, Metrics, outcome_of_reply};
+use crate::spans::{self, SPANS};
 use crate::state::spi::StateStore;
 
 /// What every handler of an instance shares: the broker, the store and the configuration.
@@ -24,8 +29,10 @@ pub(crate) struct Runtime {
     pub(crate) config: Config,
     /// False once shutdown begins, so `/readyz` tells the load balancer to stop sending.
     pub(crate) accepting: AtomicBool,
-    /// True until the instance has started (its start-up tasks done), for `/readyz`.
-    pub(crate) starting: AtomicBool,
+    /// What the dashboard keeps, when it is on.
+    pub(crate) dashboard: Option<Arc<Dashboard>>,
+    /// What the instance measures; `None` with `COHORT_METRICS=off`.
+    pub(crate) metrics: Option<Metrics>,
     /// What this instance knows of its tasks; never touched on a request's path.
     pub(crate) tasks: crate::task::TaskBoard,
 }
@@ -63,6 +70,15 @@ impl Target {
         }
     }
 
+    /// The command as a metrics label.
+    pub(crate) fn command_name(&self) -> CommandName {
+        CommandName {
+            service: self.service,
+            version: self.version,
+            name: self.name,
+        }
+    }
+
     /// The target of the typed command `C`.
     pub(crate) fn of<C: Command>(subjects: &Subjects) -> Target {
         Target::new(
@@ -88,7 +104,10 @@ impl Target {
     pub(crate) fn deadline_passed(&self) -> Error {
         Error::new(
             ErrorKind::Timeout,
-            format!("the deadline of `{}` passed", self.subject),
+            format!(
+                "the deadline of `{}.v{}.{}` passed",
+                self.service, self.version, self.name
+            ),
         )
     }
 }
@@ -96,7 +115,46 @@ impl Target {
 impl Runtime {
     /// Sends a command and returns its reply, an error reply included. `Err` means the command
     /// never ran to an answer: nobody serves it, the deadline passed, or the broker is down.
+    ///
+    /// The call has its span, a child of the caller's (`meta`'s traceparent), whose id the
+    /// command carries: the span of its run is that span's child. When nothing reads spans in
+    /// detail ([`spans::detailed`]), the command carries the caller's span id instead.
     pub(crate) async fn invoke(
+        &self,
+        target: &Target,
+        payload: Bytes,
+        mut meta: Metadata,
+    ) -> Result<Message, Error> {
+        if !spans::detailed() {
+            return self.send_command(target, payload, meta).await;
+        }
+        let parent = meta.traceparent.take();
+        let (span, traceparent) = spans::open(
+            parent.as_deref(),
+            |_| {
+                tracing::info_span!(
+                    target: SPANS,
+                    "call",
+                    otel.name = Empty,
+                    otel.kind = "client",
+                    cohort.command = target.name,
+                    cohort.status = Empty,
+                )
+            },
+            || format!("call {}.{}", target.service, target.name),
+        );
+        meta.traceparent = Some(traceparent);
+        async move {
+            let reply = self.send_command(target, payload, meta).await;
+            let status = reply.as_ref().map_or_else(Error::status, Message::status);
+            spans::record("cohort.status", status);
+            reply
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn send_command(
         &self,
         target: &Target,
         payload: Bytes,
@@ -119,6 +177,24 @@ impl Runtime {
             return Box::pin(self.send_resending(target, msg, deadline, timeout)).await;
         }
         self.send(target, msg, timeout).await
+    }
+
+    /// [`Runtime::invoke`], measured by `timer` (the command's durations as a client) when
+    /// metrics are on.
+    pub(crate) async fn invoke_timed(
+        &self,
+        target: &Target,
+        timer: Option<&CommandTimer>,
+        payload: Bytes,
+        meta: Metadata,
+    ) -> Result<Message, Error> {
+        // One await of `invoke`, not one a branch: each would take its room in this future.
+        let sent = timer.map(|_| Instant::now());
+        let replied = self.invoke(target, payload, meta).await;
+        if let (Some(timer), Some(sent)) = (timer, sent) {
+            timer.observe(outcome_of_reply(&replied), sent);
+        }
+        replied
     }
 
     /// Sends a command that may run twice, and sends it once more when the instance running it
@@ -191,13 +267,8 @@ impl Runtime {
         if !self.accepting.load(Ordering::Relaxed) {
             return Err(Error::unavailable("the instance is shutting down"));
         }
-        if self.starting.load(Ordering::Relaxed) {
-            return Err(Error::unavailable(
-                "the instance is starting: its start-up tasks run here or on another instance",
-            ));
-        }
         if !self.broker.is_ready() {
-            return Err(Error::unavailable("the broker is not connected"));
+            return Err(Error::broker_unavailable("the broker is not connected"));
         }
         self.store.ping().await
     }

@@ -3,11 +3,14 @@
 //! and what several test files check.
 
 pub mod books;
+pub mod browser;
 pub mod certs;
 mod in_process;
 pub mod jetstream;
 pub mod jwt;
 pub mod load;
+pub mod logs;
+pub mod otlp;
 pub mod process;
 pub mod servers;
 pub mod signing;

@@ -678,7 +678,14 @@ async fn a_caller_learns_within_3_s_that_the_instance_running_its_command_is_gon
         (ErrorKind::Unavailable, "executor_lost"),
         "{err}"
     );
-    assert!(err.message().contains("vault"), "{err}");
+    // The client reads what happened; the log gets which command and why.
+    assert!(
+        err.message()
+            .starts_with("the instance running the command was lost"),
+        "{err}"
+    );
+    let cause = err.cause().unwrap_or_default();
+    assert!(cause.contains("`cohort.cmd.vault.v1.open`"), "{err}");
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ use cohort::testing::{NatsServer, RedisServer};
 use cohort::{ClusterKey, Error};
 use cohort_tests::certs::TestCerts;
 use cohort_tests::jwt::Operator;
+use cohort_tests::logs::CapturedLogs;
 use cohort_tests::{InProcess, config_from};
 use serde_json::json;
 
@@ -414,36 +415,9 @@ async fn nats_creds_file_of_a_jwt_user() {
     );
 }
 
-/// Everything logged on this thread (the test's runtime runs all its tasks there), at every level.
-#[derive(Clone, Default)]
-struct CapturedLogs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for CapturedLogs {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        cohort::testing::lock(&self.0).extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl CapturedLogs {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&cohort::testing::lock(&self.0)).into_owned()
-    }
-}
-
 #[tokio::test]
 async fn secrets_stay_out_of_the_logs_through_an_outage_and_a_refusal() {
-    let logs = CapturedLogs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _logging = tracing_subscriber::util::SubscriberInitExt::set_default(subscriber);
+    let (logs, _logging) = CapturedLogs::start();
 
     let mut server =
         NatsServer::start_with(r#"authorization { user: app, password: "l0gged-s3cret" }"#).await;
@@ -482,7 +456,7 @@ async fn secrets_stay_out_of_the_logs_through_an_outage_and_a_refusal() {
 
     let logs = logs.text();
     assert!(
-        logs.contains("lost the NATS connection"),
+        logs.contains("lost the connection to the broker (NATS at"),
         "the outage is logged: {logs}"
     );
     for secret in ["l0gged-s3cret", "wr0ng-l0gged", "r3dis-l0gged"] {

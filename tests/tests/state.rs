@@ -247,9 +247,12 @@ async fn assert_unavailable<T: std::fmt::Debug>(
         ErrorKind::Unavailable,
         "{what} during an outage: {err}"
     );
+    assert_eq!(err.code(), "state_store_unavailable", "{what}: {err}");
+    assert_eq!(err.message(), "the state store is unavailable", "{what}");
+    let cause = err.cause().unwrap_or_default();
     assert!(
-        err.message().contains("state store unreachable"),
-        "{what} must say the store is unreachable: {err}"
+        cause.contains("on Redis at `redis://127.0.0.1:"),
+        "{what}: the cause names the server, for the log: {err}"
     );
 }
 

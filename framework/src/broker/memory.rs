@@ -3,7 +3,7 @@
 //! restart of the process (use NATS for that).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,8 @@ use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
 
 use super::spi::{
-    Broker, Endpoint, EventHandler, Message, RequestHandler, SubscriptionSpec, Work, header,
+    Broker, Endpoint, EventHandler, Message, RequestHandler, SubscriptionSpec, SubscriptionStats,
+    Work, header,
 };
 use super::{no_responders, subject_matches, timed_out};
 use crate::error::Error;
@@ -47,6 +48,10 @@ struct Served {
 
 struct Subscriber {
     filter: String,
+    /// `{service}__{subscription}`, for the dashboard's counts.
+    durable: String,
+    /// Its deliveries started and not finished (a failed one waits here for its retry).
+    in_flight: Arc<AtomicU64>,
     /// The durable name shared by every instance's subscriber, so that one of them gets each
     /// event; `None` for an every-instance subscription, whose subscribers each get every event.
     group: Option<String>,
@@ -222,8 +227,11 @@ impl Broker for MemoryBroker {
     ) -> Result<(), Error> {
         let (queue, mut deliveries) = mpsc::unbounded_channel::<Delivery>();
         let group = (!spec.every_instance).then(|| spec.durable.clone());
+        let in_flight = Arc::new(AtomicU64::new(0));
         lock(&self.inner.subscriptions).push(Subscriber {
             filter: spec.filter_subject.clone(),
+            durable: spec.durable.clone(),
+            in_flight: in_flight.clone(),
             group: group.clone(),
             queue,
         });
@@ -237,11 +245,36 @@ impl Broker for MemoryBroker {
                     delivery = deliveries.recv() => match delivery { Some((_, msg)) => msg, None => break },
                 };
                 let (spec, handler, broker) = (spec.clone(), handler.clone(), broker.clone());
-                work_inner.tasks.spawn(deliver(msg, spec, handler, broker));
+                let counted = InFlight::start(in_flight.clone());
+                work_inner.tasks.spawn(async move {
+                    deliver(msg, spec, handler, broker).await;
+                    drop(counted);
+                });
             }
             hand_back(&mut deliveries, group.as_deref(), &broker);
         });
         Ok(())
+    }
+
+    async fn subscription_stats(
+        &self,
+        spec: &SubscriptionSpec,
+    ) -> Result<Option<SubscriptionStats>, Error> {
+        let in_flight = lock(&self.inner.subscriptions)
+            .iter()
+            .filter(|s| s.durable == spec.durable && !s.queue.is_closed())
+            .map(|s| s.in_flight.load(Ordering::Relaxed))
+            .sum();
+        let dead_letters = lock(&self.inner.dead_letters)
+            .iter()
+            .filter(|(subject, _)| *subject == spec.dead_letter_subject)
+            .count();
+        // Events are handed out as they are published: none waits for an instance to take it.
+        Ok(Some(SubscriptionStats {
+            in_flight,
+            dead_letters: dead_letters as u64,
+            ..SubscriptionStats::default()
+        }))
     }
 
     fn is_distributed(&self) -> bool {
@@ -269,6 +302,22 @@ fn hand_back(
     }
 }
 
+/// Counts one delivery in flight while it lives.
+struct InFlight(Arc<AtomicU64>);
+
+impl InFlight {
+    fn start(count: Arc<AtomicU64>) -> InFlight {
+        count.fetch_add(1, Ordering::Relaxed);
+        InFlight(count)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Delivers one event until the handler succeeds or the attempts run out.
 async fn deliver(
     msg: Message,
@@ -277,6 +326,9 @@ async fn deliver(
     broker: Weak<Inner>,
 ) {
     for attempt in 1.. {
+        if attempt > 1 {
+            spec.report.redelivered();
+        }
         let Err(err) = handler(msg.clone()).await else {
             return;
         };
@@ -292,6 +344,7 @@ async fn deliver(
                 if let Some(broker) = broker.upgrade() {
                     lock(&broker.dead_letters).push((spec.dead_letter_subject.clone(), letter));
                 }
+                spec.report.dead_lettered();
                 return;
             }
         }

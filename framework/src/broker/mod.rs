@@ -8,6 +8,7 @@ mod memory;
 #[cfg(feature = "nats")]
 mod nats;
 pub mod spi;
+pub mod stats;
 
 use std::time::Duration;
 
@@ -29,12 +30,10 @@ pub(crate) fn no_responders(subject: &str) -> Error {
     )
 }
 
-/// The error of a request that got no answer within `timeout`.
+/// The error of a request that got no answer within `timeout`; the subject is for the log.
 pub(crate) fn timed_out(subject: &str, timeout: Duration) -> Error {
-    Error::new(
-        ErrorKind::Timeout,
-        format!("`{subject}` did not answer in {timeout:?}"),
-    )
+    Error::new(ErrorKind::Timeout, "the command did not answer in time")
+        .with_cause(format!("`{subject}` did not answer in {timeout:?}"))
 }
 
 /// Whether a NATS subject matches a pattern with `*` (one token) and `>` (the rest).

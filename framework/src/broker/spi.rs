@@ -12,10 +12,12 @@ use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use super::stats::{CommandStats, Counts, EndpointStats, SubscriptionStats};
 pub use crate::message::{Message, Metadata, Subjects, header};
 
 use crate::config::Config;
 use crate::error::{Error, ErrorKind};
+use crate::metrics::SubscriptionCounters;
 
 /// Runs one command on this instance. It never fails: an error is a reply with an error status.
 /// Calling it should only start the command: brokers call it where they take requests (the
@@ -84,6 +86,39 @@ pub struct SubscriptionSpec {
     pub ack_wait: Duration,
     /// Where an event goes when its attempts are spent: `{prefix}.dlq.{service}.{name}`.
     pub dead_letter_subject: String,
+    /// Where the broker reports redeliveries and dead letters, for the metrics.
+    pub report: DeliveryReport,
+}
+
+/// Where a broker reports what it did with a subscription's events, for the metrics: it calls
+/// [`DeliveryReport::redelivered`] for every delivery of an event after its first, and
+/// [`DeliveryReport::dead_lettered`] for every event it stored in the dead letters. The default
+/// reports nowhere.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryReport {
+    counters: Option<SubscriptionCounters>,
+}
+
+impl DeliveryReport {
+    pub(crate) fn to(counters: SubscriptionCounters) -> DeliveryReport {
+        DeliveryReport {
+            counters: Some(counters),
+        }
+    }
+
+    /// An event is delivered again (its handler failed, or its ack wait ran out).
+    pub fn redelivered(&self) {
+        if let Some(counters) = &self.counters {
+            counters.redelivered.inc();
+        }
+    }
+
+    /// An event went to the dead letters.
+    pub fn dead_lettered(&self) {
+        if let Some(counters) = &self.counters {
+            counters.dead_lettered.inc();
+        }
+    }
 }
 
 impl SubscriptionSpec {
@@ -101,6 +136,7 @@ impl SubscriptionSpec {
             backoff: defaults.event_backoff,
             ack_wait: defaults.event_ack_wait,
             dead_letter_subject: subjects.dead_letter(service, name),
+            report: DeliveryReport::default(),
         }
     }
 
@@ -178,6 +214,24 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Whether the broker can take work now (for `/readyz`).
     fn is_ready(&self) -> bool;
+
+    /// What every instance serving commands through this broker reports about them, gathered
+    /// for at most `window`. Empty for a broker that does not count them (the embedded one: the
+    /// runtime counts for it when the dashboard asks).
+    async fn command_stats(&self, window: Duration) -> Result<Vec<CommandStats>, Error> {
+        let _ = window;
+        Ok(Vec::new())
+    }
+
+    /// The backlog and dead letters of `spec`'s consumer; `None` for a broker that does not keep
+    /// them.
+    async fn subscription_stats(
+        &self,
+        spec: &SubscriptionSpec,
+    ) -> Result<Option<SubscriptionStats>, Error> {
+        let _ = spec;
+        Ok(None)
+    }
 
     /// Flushes what is buffered. Called at shutdown, after in-flight work has finished.
     async fn close(&self) -> Result<(), Error> {

@@ -11,7 +11,7 @@ use crate::session;
 pub const SESSION_COOKIE: &str = "cohort_session";
 
 /// The session id of the request's cookie; an id Cohort cannot have issued is ignored.
-pub(super) fn session_cookie(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()

@@ -32,7 +32,8 @@ use crate::error::{Error, ErrorKind};
 use crate::message::JSON;
 use crate::registry::CommandDescriptor;
 use crate::runtime::Runtime;
-use response::problem;
+pub(crate) use cookie::session_cookie;
+pub(crate) use response::problem;
 use route::{Route, handle};
 
 /// The router of every `#[http]` command in the binary, plus `/healthz`, `/readyz`,

@@ -14,11 +14,9 @@ use serde_json::{Map, Value};
 use super::cookie::session_cookie;
 use crate::error::{Error, ErrorKind};
 use crate::input::malformed_json;
-use crate::message::{Metadata, child_traceparent, header};
+use crate::message::Metadata;
 use crate::registry::{CommandDescriptor, HttpRoute, route_params, schema_property};
 
-/// The W3C trace context of a request, which its command continues.
-const TRACEPARENT: HeaderName = HeaderName::from_static(header::TRACEPARENT);
 /// The client's key for running a request once however often it is sent (IETF draft).
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
@@ -142,12 +140,10 @@ pub(super) async fn read_body(body: Body, limit: usize, timeout: Duration) -> Re
     })
 }
 
-/// The metadata an HTTP request gives its command: the caller's trace, if it has one (otherwise
-/// the trace starts where the command runs), the session cookie and the idempotency key.
+/// The metadata an HTTP request gives its command: the session cookie and the idempotency key
+/// (the trace is the request's span's).
 fn request_meta(headers: &HeaderMap) -> Result<Metadata, Error> {
-    let traceparent = headers.get(&TRACEPARENT).and_then(|v| v.to_str().ok());
     Ok(Metadata {
-        traceparent: traceparent.map(|parent| child_traceparent(Some(parent))),
         session: session_cookie(headers),
         idempotency_key: idempotency_key(headers)?,
         ..Metadata::default()

@@ -49,7 +49,7 @@ pub(super) fn respond(
 }
 
 /// The problem response of an error met on this instance, before or instead of a reply.
-pub(super) fn problem(instance: &HeaderValue, err: &Error) -> Response {
+pub(crate) fn problem(instance: &HeaderValue, err: &Error) -> Response {
     let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     problem_response(status, instance, None, Bytes::from(err.to_problem_json()))
 }

@@ -2,24 +2,41 @@
 //! broker, and its reply becomes the response.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::Request;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use super::request::{Head, InputShape, build_input, read_body};
 use super::response::{problem, respond};
 use crate::error::ErrorKind;
+use crate::message::{header as meta_header, trace_id_of};
+use crate::metrics::{CommandTimer, RouteTimer};
 use crate::registry::{CommandDescriptor, HttpRoute};
 use crate::runtime::{Runtime, Target};
+use crate::spans::{self, cohort_span};
+
+/// The W3C trace context of a request, which its span continues.
+const TRACEPARENT: HeaderName = HeaderName::from_static(meta_header::TRACEPARENT);
 
 /// One route and what it needs to turn its requests into commands.
 pub(super) struct Route {
     runtime: Arc<Runtime>,
+    http: HttpRoute,
     target: Target,
     status: StatusCode,
     instance: HeaderValue,
     shape: InputShape,
+    timers: Option<Timers>,
+}
+
+/// What a route's requests are measured by: the request, and the command it sends.
+struct Timers {
+    request: RouteTimer,
+    command: CommandTimer,
 }
 
 impl Route {
@@ -29,8 +46,15 @@ impl Route {
         http: HttpRoute,
         instance: HeaderValue,
     ) -> Self {
+        let target = command.target(&runtime.subjects);
+        let timers = runtime.metrics.as_ref().map(|metrics| Timers {
+            request: metrics.route(http.method, http.path, http.status),
+            command: metrics.command_client(target.command_name()),
+        });
         Route {
-            target: command.target(&runtime.subjects),
+            http,
+            target,
+            timers,
             status: StatusCode::from_u16(http.status).unwrap_or(StatusCode::OK),
             shape: InputShape::of(command, http),
             runtime,
@@ -39,12 +63,53 @@ impl Route {
     }
 }
 
+/// Serves one request inside its span, which continues the caller's trace when the request has
+/// a valid `traceparent`.
 pub(super) async fn handle(route: Arc<Route>, request: Request) -> Response {
+    let incoming = request
+        .headers()
+        .get(&TRACEPARENT)
+        .and_then(|value| value.to_str().ok())
+        .filter(|parent| trace_id_of(parent).is_some());
+    let http = route.http;
+    let (span, traceparent) = spans::open(
+        incoming,
+        |trace_id| {
+            cohort_span!(
+                "http",
+                trace_id,
+                otel.name = Empty,
+                otel.kind = "server",
+                http.request.method = http.method,
+                http.route = http.path,
+                cohort.instance = route.runtime.instance_id.as_ref(),
+                http.response.status_code = Empty,
+            )
+        },
+        || format!("{} {}", http.method, http.path),
+    );
+    let started = route.timers.as_ref().map(|_| Instant::now());
+    async move {
+        let response = serve(&route, request, traceparent).await;
+        let status = response.status().as_u16();
+        spans::record("http.response.status_code", status);
+        if let (Some(timers), Some(started)) = (&route.timers, started) {
+            timers.request.observe(status, started);
+        }
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+/// The response to one request: its command's reply, or the problem that kept it from running.
+async fn serve(route: &Route, request: Request, traceparent: String) -> Response {
     let (parts, body) = request.into_parts();
-    let head = match Head::read(&route.shape, parts).await {
+    let mut head = match Head::read(&route.shape, parts).await {
         Ok(head) => head,
         Err(err) => return problem(&route.instance, &err),
     };
+    head.meta.traceparent = Some(traceparent);
     let config = &route.runtime.config;
     let body = match read_body(body, config.body_limit, config.http_body_timeout).await {
         Ok(body) => body,
@@ -59,10 +124,15 @@ pub(super) async fn handle(route: Arc<Route>, request: Request) -> Response {
     };
     // Kept for the log line of a 500: the metadata itself goes with the command.
     let trace_id = head.meta.trace_id().map(str::to_owned);
-    match route.runtime.invoke(&route.target, input, head.meta).await {
+    let timer = route.timers.as_ref().map(|timers| &timers.command);
+    let runtime = &route.runtime;
+    match runtime
+        .invoke_timed(&route.target, timer, input, head.meta)
+        .await
+    {
         Ok(reply) => respond(config, route.status, &route.instance, reply),
         Err(err) => {
-            let err = err.logged_if_internal(trace_id.as_deref(), "HTTP request failed");
+            let err = err.logged(trace_id.as_deref(), "HTTP request failed");
             problem(&route.instance, &err)
         }
     }

@@ -1,5 +1,9 @@
 //! Random ids (messages, sessions, instances) and W3C `traceparent`s.
 
+use std::cell::RefCell;
+
+use rand::rngs::SmallRng;
+
 /// Random bytes as lowercase hex: ids for messages, sessions, traces and instances.
 ///
 /// The generator is rand's thread-local one: a CSPRNG seeded from the OS and reseeded
@@ -35,25 +39,58 @@ pub(crate) fn new_traceparent() -> String {
     child_traceparent(None)
 }
 
-/// A `traceparent` for a child span of `parent`'s trace (or a new trace when it has none):
-/// `00-{trace id: 32 hex}-{span id: 16 hex}-01`, built in one buffer, as every command starts one.
+/// A `traceparent` for a child span of `parent`'s trace (or a new, sampled trace when it has
+/// none): `00-{trace id: 32 hex}-{span id: 16 hex}-{flags}`, built in one buffer, as every span
+/// starts one. The child keeps its parent's flags: the caller decided whether the trace is sampled.
 pub(crate) fn child_traceparent(parent: Option<&str>) -> String {
     let mut random = [0u8; 24];
-    rand::Rng::fill_bytes(&mut rand::rng(), &mut random);
+    SPAN_IDS.with_borrow_mut(|ids| rand::Rng::fill_bytes(ids, &mut random));
     let mut out = *b"00-................................-................-01";
-    match parent.and_then(trace_id_of) {
-        Some(trace_id) => out[3..35].copy_from_slice(trace_id.as_bytes()),
+    match parent.and_then(|parent| Some((trace_id_of(parent)?, flags_of(parent)))) {
+        Some((trace_id, flags)) => {
+            out[3..35].copy_from_slice(trace_id.as_bytes());
+            out[53..].copy_from_slice(flags.as_bytes());
+        }
         None => write_hex(&mut out[3..35], &random[..16]),
     }
     write_hex(&mut out[36..52], &random[16..]);
     ascii_string(out.to_vec())
 }
 
-/// The trace id of a W3C `traceparent`, if it has a valid one.
+thread_local! {
+    /// Trace and span ids must be unique, not unpredictable (they are no secrets): a fast
+    /// generator, seeded from the CSPRNG once per thread, as OpenTelemetry's SDK does.
+    static SPAN_IDS: RefCell<SmallRng> = RefCell::new(rand::make_rng());
+}
+
+/// The trace id of a W3C `traceparent`, if it has a valid one (32 hex digits, not all zero).
+/// Byte by byte: it is read several times per request.
 pub(crate) fn trace_id_of(traceparent: &str) -> Option<&str> {
-    let mut parts = traceparent.split('-');
-    let (_version, trace_id) = (parts.next()?, parts.next()?);
-    (trace_id.len() == 32 && trace_id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(trace_id)
+    let start = traceparent.find('-')? + 1;
+    let trace_id = traceparent.get(start..start + 32)?;
+    let ends = traceparent
+        .as_bytes()
+        .get(start + 32)
+        .is_none_or(|&b| b == b'-');
+    // One pass without early exits, which the compiler turns into a few vector instructions.
+    let (mut hex, mut zero) = (true, true);
+    for &b in trace_id.as_bytes() {
+        hex &= b.is_ascii_hexdigit();
+        zero &= b == b'0';
+    }
+    (ends && hex && !zero).then_some(trace_id)
+}
+
+/// The trace flags of a W3C `traceparent` (`01`: sampled), `01` when they are not two hex digits.
+pub(crate) fn flags_of(traceparent: &str) -> &str {
+    let flags = traceparent.len().checked_sub(2).and_then(|at| {
+        let dash = traceparent.as_bytes().get(at.checked_sub(1)?)?;
+        (*dash == b'-').then(|| &traceparent[at..])
+    });
+    match flags {
+        Some(flags) if flags.bytes().all(|b| b.is_ascii_hexdigit()) => flags,
+        _ => "01",
+    }
 }
 
 #[cfg(test)]
@@ -66,6 +103,32 @@ mod tests {
         let child = child_traceparent(Some(&parent));
         assert_eq!(trace_id_of(&parent), trace_id_of(&child));
         assert_ne!(parent, child);
+    }
+
+    #[test]
+    fn a_child_keeps_its_parents_flags_and_an_all_zero_trace_is_none() {
+        let unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        assert!(child_traceparent(Some(unsampled)).ends_with("-00"));
+        let zero = "00-00000000000000000000000000000000-00f067aa0ba902b7-01";
+        assert_eq!(trace_id_of(zero), None);
+        assert_eq!(
+            trace_id_of("00-4bf92f3577b34da6a3ce929d0e0e4736"),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert_eq!(
+            trace_id_of("00-4bf92f3577b34da6a3ce929d0e0e47361-00f067aa0ba902b7-01"),
+            None
+        );
+        assert_eq!(
+            trace_id_of("00-4bf92f3577b34da6a3ce929d0e0e473x-00f067aa0ba902b7-01"),
+            None
+        );
+        assert_eq!(flags_of(unsampled), "00");
+        assert_eq!(flags_of("garbage"), "01");
+        assert_ne!(
+            trace_id_of(&child_traceparent(Some(zero))),
+            trace_id_of(zero)
+        );
     }
 
     #[test]

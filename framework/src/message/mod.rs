@@ -10,6 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
+#[cfg(feature = "otel")]
+pub(crate) use ids::flags_of;
 pub(crate) use ids::{child_traceparent, new_traceparent, random_hex, trace_id_of};
 pub use subjects::Subjects;
 

@@ -126,6 +126,7 @@ impl Run {
             backoff: vec![BACKOFF],
             ack_wait: ACK_WAIT,
             dead_letter_subject: self.subjects.dead_letter(service, name),
+            report: Default::default(),
         }
     }
 }

@@ -22,6 +22,7 @@ use super::signing::{BAD_SIGNATURE, Signer, warn_refused};
 use super::wire::{asks_for_progress, into_header_map, metadata_of};
 use super::{Inner, PROGRESS_INTERVAL, micro, server_caught_up};
 use crate::broker::spi::{Endpoint, Message, Metadata, RequestHandler, Work};
+use crate::broker::stats::EndpointStats;
 use crate::broker::{EXECUTOR_LOST, no_responders, timed_out};
 use crate::error::{Error, ErrorKind};
 use crate::runtime::problem_reply;
@@ -56,7 +57,7 @@ pub(super) async fn request(
                 ErrorKind::PayloadTooLarge,
                 format!("the command to `{subject}` is larger than the NATS server accepts: {err}"),
             ),
-            _ => Error::unavailable(format!(
+            _ => Error::broker_unavailable(format!(
                 "cannot send the command to `{subject}` over NATS: {err}"
             )),
         });
@@ -83,7 +84,7 @@ pub(super) async fn request(
             Err(inner.not_connected(&format!("get the answer of `{subject}`")))
         }
         Err(Unanswered::Silent) => Err(executor_lost(inner, subject)),
-        Err(Unanswered::Closed) => Err(Error::unavailable(format!(
+        Err(Unanswered::Closed) => Err(Error::broker_unavailable(format!(
             "cannot get the answer of `{subject}`: the connection to NATS at `{}` is closed",
             inner.urls
         ))),
@@ -93,11 +94,12 @@ pub(super) async fn request(
 /// The error of a request to `subject` whose reply failed its signature check. Taken at once
 /// rather than waiting on for a genuine one: an instance with another key would never send one.
 fn refused_reply(subject: &str) -> Error {
-    Error::unavailable(format!(
-        "the reply to the command to `{subject}` failed its signature check: is \
-         COHORT_CLUSTER_KEY the same on every instance? The command may have run"
-    ))
-    .with_code(BAD_SIGNATURE)
+    Error::unavailable("the reply of the command could not be verified; the command may have run")
+        .with_code(BAD_SIGNATURE)
+        .with_cause(format!(
+            "the reply to the command to `{subject}` failed its signature check: is \
+             COHORT_CLUSTER_KEY the same on every instance?"
+        ))
 }
 
 /// The error of a request to `subject` that heard nothing for [`SILENCE_LIMIT`]. The command may
@@ -110,11 +112,13 @@ fn executor_lost(inner: &Inner, subject: &str) -> Error {
             inner.urls
         ),
     };
-    Error::unavailable(format!(
-        "no word about the command to `{subject}` for {SILENCE_LIMIT:?}: {why}; it may have run, \
-         in full or in part"
-    ))
+    Error::unavailable(
+        "the instance running the command was lost; it may have run, in full or in part",
+    )
     .with_code(EXECUTOR_LOST)
+    .with_cause(format!(
+        "no word about the command to `{subject}` for {SILENCE_LIMIT:?}: {why}"
+    ))
 }
 
 /// Serves these commands on this instance: see [`Broker::serve`](crate::broker::spi::Broker::serve).
@@ -205,7 +209,7 @@ struct Served {
     handler: RequestHandler,
     client: Client,
     signer: Signer,
-    stats: Arc<micro::EndpointStats>,
+    stats: Arc<EndpointStats>,
     plain_success: PlainSuccess,
     /// The headers of a progress message from this instance.
     progress: HeaderMap,

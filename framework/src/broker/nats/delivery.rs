@@ -59,6 +59,9 @@ async fn handle(message: &jetstream::Message, subscription: &Subscription) -> Ac
         .and_then(|info| u32::try_from(info.delivered).ok())
         .unwrap_or(1)
         .max(1);
+    if attempt > 1 {
+        spec.report.redelivered();
+    }
     let event = Message {
         meta: metadata_of(message.headers.as_ref()),
         payload: message.payload.clone(),
@@ -78,6 +81,7 @@ async fn handle(message: &jetstream::Message, subscription: &Subscription) -> Ac
             }
             None => match dead_letter(message, subscription, &err).await {
                 Ok(()) => {
+                    spec.report.dead_lettered();
                     tracing::error!(subscription = %spec.durable, attempts = attempt, error = %err, dead_letter = %spec.dead_letter_subject, "event handler gave up; event dead-lettered");
                     AckKind::Term
                 }
@@ -107,7 +111,10 @@ async fn refuse(
     let err =
         Error::unauthorized(format!("the event is refused: {rejection}")).with_code(BAD_SIGNATURE);
     match dead_letter(message, subscription, &err).await {
-        Ok(()) => AckKind::Term,
+        Ok(()) => {
+            spec.report.dead_lettered();
+            AckKind::Term
+        }
         Err(dead_letter_err) => {
             tracing::error!(subscription = %spec.durable, error = %dead_letter_err, "a refused event could not be dead-lettered; will retry");
             AckKind::Nak(Some(spec.backoff_after(1)))
@@ -185,7 +192,7 @@ async fn dead_letter(
             .await
     };
     stored.await.map(drop).map_err(|err| {
-        Error::unavailable(format!(
+        Error::broker_unavailable(format!(
             "cannot store the dead letter on `{subject}`: {err}"
         ))
     })

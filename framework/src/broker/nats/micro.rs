@@ -6,20 +6,20 @@
 //! command: here an endpoint's counts are atomics. The response shapes are async-nats' own types.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_nats::service::{Info, PingResponse, endpoint, error::Error as LastError};
 use async_nats::{Client, Subscriber};
 use futures_util::StreamExt;
 use futures_util::stream::SelectAll;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::spi::Endpoint;
+use crate::broker::stats::{CommandStats, Counts, EndpointStats};
 use crate::error::Error;
-use crate::message::{Message, random_hex};
+use crate::message::random_hex;
 
 /// One service of this instance, as the micro protocol shows it.
 pub(super) struct Service {
@@ -33,50 +33,22 @@ pub(super) struct Service {
     endpoints: Vec<(endpoint::Info, Arc<EndpointStats>)>,
 }
 
-/// What one endpoint has served on this instance.
-#[derive(Default)]
-pub(super) struct EndpointStats {
-    requests: AtomicU64,
-    errors: AtomicU64,
-    nanos: AtomicU64,
-    last_error: Mutex<Option<LastError>>,
-}
-
-impl EndpointStats {
-    /// Counts one answered request; a reply with an error status counts as an error.
-    pub(super) fn record(&self, reply: &Message, took: Duration) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-        self.nanos.fetch_add(nanos, Ordering::Relaxed);
-        if reply.status() >= 400 {
-            self.errors.fetch_add(1, Ordering::Relaxed);
-            let err = Error::from_problem_json(reply.status(), &reply.payload);
-            let last = LastError {
-                code: usize::from(reply.status()),
-                status: err.message().to_owned(),
-            };
-            *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(last);
-        }
-    }
-
-    fn snapshot(&self, info: &endpoint::Info) -> endpoint::Stats {
-        let requests = self.requests.load(Ordering::Relaxed);
-        let nanos = self.nanos.load(Ordering::Relaxed);
-        endpoint::Stats {
-            name: info.name.clone(),
-            subject: info.subject.clone(),
-            queue_group: info.queue_group.clone(),
-            requests: requests as usize,
-            errors: self.errors.load(Ordering::Relaxed) as usize,
-            processing_time: Duration::from_nanos(nanos),
-            average_processing_time: Duration::from_nanos(nanos.checked_div(requests).unwrap_or(0)),
-            last_error: self
-                .last_error
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
-            data: None,
-        }
+/// An endpoint's counts as the micro protocol shows them.
+fn endpoint_stats(info: &endpoint::Info, stats: &EndpointStats) -> endpoint::Stats {
+    let counts = stats.snapshot();
+    endpoint::Stats {
+        name: info.name.clone(),
+        subject: info.subject.clone(),
+        queue_group: info.queue_group.clone(),
+        requests: counts.requests as usize,
+        errors: counts.errors as usize,
+        processing_time: Duration::from_nanos(counts.processing_nanos),
+        average_processing_time: Duration::from_nanos(counts.average_nanos),
+        last_error: stats.last_error().map(|(code, status)| LastError {
+            code: usize::from(code),
+            status,
+        }),
+        data: None,
     }
 }
 
@@ -101,7 +73,7 @@ impl Service {
             id: random_hex(11),
             version: 1,
             description: format!("Cohort service `{service}`"),
-            metadata: HashMap::from([("cohort.instance".to_owned(), instance_id.to_owned())]),
+            metadata: HashMap::from([(INSTANCE_KEY.to_owned(), instance_id.to_owned())]),
             started: SystemTime::now(),
             endpoints: Vec::new(),
         }
@@ -190,7 +162,7 @@ impl Service {
                 endpoints: self
                     .endpoints
                     .iter()
-                    .map(|(info, stats)| stats.snapshot(info))
+                    .map(|(info, stats)| endpoint_stats(info, stats))
                     .collect(),
             }),
             _ => return None,
@@ -227,6 +199,72 @@ impl Discovery {
     }
 }
 
+/// The metadata key under which a service names the Cohort instance it runs in.
+const INSTANCE_KEY: &str = "cohort.instance";
+
+/// A `$SRV.STATS` answer, as any micro service gives it.
+#[derive(Deserialize)]
+struct StatsReport {
+    #[serde(default)]
+    metadata: HashMap<String, String>,
+    #[serde(default)]
+    endpoints: Vec<endpoint::Stats>,
+}
+
+/// Asks every micro service on the server for its `$SRV.STATS`, and keeps the endpoints of Cohort
+/// instances whose subjects start with `commands` (this deployment's). Every instance answers at
+/// once; the gathering ends after `window`, and an instance slower than that is left out.
+pub(super) async fn gather_stats(
+    client: &Client,
+    commands: &str,
+    window: Duration,
+) -> Result<Vec<CommandStats>, Error> {
+    let cannot = |err: &dyn std::fmt::Display| {
+        Error::unavailable(format!("cannot ask the instances for their stats: {err}"))
+    };
+    let deadline = tokio::time::Instant::now() + window;
+    let inbox = client.new_inbox();
+    let mut answers = client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|e| cannot(&e))?;
+    client
+        .publish_with_reply("$SRV.STATS", inbox, bytes::Bytes::new())
+        .await
+        .map_err(|e| cannot(&e))?;
+    let mut stats = Vec::new();
+    while let Ok(Some(answer)) = tokio::time::timeout_at(deadline, answers.next()).await {
+        let Ok(report) = serde_json::from_slice::<StatsReport>(&answer.payload) else {
+            continue;
+        };
+        let Some(instance) = report.metadata.get(INSTANCE_KEY) else {
+            continue;
+        };
+        stats.extend(
+            report
+                .endpoints
+                .iter()
+                .filter(|e| e.subject.starts_with(commands))
+                .map(|e| CommandStats::new(instance, &e.subject, counts_of(e))),
+        );
+    }
+    Ok(stats)
+}
+
+fn counts_of(endpoint: &endpoint::Stats) -> Counts {
+    let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    Counts {
+        requests: endpoint.requests as u64,
+        errors: endpoint.errors as u64,
+        processing_nanos: nanos(endpoint.processing_time),
+        average_nanos: nanos(endpoint.average_processing_time),
+        last_error: endpoint
+            .last_error
+            .as_ref()
+            .map(|e| format!("{}:{}", e.code, e.status)),
+    }
+}
+
 /// Micro service names allow `A-Z a-z 0-9 _ -` only.
 fn micro_name(service: &str) -> String {
     service
@@ -244,6 +282,7 @@ fn micro_name(service: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::Message;
 
     fn endpoint(name: &str, version: u32) -> Endpoint {
         Endpoint {

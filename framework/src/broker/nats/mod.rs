@@ -9,6 +9,7 @@
 //! It needs nothing newer than nats-server 2.9: one filter subject per consumer, no consumer
 //! metadata, no pull-request pinning.
 
+mod backlog;
 mod commands;
 mod delivery;
 mod micro;
@@ -35,10 +36,12 @@ use self::options::{explain_connect_error, parse_servers};
 use self::replies::{Delivering, Replies};
 use self::signing::Signer;
 use super::spi::{
-    Broker, Endpoint, EventHandler, Message, RequestHandler, Subjects, SubscriptionSpec, Work,
+    Broker, CommandStats, Endpoint, EventHandler, Message, RequestHandler, Subjects,
+    SubscriptionSpec, SubscriptionStats, Work,
 };
 use crate::config::StreamStorage;
 use crate::error::Error;
+use crate::outage::Outage;
 use crate::redact::mask_urls;
 
 /// How long `connect` tries each server before it reports it unreachable.
@@ -148,6 +151,9 @@ impl NatsBroker {
         let (connected, connections) = watch::channel(0u64);
         let connected = Arc::new(connected);
         let events_urls = shown.clone();
+        // async-nats logs its own events at info, one a reconnection attempt: its target is
+        // capped at warn (see `logging`), and these are the lines an operator gets instead.
+        let outage = Arc::new(Outage::new(format!("the broker (NATS at `{shown}`)")));
         let identity = prepared.identity;
         let client = prepared
             .options
@@ -156,15 +162,18 @@ impl NatsBroker {
             .event_callback(move |event| {
                 let connected = connected.clone();
                 let urls = events_urls.clone();
+                let outage = outage.clone();
                 async move {
                     match event {
                         Event::Connected => {
                             connected.send_modify(|n| *n = n.wrapping_add(1));
-                            tracing::info!(nats = %urls, "connected to NATS");
+                            outage.back();
+                            tracing::debug!(nats = %urls, "connected to NATS");
                         }
-                        Event::Disconnected => {
-                            tracing::warn!(nats = %urls, "lost the NATS connection; reconnecting")
-                        }
+                        Event::Disconnected => outage.lost(
+                            &"disconnected",
+                            "reconnecting; commands and events wait or fail (503) meanwhile",
+                        ),
                         Event::LameDuckMode => {
                             tracing::warn!(nats = %urls, "the NATS server is shutting down (lame duck mode)")
                         }
@@ -217,7 +226,7 @@ impl Inner {
     }
 
     fn not_connected(&self, what: &str) -> Error {
-        Error::unavailable(format!(
+        Error::broker_unavailable(format!(
             "cannot {what}: not connected to NATS at `{}` (reconnecting)",
             self.urls
         ))
@@ -256,6 +265,24 @@ impl Broker for NatsBroker {
         subscriptions::subscribe(self.inner.clone(), spec, handler, work).await
     }
 
+    async fn command_stats(&self, window: Duration) -> Result<Vec<CommandStats>, Error> {
+        // Disconnected, the request would wait in the client's buffer and nobody would answer.
+        if !self.inner.is_connected() {
+            return Err(self
+                .inner
+                .not_connected("ask the instances for their stats"));
+        }
+        let commands = format!("{}.cmd.", self.inner.subjects.prefix());
+        micro::gather_stats(&self.inner.client, &commands, window).await
+    }
+
+    async fn subscription_stats(
+        &self,
+        spec: &SubscriptionSpec,
+    ) -> Result<Option<SubscriptionStats>, Error> {
+        backlog::backlog(&self.inner, spec).await.map(Some)
+    }
+
     fn is_distributed(&self) -> bool {
         true
     }
@@ -268,7 +295,7 @@ impl Broker for NatsBroker {
         let inner = &*self.inner;
         match timeout(FLUSH_TIMEOUT, inner.client.flush()).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(err)) => Err(Error::unavailable(format!(
+            Ok(Err(err)) => Err(Error::broker_unavailable(format!(
                 "cannot flush to NATS at `{}`: {err}",
                 inner.urls
             ))),

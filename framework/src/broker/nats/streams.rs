@@ -38,12 +38,12 @@ pub(super) async fn publish(inner: &Inner, subject: &str, msg: Message) -> Resul
                 format!("the event for `{subject}` is larger than the NATS server accepts: {err}"),
             )),
             Err(err) if err.kind() == PublishErrorKind::StreamNotFound => {
-                Err(Error::unavailable(format!(
+                Err(Error::broker_unavailable(format!(
                     "cannot publish to `{subject}`: no JetStream stream captures it (events go to `{}`)",
                     inner.subjects.all_events()
                 )))
             }
-            Err(err) => Err(Error::unavailable(format!(
+            Err(err) => Err(Error::broker_unavailable(format!(
                 "cannot publish to `{subject}`: JetStream did not confirm storing it: {err}"
             ))),
         };

@@ -337,7 +337,7 @@ async fn hand_back(client: &Client, message: async_nats::Message) {
 }
 
 /// `{durable}` shared by all instances, or `{durable}__{instance}` for an every-instance one.
-fn consumer_name(spec: &SubscriptionSpec, instance_id: &str) -> String {
+pub(super) fn consumer_name(spec: &SubscriptionSpec, instance_id: &str) -> String {
     let name = if spec.every_instance {
         format!("{}__{instance_id}", spec.durable)
     } else {
@@ -401,6 +401,7 @@ mod tests {
             backoff: vec![],
             ack_wait: Duration::from_secs(1),
             dead_letter_subject: "cohort.dlq.s.n".into(),
+            report: Default::default(),
         };
         assert_eq!(consumer_name(&spec, "host.a b"), "s__n__host_a_b");
         let config = consumer_config(&spec, "s__n__x");

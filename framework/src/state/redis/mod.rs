@@ -23,7 +23,8 @@ use redis::{
 mod unit;
 
 use super::spi::{Commit, OutboxEntry, Outcome, StateStore, Versioned};
-use crate::error::Error;
+use crate::error::{Error, STORE_UNAVAILABLE};
+use crate::outage::Outage;
 use crate::redact::mask_urls;
 use crate::tls::{REDIS_TLS, TlsFiles, is_tls_failure, tls_advice};
 
@@ -36,9 +37,6 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// instead of waiting out a long backoff; the next request tries again.
 const RECONNECT_RETRIES: usize = 1;
 const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(100);
-
-/// The code of every error that means "Redis cannot be reached".
-const UNAVAILABLE: &str = "state_store_unavailable";
 
 /// Writes the value and bumps the version; a put without a TTL makes the key permanent again.
 /// `KEYS[1]` = key; `ARGV[1]` = value, `ARGV[2]` = TTL in milliseconds or "" for none.
@@ -117,6 +115,7 @@ struct Inner {
     /// connection by itself, but not after one that merely stopped answering (a frozen server, a
     /// network that drops packets), so a timeout replaces it with a fresh one.
     connection: RwLock<(ConnectionManager, u64)>,
+    outage: Outage,
     put: Script,
     compare_and_swap: Script,
     compare_and_delete: Script,
@@ -151,8 +150,9 @@ impl RedisStore {
         Ok(RedisStore {
             inner: Arc::new(Inner {
                 client,
-                url: shown,
+                url: shown.clone(),
                 connection: RwLock::new((manager, 0)),
+                outage: Outage::new(format!("the state store (Redis at `{shown}`)")),
                 put: Script::new(PUT),
                 compare_and_swap: Script::new(COMPARE_AND_SWAP),
                 compare_and_delete: Script::new(COMPARE_AND_DELETE),
@@ -173,19 +173,30 @@ impl RedisStore {
         (guard.0.clone(), guard.1)
     }
 
-    /// Runs one request; a failure becomes a 503 whose message says what was being done.
+    /// Runs one request; a failure becomes a 503 whose cause (logged, never sent) says what was
+    /// being done.
     async fn run<T, F, Fut>(&self, doing: impl FnOnce() -> String, request: F) -> Result<T, Error>
     where
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
         let (connection, generation) = self.connection();
-        request(connection).await.map_err(|e| {
-            if e.is_timeout() {
-                self.replace_connection(generation);
+        match request(connection).await {
+            Ok(reply) => {
+                self.inner.outage.back();
+                Ok(reply)
             }
-            self.failure(&doing(), &e)
-        })
+            Err(e) => {
+                if e.is_timeout() {
+                    self.replace_connection(generation);
+                }
+                if e.is_io_error() || e.is_timeout() || e.is_unrecoverable_error() {
+                    let consequence = "its operations fail (503) meanwhile";
+                    self.inner.outage.lost(&e, consequence);
+                }
+                Err(self.failure(&doing(), &e))
+            }
+        }
     }
 
     /// Swaps in a fresh connection unless a concurrent request already did.
@@ -213,10 +224,7 @@ impl RedisStore {
                 "{doing} on Redis at `{url}` found a key that Cohort did not write: {e}"
             ));
         }
-        Error::unavailable(format!(
-            "state store unreachable: {doing} on Redis at `{url}` failed: {e}"
-        ))
-        .with_code(UNAVAILABLE)
+        Error::store_unavailable(format!("{doing} on Redis at `{url}` failed: {e}"))
     }
 }
 
@@ -227,7 +235,7 @@ fn open_client(url: &str, shown: &str, tls: &TlsFiles) -> Result<Client, Error> 
             "invalid Redis URL `{shown}`: {e}; set COHORT_REDIS_URL to redis://host:port[/db] \
              (rediss:// for TLS)"
         ))
-        .with_code(UNAVAILABLE)
+        .with_code(STORE_UNAVAILABLE)
     };
     let info = url.into_connection_info().map_err(invalid)?;
     let uses_tls = matches!(info.addr(), ConnectionAddr::TcpTls { .. });
@@ -296,7 +304,7 @@ fn explain_connect_error(e: &RedisError, shown: &str, tls: &TlsFiles) -> Error {
              a running one"
         )
     };
-    Error::unavailable(message).with_code(UNAVAILABLE)
+    Error::unavailable(message).with_code(STORE_UNAVAILABLE)
 }
 
 fn manager_config() -> ConnectionManagerConfig {
