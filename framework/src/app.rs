@@ -10,9 +10,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::spi::{Broker, Endpoint, SubscriptionSpec, Work};
 use crate::config::Config;
+use crate::constraints::InputRules;
 use crate::dispatch::{command_handler, event_handler};
 use crate::error::Error;
-use crate::http::HttpServer;
+use crate::http::{ApiInfo, HttpServer};
 use crate::message::Subjects;
 use crate::registry::{CommandDescriptor, Registry, SubscriptionDescriptor};
 use crate::running::{Running, shutdown_signal};
@@ -36,6 +37,7 @@ pub struct App {
     config: Config,
     broker: Option<Arc<dyn Broker>>,
     store: Option<Arc<dyn StateStore>>,
+    api_info: Option<ApiInfo>,
 }
 
 impl Default for App {
@@ -56,6 +58,7 @@ impl App {
             config,
             broker: None,
             store: None,
+            api_info: None,
         }
     }
 
@@ -103,6 +106,14 @@ impl App {
     /// Uses this state store instead of the one the configuration selects.
     pub fn store(mut self, store: Arc<dyn StateStore>) -> App {
         self.store = Some(store);
+        self
+    }
+
+    /// The title, version and description of `/openapi.json` (default: the name and version of
+    /// the package that declares the HTTP routes). `cohort::api_info!()` reads them from the
+    /// calling package's `Cargo.toml`.
+    pub fn api_info(mut self, info: ApiInfo) -> App {
+        self.api_info = Some(info);
         self
     }
 
@@ -155,7 +166,8 @@ impl App {
             runtime.clone(),
             work.stop.clone(),
         ));
-        let router = crate::http::router(runtime.clone(), &registry.commands)?;
+        let router =
+            crate::http::router(runtime.clone(), &registry.commands, self.api_info.as_ref())?;
         let http_stop = CancellationToken::new();
         let (http_addr, http_task) = match runtime.config.http_addr {
             Some(addr) => {
@@ -190,12 +202,13 @@ async fn serve_commands(
         .iter()
         .filter(|c| runtime.config.runs_service(c.service))
         .map(|&command| {
-            (
+            let rules = InputRules::of(command)?;
+            Ok((
                 endpoint(runtime, command),
-                command_handler(runtime.clone(), command),
-            )
+                command_handler(runtime.clone(), command, rules),
+            ))
         })
-        .collect::<Vec<_>>();
+        .collect::<Result<Vec<_>, Error>>()?;
     if endpoints.is_empty() {
         return Ok(());
     }

@@ -10,6 +10,7 @@ use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, CatchUnwind};
 
 use crate::broker::spi::{EventHandler, RequestHandler};
+use crate::constraints::InputRules;
 use crate::context::Ctx;
 use crate::error::{Error, ErrorKind};
 use crate::idempotency::{Claim, Claimed};
@@ -25,17 +26,21 @@ struct Served {
     /// Whether this side bounds the command by its deadline. The embedded broker runs the command
     /// inside the caller's own bounded wait, so a second timer there would only cost.
     timed: bool,
+    /// What its input must be before the handler decodes it.
+    rules: Arc<InputRules>,
 }
 
 /// The broker-facing handler of one command on this instance.
 pub(crate) fn command_handler(
     runtime: Arc<Runtime>,
     command: &'static CommandDescriptor,
+    rules: InputRules,
 ) -> RequestHandler {
     let served = Arc::new(Served {
         command,
         target: command.target(&runtime.subjects),
         timed: runtime.broker.is_distributed(),
+        rules: Arc::new(rules),
     });
     Arc::new(move |msg: Message| match &msg.meta.idempotency_key {
         None => execute(runtime.clone(), served.clone(), msg, None).boxed(),
@@ -141,22 +146,34 @@ fn start(
     };
     let handler = served.command.handler;
     let run = match served.command.guard {
-        None => handler(ctx.clone(), msg.payload),
-        Some(guard) => guarded(guard, handler, ctx.clone(), msg.payload),
+        None => match served.rules.check(&msg.payload) {
+            Ok(()) => handler(ctx.clone(), msg.payload),
+            Err(err) => Box::pin(async { Err(err) }),
+        },
+        Some(guard) => guarded(
+            guard,
+            served.rules.clone(),
+            handler,
+            ctx.clone(),
+            msg.payload,
+        ),
     };
     Ok((ctx, AssertUnwindSafe(run).catch_unwind()))
 }
 
-/// The handler behind its guard: a caller the guard refuses gets its error, and the handler (input
-/// decoding included, so that nothing about the input leaks to it) never runs.
+/// The handler behind its guard: a caller the guard refuses gets its error, and the input's checks
+/// and the handler (input decoding included, so that nothing about the input leaks to it) never
+/// run.
 fn guarded(
     guard: GuardFn,
+    rules: Arc<InputRules>,
     handler: CommandFn,
     ctx: Ctx,
     payload: Bytes,
 ) -> BoxFuture<'static, Result<Bytes, Error>> {
     Box::pin(async move {
         guard(&ctx).await?;
+        rules.check(&payload)?;
         handler(ctx, payload).await
     })
 }
