@@ -15,5 +15,6 @@ pub mod orders;
 
 /// The app as configured by the environment. `main` runs it; tests start it in-process.
 pub fn app() -> Result<cohort::App, cohort::Error> {
-    cohort::App::from_env()
+    // `/openapi.json` gets this package's name, version and description.
+    Ok(cohort::App::from_env()?.api_info(cohort::api_info!()))
 }
