@@ -220,6 +220,94 @@ mod tests {
         }
     }
 
+    fn rules(schema: fn() -> schemars::Schema) -> Result<InputRules, Error> {
+        use crate::registry::{Location, Package};
+        fn noop(
+            _: crate::Ctx,
+            _: bytes::Bytes,
+        ) -> futures_util::future::BoxFuture<'static, Result<bytes::Bytes, Error>> {
+            Box::pin(async { Ok(bytes::Bytes::new()) })
+        }
+        InputRules::of(&CommandDescriptor {
+            service: "shop",
+            version: 1,
+            name: "order",
+            description: "",
+            timeout_ms: None,
+            idempotent: false,
+            input_schema: schema,
+            output_schema: || schemars::json_schema!({}),
+            http: None,
+            guard: None,
+            handler: noop,
+            location: Location {
+                file: "shop.rs",
+                line: 7,
+            },
+            package: Package {
+                name: "shop",
+                version: "1.0.0",
+            },
+        })
+    }
+
+    #[test]
+    fn violations_name_the_field_and_never_echo_the_value() {
+        let rules = rules(|| {
+            schemars::json_schema!({
+                "type": "object",
+                "properties": {
+                    "lines": {"type": "array", "items": {"$ref": "#/$defs/Line"}},
+                    "secret": {"type": "string", "maxLength": 3},
+                },
+                "additionalProperties": false,
+                "$defs": {"Line": {"type": "object", "required": ["qty"], "properties": {"qty": {"type": "integer", "minimum": 1}}}},
+            })
+        })
+        .expect("compiles");
+        assert!(matches!(rules, InputRules::Schema(_)));
+        let check = |payload: &str| rules.check(payload.as_bytes()).expect_err("refused");
+        let err = check(r#"{"lines": [{"qty": 1}, {"qty": 0}]}"#);
+        assert_eq!(
+            (err.kind(), err.field()),
+            (ErrorKind::Invalid, Some("lines[1].qty"))
+        );
+        let err = check(r#"{"lines": [{}]}"#);
+        assert_eq!(err.field(), Some("lines[0].qty"));
+        let err = check(r#"{"secret": "hunter2"}"#);
+        assert_eq!(err.field(), Some("secret"));
+        assert!(!err.message().contains("hunter2"), "{err}");
+        assert_eq!(check(r#"{"extra": 1}"#).field(), Some("extra"));
+        assert!(rules.check(br#"{"lines": [{"qty": 2.0}]}"#).is_ok());
+        assert!(rules.check(b"").is_ok());
+        assert!(rules.check(b"{not json").is_ok(), "left to the decoder");
+    }
+
+    #[test]
+    fn an_input_without_constraints_is_only_checked_to_be_an_object() {
+        let rules = rules(|| {
+            schemars::json_schema!({"type": "object", "properties": {"n": {"type": "integer", "format": "int64"}}})
+        })
+        .expect("compiles");
+        assert!(matches!(rules, InputRules::Object));
+        assert!(rules.check(br#" {"n": 1}"#).is_ok());
+        assert!(rules.check(b"").is_ok());
+        assert_eq!(
+            rules.check(b"[1]").map_err(|e| e.kind()),
+            Err(ErrorKind::Invalid)
+        );
+    }
+
+    #[test]
+    fn a_pattern_that_does_not_compile_stops_the_start() {
+        let err = rules(|| {
+            schemars::json_schema!({"type": "object", "properties": {"sku": {"type": "string", "pattern": "(["}}})
+        })
+        .err()
+        .expect("refused");
+        assert!(err.message().contains("`order` at shop.rs:7"), "{err}");
+    }
+
     #[test]
     fn pointers_become_field_paths() {
         assert_eq!(field_path(""), "");
