@@ -17,6 +17,7 @@ pub mod testing;
 mod app;
 mod cluster_key;
 mod config;
+mod constraints;
 mod context;
 mod contract;
 mod dashboard;
@@ -48,6 +49,7 @@ pub use config::{Config, LogFormat, StreamStorage};
 pub use context::Ctx;
 pub use contract::{Command, Event};
 pub use error::{Error, ErrorKind, Problem};
+pub use http::ApiInfo;
 pub use running::Running;
 pub use session::{Principal, Session};
 pub use state::{State, Versioned};
@@ -122,7 +124,7 @@ pub mod __private {
         no_input,
     };
     pub use crate::registry::{
-        CommandDescriptor, GuardFn, HttpRoute, Location, SubscriptionDescriptor,
+        CommandDescriptor, GuardFn, HttpRoute, Location, Package, SubscriptionDescriptor,
     };
 
     /// Runs `guard`; a function that is no guard is reported here, on the user's guard path.
