@@ -159,7 +159,7 @@ mod body {
         let input: EchoIn = serde_json::from_slice(BODY).expect("valid input");
         EchoOut {
             text: input.text,
-            n: input.n + 1,
+            n: i128::from(input.n) + 1,
             instance: INSTANCE_ID.to_owned(),
         }
     }

@@ -27,7 +27,10 @@ const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$bUPfi3cPNx099apbfvFlDw$
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 pub struct Credentials {
     /// 3 to 32 characters.
+    #[schemars(length(min = 3, max = 32))]
     pub username: String,
+    /// Not empty; at most 256 characters, since hashing a longer one would only cost.
+    #[schemars(length(min = 1, max = 256))]
     pub password: String,
 }
 
@@ -47,16 +50,6 @@ struct Account {
 #[command(service = "accounts", version = 1)]
 #[http(POST, "/accounts", status = 201)]
 pub async fn create_account(ctx: Ctx, input: Credentials) -> Result<User, Error> {
-    let length = input.username.chars().count();
-    if !(3..=32).contains(&length) {
-        return Err(Error::invalid(
-            "username",
-            "must be 3 to 32 characters long",
-        ));
-    }
-    if input.password.is_empty() {
-        return Err(Error::invalid("password", "must not be empty"));
-    }
     let account = Account {
         password_hash: hash_password(input.password).await?,
         username: input.username,

@@ -17,7 +17,8 @@ pub struct EchoIn {
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 pub struct EchoOut {
     pub text: String,
-    pub n: i64,
+    /// `n + 1`: 128 bits wide, so that every `n` has one.
+    pub n: i128,
     /// The instance that executed the command.
     pub instance: String,
 }
@@ -26,13 +27,9 @@ pub struct EchoOut {
 #[command(service = "echo", version = 1)]
 #[http(POST, "/echo")]
 pub async fn echo(ctx: Ctx, input: EchoIn) -> Result<EchoOut, Error> {
-    let n = input
-        .n
-        .checked_add(1)
-        .ok_or_else(|| Error::invalid("n", "n + 1 overflows a 64-bit integer"))?;
     Ok(EchoOut {
         text: input.text,
-        n,
+        n: i128::from(input.n) + 1,
         instance: ctx.instance_id().to_owned(),
     })
 }
@@ -41,7 +38,8 @@ pub async fn echo(ctx: Ctx, input: EchoIn) -> Result<EchoOut, Error> {
 pub struct SlowEchoIn {
     pub text: String,
     pub n: i64,
-    /// How long to wait before answering, in milliseconds.
+    /// How long to wait before answering, in milliseconds: at most a minute.
+    #[schemars(range(max = 60_000))]
     pub wait_ms: u64,
 }
 

@@ -17,5 +17,8 @@ pub mod orders;
 /// The app as configured by the environment, with the dashboard at `/_cohort` for admins. `main`
 /// runs it; tests start it in-process.
 pub fn app() -> Result<cohort::App, cohort::Error> {
-    Ok(cohort::App::from_env()?.dashboard(accounts::admin))
+    // `/openapi.json` gets this package's name, version and description.
+    Ok(cohort::App::from_env()?
+        .api_info(cohort::api_info!())
+        .dashboard(accounts::admin))
 }

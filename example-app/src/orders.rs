@@ -8,9 +8,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::accounts::admin;
 
+/// What a SKU is made of (its length is bounded too, where it is declared).
+const SKU_PATTERN: &str = "^[A-Za-z0-9_-]+$";
+
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 pub struct SetStock {
+    /// A stock-keeping unit: letters, digits, `-` and `_`.
+    #[schemars(length(min = 1, max = 32), pattern(SKU_PATTERN))]
     pub sku: String,
+    #[schemars(range(max = 1_000_000_000))]
     pub qty: u64,
 }
 
@@ -22,7 +28,11 @@ pub struct Stock {
 
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 pub struct PlaceOrder {
+    /// A stock-keeping unit: letters, digits, `-` and `_`.
+    #[schemars(length(min = 1, max = 32), pattern(SKU_PATTERN))]
     pub sku: String,
+    /// 1 to 1000 per order.
+    #[schemars(range(min = 1, max = 1000))]
     pub qty: u64,
 }
 
@@ -77,6 +87,8 @@ pub async fn get_stock(ctx: Ctx, input: StockQuery) -> Result<Stock, Error> {
 
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 pub struct StockQuery {
+    /// A stock-keeping unit: letters, digits, `-` and `_`.
+    #[schemars(length(min = 1, max = 32), pattern(SKU_PATTERN))]
     pub sku: String,
 }
 
@@ -98,9 +110,6 @@ pub async fn take_stock(ctx: Ctx, input: PlaceOrder) -> Result<Stock, Error> {
 #[command(service = "orders", version = 1, guard = cohort::guard::signed_in)]
 #[http(POST, "/orders", status = 201)]
 pub async fn place_order(ctx: Ctx, input: PlaceOrder) -> Result<Order, Error> {
-    if input.qty == 0 {
-        return Err(Error::invalid("qty", "must be at least 1"));
-    }
     let placed_by = cohort::guard::principal(&ctx).await?.name;
     // The events and calls of the order name its user.
     let ctx = ctx.with_principal(&placed_by);

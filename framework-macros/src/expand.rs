@@ -243,6 +243,10 @@ fn command_tokens(handler: &Handler, spec: &CommandSpec) -> TokenStream {
                     guard: #guard,
                     handler: #run,
                     location: #location,
+                    package: ::cohort::__private::Package {
+                        name: ::core::env!("CARGO_PKG_NAME"),
+                        version: ::core::env!("CARGO_PKG_VERSION"),
+                    },
                 }
             }
         }

@@ -11,11 +11,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::spi::{Broker, DeliveryReport, Endpoint, SubscriptionSpec, Work};
 use crate::config::Config;
+use crate::constraints::InputRules;
 use crate::dashboard::{Dashboard, DashboardGuard, dashboard_guard};
 use crate::dispatch::{command_handler, event_handler};
 use crate::error::Error;
 use crate::guard::Guard;
-use crate::http::HttpServer;
+use crate::http::{ApiInfo, HttpServer};
 use crate::message::Subjects;
 use crate::metrics::{MeteredStore, Metrics, Scraper, SubscriptionName, metrics_router};
 use crate::registry::{CommandDescriptor, Registry, SubscriptionDescriptor};
@@ -41,6 +42,7 @@ pub struct App {
     broker: Option<Arc<dyn Broker>>,
     store: Option<Arc<dyn StateStore>>,
     dashboard_guard: Option<DashboardGuard>,
+    api_info: Option<ApiInfo>,
 }
 
 impl Default for App {
@@ -62,6 +64,7 @@ impl App {
             broker: None,
             store: None,
             dashboard_guard: None,
+            api_info: None,
         }
     }
 
@@ -121,6 +124,14 @@ impl App {
     {
         self.dashboard_guard = Some(dashboard_guard(guard));
         self.configure(|c| c.dashboard = true)
+    }
+
+    /// The title, version and description of `/openapi.json` (default: the name and version of
+    /// the package that declares the HTTP routes). `cohort::api_info!()` reads them from the
+    /// calling package's `Cargo.toml`.
+    pub fn api_info(mut self, info: ApiInfo) -> App {
+        self.api_info = Some(info);
+        self
     }
 
     /// The configuration as it stands.
@@ -192,7 +203,8 @@ impl App {
             work.stop.clone(),
         ));
         crate::task::spawn_periodic(&runtime, &registry.tasks, &work.tasks, &work.stop);
-        let mut router = crate::http::router(runtime.clone(), &registry.commands)?;
+        let mut router =
+            crate::http::router(runtime.clone(), &registry.commands, self.api_info.as_ref())?;
         if let Some(dashboard) = &runtime.dashboard {
             router = router.merge(dashboard_routes(&runtime, dashboard, &registry));
         }
@@ -293,12 +305,13 @@ async fn serve_commands(
         .iter()
         .filter(|c| runtime.config.runs_service(c.service))
         .map(|&command| {
-            (
+            let rules = InputRules::of(command)?;
+            Ok((
                 endpoint(runtime, command),
-                command_handler(runtime.clone(), command),
-            )
+                command_handler(runtime.clone(), command, rules),
+            ))
         })
-        .collect::<Vec<_>>();
+        .collect::<Result<Vec<_>, Error>>()?;
     if endpoints.is_empty() {
         return Ok(());
     }

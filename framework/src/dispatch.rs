@@ -12,6 +12,7 @@ use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
 use crate::broker::spi::{EventHandler, RequestHandler};
+use crate::constraints::InputRules;
 use crate::context::Ctx;
 use crate::dashboard::Observer;
 use crate::error::{Error, ErrorKind};
@@ -34,12 +35,15 @@ struct Served {
     observer: Option<Observer>,
     /// Its durations as this instance runs it, when metrics are on.
     durations: Option<CommandTimer>,
+    /// What its input must be before the handler decodes it.
+    rules: Arc<InputRules>,
 }
 
 /// The broker-facing handler of one command on this instance.
 pub(crate) fn command_handler(
     runtime: Arc<Runtime>,
     command: &'static CommandDescriptor,
+    rules: InputRules,
 ) -> RequestHandler {
     let target = command.target(&runtime.subjects);
     let observer = (runtime.dashboard.as_ref()).map(|d| d.observer(command, &target.subject));
@@ -50,6 +54,7 @@ pub(crate) fn command_handler(
         timed: runtime.broker.is_distributed(),
         observer,
         durations,
+        rules: Arc::new(rules),
     });
     Arc::new(move |mut msg: Message| {
         let span = command_span(&runtime, command, &mut msg.meta);
@@ -212,22 +217,34 @@ fn start(
     };
     let handler = served.command.handler;
     let run = match served.command.guard {
-        None => handler(ctx.clone(), msg.payload),
-        Some(guard) => guarded(guard, handler, ctx.clone(), msg.payload),
+        None => match served.rules.check(&msg.payload) {
+            Ok(()) => handler(ctx.clone(), msg.payload),
+            Err(err) => Box::pin(async { Err(err) }),
+        },
+        Some(guard) => guarded(
+            guard,
+            served.rules.clone(),
+            handler,
+            ctx.clone(),
+            msg.payload,
+        ),
     };
     Ok((ctx, AssertUnwindSafe(run).catch_unwind()))
 }
 
-/// The handler behind its guard: a caller the guard refuses gets its error, and the handler (input
-/// decoding included, so that nothing about the input leaks to it) never runs.
+/// The handler behind its guard: a caller the guard refuses gets its error, and the input's checks
+/// and the handler (input decoding included, so that nothing about the input leaks to it) never
+/// run.
 fn guarded(
     guard: GuardFn,
+    rules: Arc<InputRules>,
     handler: CommandFn,
     ctx: Ctx,
     payload: Bytes,
 ) -> BoxFuture<'static, Result<Bytes, Error>> {
     Box::pin(async move {
         guard(&ctx).await?;
+        rules.check(&payload)?;
         handler(ctx, payload).await
     })
 }

@@ -10,10 +10,41 @@ use crate::error::Error;
 
 /// Decodes a command input or an event. Malformed JSON is a 400; JSON of the wrong shape is a 422
 /// whose `field` is the path of the offending field (`items[0].qty`). An empty body reads as `{}`.
+/// A whole number written as a float (`2.0`) fills an integer field, as JSON Schema says it may.
 pub fn decode_input<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Error> {
     let payload = if payload.is_empty() { b"{}" } else { payload };
     // The plain decoder is the fast path; tracking the path costs, so only a failure pays for it.
-    serde_json::from_slice(payload).or_else(|_| decode_with_path(payload))
+    serde_json::from_slice(payload).or_else(|_| decode_again(payload))
+}
+
+/// The second try of a payload serde refused: with whole floats as integers, naming the field
+/// at fault if it still does not decode.
+fn decode_again<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Error> {
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(payload) else {
+        return decode_with_path(payload);
+    };
+    whole_floats_as_integers(&mut value);
+    serde_path_to_error::deserialize(value).map_err(path_error)
+}
+
+/// Rewrites `2.0` as `2` throughout: serde reads no integer from a float, though JSON Schema
+/// counts it as one (and a float field reads an integer as well).
+fn whole_floats_as_integers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(number) if number.is_f64() => {
+            let float = number.as_f64().unwrap_or(f64::NAN);
+            // Exact below 2^63 and 2^64: a larger float is no integer serde could take anyway.
+            if float.fract() == 0.0 && float.abs() < 9.223_372_036_854_776e18 {
+                *value = Value::from(float as i64);
+            } else if float.fract() == 0.0 && (0.0..1.844_674_407_370_955_2e19).contains(&float) {
+                *value = Value::from(float as u64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_floats_as_integers),
+        Value::Object(fields) => fields.values_mut().for_each(whole_floats_as_integers),
+        _ => {}
+    }
 }
 
 fn decode_with_path<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Error> {
@@ -174,6 +205,15 @@ mod tests {
         let err = decode_input::<Order>(br#"{"items":[]}"#).expect_err("must fail");
         assert_eq!(err.field(), Some("sku"));
         let err = decode_input::<Order>(br#"{"sku":"a","items":[{}]}"#).expect_err("must fail");
+        assert_eq!(err.field(), Some("items[0].qty"));
+    }
+
+    #[test]
+    fn whole_floats_fill_integer_fields() {
+        let order = decode_input::<Order>(br#"{"sku":"a","items":[{"qty":2.0}]}"#);
+        assert_eq!(order.expect("decodes").items[0].qty, 2);
+        let err =
+            decode_input::<Order>(br#"{"sku":"a","items":[{"qty":2.5}]}"#).expect_err("not whole");
         assert_eq!(err.field(), Some("items[0].qty"));
     }
 

@@ -17,6 +17,7 @@ pub mod testing;
 mod app;
 mod cluster_key;
 mod config;
+mod constraints;
 mod context;
 mod contract;
 mod dashboard;
@@ -49,6 +50,7 @@ pub use config::{Config, LogFormat, StreamStorage};
 pub use context::Ctx;
 pub use contract::{Command, Event};
 pub use error::{Error, ErrorKind, Problem};
+pub use http::ApiInfo;
 pub use registry::TaskSchedule;
 pub use running::Running;
 pub use session::{Principal, Session};
@@ -131,8 +133,8 @@ pub mod __private {
         no_input,
     };
     pub use crate::registry::{
-        CommandDescriptor, GuardFn, HttpRoute, Location, SubscriptionDescriptor, TaskDescriptor,
-        TaskSchedule,
+        CommandDescriptor, GuardFn, HttpRoute, Location, Package, SubscriptionDescriptor,
+        TaskDescriptor, TaskSchedule,
     };
 
     /// Runs `guard`; a function that is no guard is reported here, on the user's guard path.

@@ -55,6 +55,16 @@ pub struct HttpRoute {
     pub status: u16,
 }
 
+/// The package (crate) that declared a command, as Cargo names it where the macro expanded: the
+/// default title and version of the OpenAPI document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Package {
+    /// `CARGO_PKG_NAME`.
+    pub name: &'static str,
+    /// `CARGO_PKG_VERSION`.
+    pub version: &'static str,
+}
+
 /// A command, as `#[command]` registers it.
 #[derive(Debug)]
 pub struct CommandDescriptor {
@@ -82,6 +92,8 @@ pub struct CommandDescriptor {
     pub handler: CommandFn,
     /// Where the function is.
     pub location: Location,
+    /// The package that declares it.
+    pub package: Package,
 }
 
 impl CommandDescriptor {
@@ -359,6 +371,10 @@ mod tests {
             location: Location {
                 file: "src/orders.rs",
                 line,
+            },
+            package: Package {
+                name: "shop",
+                version: "1.0.0",
             },
         }
     }

@@ -163,11 +163,17 @@ async fn guarded_routes_declare_the_session_cookie_and_their_401_and_403() {
     );
     let set_stock = &document["paths"]["/stock/{sku}"]["put"];
     assert_eq!(set_stock["security"], json!([{"cookieAuth": []}]));
-    for status in ["401", "403"] {
-        let content = &set_stock["responses"][status]["content"]["application/problem+json"];
+    for (status, name) in [("401", "Unauthorized"), ("403", "Forbidden")] {
+        let reference = &set_stock["responses"][status]["$ref"];
         assert_eq!(
-            content["schema"]["$ref"], "#/components/schemas/Problem",
+            reference,
+            &format!("#/components/responses/{name}"),
             "{status}: {set_stock}"
+        );
+        let content = &document["components"]["responses"][name]["content"];
+        assert_eq!(
+            content["application/problem+json"]["schema"]["$ref"],
+            "#/components/schemas/Problem"
         );
     }
     let get_stock = &document["paths"]["/stock/{sku}"]["get"];

@@ -25,6 +25,7 @@ use axum::routing::{MethodFilter, MethodRouter, get, on};
 use bytes::Bytes;
 
 pub use cookie::SESSION_COOKIE;
+pub use openapi::ApiInfo;
 pub use response::{EXECUTED_BY_HEADER, INSTANCE_HEADER};
 pub(crate) use server::HttpServer;
 
@@ -41,6 +42,7 @@ use route::{Route, handle};
 pub(crate) fn router(
     runtime: Arc<Runtime>,
     commands: &[&'static CommandDescriptor],
+    api_info: Option<&ApiInfo>,
 ) -> Result<Router, Error> {
     let instance = HeaderValue::from_str(&runtime.instance_id).map_err(|_| {
         Error::bad_request("COHORT_INSTANCE_ID must be printable ASCII").with_code("invalid_config")
@@ -62,7 +64,8 @@ pub(crate) fn router(
     for (path, methods) in by_path {
         router = router.route(path, methods);
     }
-    let openapi = Bytes::from(openapi::openapi(commands).to_string());
+    let api_info = api_info.map_or_else(|| ApiInfo::of_routes(commands), ApiInfo::clone);
+    let openapi = Bytes::from(openapi::openapi(commands, &api_info).to_string());
     let (health_instance, ready_runtime) = (instance.clone(), runtime.clone());
     let (not_found, not_allowed) = (instance.clone(), instance);
     Ok(router

@@ -78,7 +78,8 @@ fn field_type(schema: &schemars::Schema, name: &str) -> FieldType {
 /// reports a 422 naming the field instead of the HTTP layer guessing.
 fn param_value(raw: &str, kind: FieldType) -> Value {
     let parsed = match kind {
-        FieldType::Integer => raw.parse::<i64>().ok().map(Value::from),
+        FieldType::Integer => (raw.parse::<i64>().ok().map(Value::from))
+            .or_else(|| raw.parse::<u64>().ok().map(Value::from)),
         FieldType::Number => raw.parse::<f64>().ok().map(Value::from),
         FieldType::Boolean => raw.parse::<bool>().ok().map(Value::from),
         FieldType::Text => None,
@@ -223,6 +224,8 @@ mod tests {
     fn params_take_the_type_of_their_field() {
         assert_eq!(param_value("42", FieldType::Integer), Value::from(42));
         assert_eq!(param_value("x", FieldType::Integer), Value::from("x"));
+        let max = u64::MAX.to_string();
+        assert_eq!(param_value(&max, FieldType::Integer), Value::from(u64::MAX));
         assert_eq!(param_value("true", FieldType::Boolean), Value::from(true));
         assert_eq!(param_value("42", FieldType::Text), Value::from("42"));
     }
