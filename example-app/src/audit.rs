@@ -68,6 +68,32 @@ pub async fn audit_report(ctx: Ctx) -> Result<AuditReport, Error> {
     })
 }
 
+/// What the audit stood at, once a minute.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+pub struct Snapshot {
+    pub orders_seen: u64,
+    /// The fencing token of the run that took it: a later snapshot has a larger one.
+    pub token: u64,
+}
+
+/// Once a minute, on one instance of the deployment: keeps the count of orders seen as the
+/// latest snapshot. A snapshot is only written over by a later run's.
+#[task(service = "audit", every = "1m")]
+pub async fn take_snapshot(ctx: Ctx) -> Result<(), Error> {
+    let state = ctx.state();
+    let orders_seen = state.get::<u64>("orders_seen").await?.unwrap_or(0);
+    let token = ctx.fencing_token().unwrap_or(0);
+    let snapshot = Snapshot { orders_seen, token };
+    state
+        .update("snapshot", |last: Option<Snapshot>| match last {
+            // A run that stalled past its lease must not overwrite its successor's snapshot.
+            Some(last) if last.token > token => Ok(last),
+            _ => Ok(snapshot.clone()),
+        })
+        .await?;
+    Ok(())
+}
+
 /// Each listed instance's `{counter}:{instance}`.
 async fn counts(state: &State, counter: &str) -> Result<BTreeMap<String, u64>, Error> {
     let mut counts = BTreeMap::new();

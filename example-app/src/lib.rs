@@ -3,7 +3,8 @@
 //! - `echo`: the smallest command, and the one the benchmarks drive.
 //! - `accounts`: sign-up, log-in with a session cookie, `GET /me`, log-out.
 //! - `orders`: stock per SKU, orders that take stock atomically and emit `OrderPlaced`.
-//! - `audit`: subscriptions that count the orders, and which instance saw each.
+//! - `audit`: subscriptions that count the orders, and which instance saw each; a task that keeps
+//!   a snapshot of the count once a minute, on one instance of the deployment.
 //!
 //! Nothing here keeps state in memory: everything goes through `ctx.state()` and `ctx.session()`,
 //! so any instance can run any command.

@@ -6,13 +6,14 @@ use syn::{
     PathArguments, ReturnType, Type,
 };
 
-use crate::attr::{self, CommandArgs, EventArgs, HttpArgs, SubscriptionArgs};
+use crate::attr::{self, CommandArgs, EventArgs, HttpArgs, SubscriptionArgs, TaskArgs};
 
 /// What a function is made into; it words the messages.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Command,
     Subscription,
+    Task,
 }
 
 impl Kind {
@@ -20,6 +21,7 @@ impl Kind {
         match self {
             Kind::Command => "commands",
             Kind::Subscription => "subscriptions",
+            Kind::Task => "tasks",
         }
     }
 
@@ -27,6 +29,7 @@ impl Kind {
         match self {
             Kind::Command => "command",
             Kind::Subscription => "subscription",
+            Kind::Task => "task",
         }
     }
 }
@@ -41,6 +44,12 @@ pub struct Command<'a> {
 /// A `#[subscription]`.
 pub struct Subscription<'a> {
     pub args: SubscriptionArgs,
+    pub handler: Handler<'a>,
+}
+
+/// A `#[task]`.
+pub struct Task<'a> {
+    pub args: TaskArgs,
     pub handler: Handler<'a>,
 }
 
@@ -67,6 +76,7 @@ pub struct Siblings {
     pub commands: Vec<Attribute>,
     pub http: Vec<Attribute>,
     pub subscriptions: Vec<Attribute>,
+    pub tasks: Vec<Attribute>,
 }
 
 /// A `#[derive(Event)]` type.
@@ -83,6 +93,7 @@ impl Siblings {
             commands: Vec::new(),
             http: Vec::new(),
             subscriptions: Vec::new(),
+            tasks: Vec::new(),
         };
         let mut kept = Vec::new();
         for attr in func.attrs.drain(..) {
@@ -92,6 +103,8 @@ impl Siblings {
                 siblings.http.push(attr);
             } else if attr::is_named(&attr, "subscription") {
                 siblings.subscriptions.push(attr);
+            } else if attr::is_named(&attr, "task") {
+                siblings.tasks.push(attr);
             } else {
                 kept.push(attr);
             }
@@ -183,11 +196,41 @@ impl<'a> Subscription<'a> {
                     "`#[subscription]` set more than once; keep one",
                 ));
             }
+            refuse_task(siblings)?;
             Ok(args)
         });
         let handler = Handler::from_syn(func, Kind::Subscription);
         let (args, handler) = both(args, handler)?;
         Ok(Subscription { args, handler })
+    }
+}
+
+impl<'a> Task<'a> {
+    pub fn from_syn(args: TokenStream, func: &'a ItemFn, siblings: &Siblings) -> syn::Result<Self> {
+        let args = TaskArgs::parse(args).and_then(|args| {
+            let other = siblings
+                .commands
+                .iter()
+                .chain(&siblings.http)
+                .chain(&siblings.subscriptions)
+                .next();
+            if let Some(other) = other {
+                return Err(syn::Error::new_spanned(
+                    other,
+                    "a `#[task]` runs on a schedule, not on a call or an event: keep one attribute",
+                ));
+            }
+            if let Some(again) = siblings.tasks.first() {
+                return Err(syn::Error::new_spanned(
+                    again,
+                    "`#[task]` set more than once; keep one",
+                ));
+            }
+            Ok(args)
+        });
+        let handler = Handler::from_syn(func, Kind::Task);
+        let (args, handler) = both(args, handler)?;
+        Ok(Task { args, handler })
     }
 }
 
@@ -212,7 +255,7 @@ impl<'a> Handler<'a> {
                 format!(
                     "{plural} take the context first: write `async fn {ident}(ctx: Ctx{})`",
                     match kind {
-                        Kind::Command => "",
+                        Kind::Command | Kind::Task => "",
                         Kind::Subscription => ", event: MyEvent",
                     }
                 ),
@@ -257,7 +300,7 @@ impl<'a> Event<'a> {
 fn result_type(sig: &syn::Signature, kind: Kind) -> syn::Result<(&Ident, &Type, Option<&Type>)> {
     let example = match kind {
         Kind::Command => "Result<Output, Error>",
-        Kind::Subscription => "Result<(), Error>",
+        Kind::Subscription | Kind::Task => "Result<(), Error>",
     };
     let plural = kind.plural();
     let ty = match &sig.output {
@@ -332,8 +375,19 @@ fn doc_comment(attrs: &[Attribute]) -> String {
 }
 
 fn refuse_subscription(siblings: &Siblings) -> syn::Result<()> {
+    refuse_task(siblings)?;
     match siblings.subscriptions.first() {
         Some(subscription) => Err(either_or(subscription)),
+        None => Ok(()),
+    }
+}
+
+fn refuse_task(siblings: &Siblings) -> syn::Result<()> {
+    match siblings.tasks.first() {
+        Some(task) => Err(syn::Error::new_spanned(
+            task,
+            "a `#[task]` runs on a schedule, not on a call or an event: keep one attribute",
+        )),
         None => Ok(()),
     }
 }

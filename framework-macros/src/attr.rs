@@ -39,6 +39,17 @@ pub struct SubscriptionArgs {
     pub every_instance: Option<LitBool>,
 }
 
+/// `#[task(service = "...", every = "30s" | cron = "0 3 * * *" | on_start, name = "...")]`.
+pub struct TaskArgs {
+    /// As [`CommandArgs::written`].
+    pub written: TokenStream,
+    pub service: Option<LitStr>,
+    pub name: Option<LitStr>,
+    pub every: Option<LitStr>,
+    pub cron: Option<LitStr>,
+    pub on_start: Option<LitBool>,
+}
+
 /// `#[event(name = "...")]` on a `#[derive(Event)]` type.
 #[derive(Default)]
 pub struct EventArgs {
@@ -142,6 +153,46 @@ impl SubscriptionArgs {
                 Err(unknown_option(
                     &meta.path,
                     "one of: `service`, `name`, `every_instance`",
+                ))
+            }
+        });
+        parser.parse2(args)?;
+        Ok(parsed)
+    }
+}
+
+impl TaskArgs {
+    /// The arguments of the `#[task]` being expanded.
+    pub fn parse(args: TokenStream) -> syn::Result<Self> {
+        let mut parsed = TaskArgs {
+            written: TokenStream::new(),
+            service: None,
+            name: None,
+            every: None,
+            cron: None,
+            on_start: None,
+        };
+        let parser = syn::meta::parser(|meta| {
+            if meta.path.is_ident("service") {
+                set_once(&mut parsed.service, &meta, |m| {
+                    string(m, "service = \"reports\"")
+                })
+            } else if meta.path.is_ident("name") {
+                set_once(&mut parsed.name, &meta, |m| {
+                    string(m, "name = \"daily_report\"")
+                })
+            } else if meta.path.is_ident("every") {
+                set_once(&mut parsed.every, &meta, |m| string(m, "every = \"30s\""))
+            } else if meta.path.is_ident("cron") {
+                set_once(&mut parsed.cron, &meta, |m| {
+                    string(m, "cron = \"0 3 * * *\"")
+                })
+            } else if meta.path.is_ident("on_start") {
+                set_once(&mut parsed.on_start, &meta, flag)
+            } else {
+                Err(unknown_option(
+                    &meta.path,
+                    "one of: `service`, `name`, `every`, `cron`, `on_start`",
                 ))
             }
         });

@@ -9,9 +9,9 @@ use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{DeriveInput, Ident, ItemFn};
 
-use crate::ast::{Command, Event, Handler, Kind, Siblings, Subscription};
+use crate::ast::{Command, Event, Handler, Kind, Siblings, Subscription, Task};
 use crate::fallback;
-use crate::valid::{CommandSpec, SubscriptionSpec};
+use crate::valid::{CommandSpec, Schedule, SubscriptionSpec, TaskSpec};
 
 /// `#[command]`, which may find an `#[http]` below it.
 pub fn command(args: TokenStream, item: TokenStream) -> TokenStream {
@@ -44,6 +44,19 @@ pub fn subscription(args: TokenStream, item: TokenStream) -> TokenStream {
     let expanded = Subscription::from_syn(args, &func, &siblings).and_then(|subscription| {
         let spec = subscription.validate()?;
         Ok(subscription_tokens(&subscription.handler, &spec))
+    });
+    expanded.unwrap_or_else(|error| fallback::function(&func, error, None))
+}
+
+pub fn task(args: TokenStream, item: TokenStream) -> TokenStream {
+    let mut func = match parse_fn(item, "task") {
+        Ok(func) => func,
+        Err(not_a_fn) => return not_a_fn,
+    };
+    let siblings = Siblings::take(&mut func);
+    let expanded = Task::from_syn(args, &func, &siblings).and_then(|task| {
+        let spec = task.validate()?;
+        Ok(task_tokens(&task.handler, &spec))
     });
     expanded.unwrap_or_else(|error| fallback::function(&func, error, None))
 }
@@ -290,6 +303,56 @@ fn subscription_tokens(handler: &Handler, spec: &SubscriptionSpec) -> TokenStrea
                     name: #name,
                     event: #event_name,
                     every_instance: #every_instance,
+                    handler: #run,
+                    location: #location,
+                }
+            }
+        }
+    }
+}
+
+fn task_tokens(handler: &Handler, spec: &TaskSpec) -> TokenStream {
+    let func = handler.func;
+    let ident = &func.sig.ident;
+    let Locals { ctx, .. } = Locals::new();
+    let checks = handler.err.map(
+        |error| quote_spanned!(check_span(error)=> ::cohort::__private::assert_error::<#error>();),
+    );
+    let into_error = into_error(handler);
+    // The closure takes the context only; the payload of the other handlers has no use here.
+    let boxed = quote_spanned! {check_span(ident)=>
+        ::std::boxed::Box::pin(async move { #ident(#ctx).await.map_err(#into_error) })
+    };
+    let run = quote! {
+        |#ctx: ::cohort::Ctx|
+            -> ::cohort::__private::BoxFuture<'static, ::core::result::Result<(), ::cohort::Error>> { #boxed }
+    };
+    let TaskSpec {
+        service,
+        name,
+        schedule,
+    } = spec;
+    let schedule = match schedule {
+        Schedule::Every(ms) => quote!(::cohort::__private::TaskSchedule::Every { ms: #ms }),
+        Schedule::Cron(expression) => {
+            quote!(::cohort::__private::TaskSchedule::Cron { expression: #expression })
+        }
+        Schedule::OnStart => quote!(::cohort::__private::TaskSchedule::OnStart),
+    };
+    let location = location(ident);
+
+    quote! {
+        #func
+
+        ::cohort::__private::inventory::submit! {
+            {
+                #checks
+                ::cohort::__private::TaskDescriptor {
+                    service: #service,
+                    name: #name,
+                    schedule: #schedule,
+                    // The version of the crate that declares the task: the app's, not Cohort's.
+                    app_version: ::core::env!("CARGO_PKG_VERSION"),
                     handler: #run,
                     location: #location,
                 }

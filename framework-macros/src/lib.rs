@@ -34,6 +34,13 @@ pub fn subscription(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::subscription(args.into(), item.into()).into()
 }
 
+/// `#[task(service = "...", every = "30s")]`, `cron = "0 3 * * *"` or `on_start`, on
+/// `async fn f(ctx: Ctx) -> Result<(), E>`.
+#[proc_macro_attribute]
+pub fn task(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::task(args.into(), item.into()).into()
+}
+
 /// `#[derive(Event)]`, named by `#[event(name = "...")]` or the type's name in snake_case.
 #[proc_macro_derive(Event, attributes(event))]
 pub fn derive_event(input: TokenStream) -> TokenStream {

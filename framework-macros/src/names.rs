@@ -116,6 +116,34 @@ pub fn parse_timeout(text: &str) -> Result<u64, String> {
     Ok(ms)
 }
 
+/// Milliseconds of a task's period written `30s`, `5m` or `1h 30m`: at least a second.
+pub fn parse_every(text: &str) -> Result<u64, String> {
+    let period = humantime::parse_duration(text).map_err(|e| {
+        format!("invalid period `{text}`: {e}; write a duration such as `every = \"30s\"` or `every = \"1h\"`")
+    })?;
+    let ms = u64::try_from(period.as_millis()).unwrap_or(u64::MAX);
+    if ms < 1_000 || ms % 1_000 != 0 {
+        return Err(format!(
+            "a task's period is whole seconds, at least one: write `every = \"1s\"` or more instead of `{text}`"
+        ));
+    }
+    Ok(ms)
+}
+
+/// Checks a five-field cron expression (minute hour day-of-month month day-of-week).
+pub fn parse_cron(text: &str) -> Result<(), String> {
+    use croner::parser::{CronParser, Seconds, Year};
+    CronParser::builder()
+        .seconds(Seconds::Disallowed)
+        .year(Year::Disallowed)
+        .build()
+        .parse(text)
+        .map(drop)
+        .map_err(|e| {
+            format!("invalid cron expression `{text}`: {e}; write five fields, minute hour day-of-month month day-of-week, such as `cron = \"0 3 * * *\"`")
+        })
+}
+
 /// `OrderPlaced` → `order_placed`, `HTTPRequest` → `http_request`, `OrderV2` → `order_v2`.
 pub fn snake_case(name: &str) -> String {
     let chars: Vec<char> = name.chars().collect();

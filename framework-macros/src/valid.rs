@@ -7,10 +7,11 @@ use quote::{ToTokens, quote};
 use syn::ext::IdentExt;
 use syn::{FnArg, Ident, LitBool, LitInt, LitStr, Path, Type};
 
-use crate::ast::{Command, Event, Handler, Kind, Subscription, both};
-use crate::attr::HttpArgs;
+use crate::ast::{Command, Event, Handler, Kind, Subscription, Task, both};
+use crate::attr::{HttpArgs, TaskArgs};
 use crate::names::{
-    event_name, method, parse_timeout, route_params, service_name, snake_case, subject_name,
+    event_name, method, parse_cron, parse_every, parse_timeout, route_params, service_name,
+    snake_case, subject_name,
 };
 
 /// A command's options, checked.
@@ -99,6 +100,63 @@ impl<'a> Subscription<'a> {
     }
 }
 
+/// When a task runs.
+pub enum Schedule {
+    /// Every so many milliseconds, aligned on the Unix epoch.
+    Every(u64),
+    /// At the times of a five-field cron expression, in UTC.
+    Cron(String),
+    /// Once per deployment version, before the instances turn ready.
+    OnStart,
+}
+
+/// A task's options, checked.
+pub struct TaskSpec {
+    pub service: String,
+    pub name: String,
+    pub schedule: Schedule,
+}
+
+impl Task<'_> {
+    pub fn validate(&self) -> syn::Result<TaskSpec> {
+        let mut problems = Problems::default();
+        problems.take(self.handler.validate());
+        let args = &self.args;
+        let kind = Kind::Task;
+        let service = problems.take(service(args.service.as_ref(), &args.written, kind));
+        let name = problems.take(name(args.name.as_ref(), &self.handler, kind));
+        let schedule = schedule(args);
+        let (schedule, ()) = both(schedule, problems.finish(()))?;
+        Ok(TaskSpec {
+            service,
+            name,
+            schedule,
+        })
+    }
+}
+
+/// The one schedule of `every`, `cron` and `on_start`.
+fn schedule(args: &TaskArgs) -> syn::Result<Schedule> {
+    let on_start = args.on_start.as_ref().filter(|flag| flag.value());
+    match (&args.every, &args.cron, on_start) {
+        (Some(every), None, None) => parse_every(&every.value())
+            .map(Schedule::Every)
+            .map_err(|message| syn::Error::new_spanned(every, message)),
+        (None, Some(cron), None) => parse_cron(&cron.value())
+            .map(|()| Schedule::Cron(cron.value()))
+            .map_err(|message| syn::Error::new_spanned(cron, message)),
+        (None, None, Some(_)) => Ok(Schedule::OnStart),
+        (None, None, None) => Err(syn::Error::new_spanned(
+            &args.written,
+            "missing schedule: write `every = \"30s\"`, `cron = \"0 3 * * *\"` or `on_start`",
+        )),
+        _ => Err(syn::Error::new_spanned(
+            &args.written,
+            "a task has one schedule: keep one of `every`, `cron` and `on_start`",
+        )),
+    }
+}
+
 impl Handler<'_> {
     pub fn validate(&self) -> syn::Result<()> {
         let mut problems = Problems::default();
@@ -140,6 +198,7 @@ impl Handler<'_> {
                 (Kind::Subscription, None) => {
                     format!("async fn {ident}(ctx: Ctx, event: {})", written(self.ctx))
                 }
+                (Kind::Task, None) => format!("async fn {ident}(ctx: Ctx)"),
                 (_, Some(_)) => "ctx: Ctx".to_owned(),
             };
             problems.push(syn::Error::new_spanned(
@@ -150,6 +209,7 @@ impl Handler<'_> {
         let input_role = match self.kind {
             Kind::Command => "input",
             Kind::Subscription => "event",
+            Kind::Task => "argument",
         };
         for (ty, role) in [(self.input, input_role), (Some(self.ok), "output")] {
             match ty {
@@ -178,6 +238,24 @@ impl Handler<'_> {
                 ),
             )),
             Kind::Command => {}
+            Kind::Task => {
+                let args: Vec<&FnArg> = self.func.sig.inputs.iter().skip(1).collect();
+                if !args.is_empty() {
+                    problems.push(syn::Error::new_spanned(
+                        quote!(#(#args),*),
+                        format!("a task takes only the context: write `async fn {ident}(ctx: Ctx)`"),
+                    ));
+                }
+                if !is_unit(self.ok) {
+                    problems.push(syn::Error::new_spanned(
+                        self.ok,
+                        format!(
+                            "tasks return no value: write `()` instead of `{}`",
+                            written(self.ok)
+                        ),
+                    ));
+                }
+            }
             Kind::Subscription => {
                 if !extra.is_empty() {
                     problems.push(syn::Error::new_spanned(

@@ -193,3 +193,43 @@ fn subscriptions_register_their_event() {
     let log = subscription("log-request");
     assert_eq!((log.event, log.every_instance), ("request_seen", false));
 }
+
+/// Cleans up every half minute.
+#[task(service = "stock", every = "30s")]
+async fn sweep(_ctx: Ctx) -> Result<(), Error> {
+    Ok(())
+}
+
+#[cohort::task(service = "stock", name = "nightly_report", cron = "0 3 * * *")]
+async fn report(_ctx: Ctx) -> cohort::Result<()> {
+    Ok(())
+}
+
+#[task(service = "stock", on_start)]
+async fn migrate(_ctx: Ctx) -> Result<(), OutOfStock> {
+    Ok(())
+}
+
+fn task(name: &str) -> &'static cohort::__private::TaskDescriptor {
+    inventory::iter::<cohort::__private::TaskDescriptor>
+        .into_iter()
+        .find(|t| t.name == name)
+        .unwrap_or_else(|| panic!("task `{name}` registered"))
+}
+
+#[test]
+fn tasks_register_their_schedule_and_the_apps_version() {
+    use cohort::__private::TaskSchedule;
+    let sweep = task("sweep");
+    assert_eq!(sweep.service, "stock");
+    assert_eq!(sweep.schedule, TaskSchedule::Every { ms: 30_000 });
+    assert_eq!(sweep.app_version, env!("CARGO_PKG_VERSION"));
+    assert!(line_at(sweep.location).contains("async fn sweep"));
+    assert_eq!(
+        task("nightly_report").schedule,
+        TaskSchedule::Cron {
+            expression: "0 3 * * *"
+        }
+    );
+    assert_eq!(task("migrate").schedule, TaskSchedule::OnStart);
+}

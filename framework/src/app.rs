@@ -28,8 +28,8 @@ use crate::setup::{
 };
 use crate::state::spi::StateStore;
 
-/// An instance of the application: every `#[command]`, `#[http]` and `#[subscription]` in the
-/// binary, wired to a broker and a state store.
+/// An instance of the application: every `#[command]`, `#[http]`, `#[subscription]` and `#[task]`
+/// in the binary, wired to a broker and a state store.
 ///
 /// ```no_run
 /// #[tokio::main]
@@ -189,7 +189,11 @@ impl App {
             accepting: AtomicBool::new(true),
             dashboard,
             metrics,
+            tasks: crate::task::TaskBoard::new(&registry.tasks),
         });
+        // Before anything is served: the instance is not ready until its start-up tasks ran here
+        // or on another instance.
+        crate::task::run_on_start(&runtime, &registry.tasks).await?;
         let work = Work::default();
         // Consumers first: a command served a moment later may already emit events for them.
         let subscriptions = subscribe(&runtime, &registry, &work).await?;
@@ -198,6 +202,7 @@ impl App {
             runtime.clone(),
             work.stop.clone(),
         ));
+        crate::task::spawn_periodic(&runtime, &registry.tasks, &work.tasks, &work.stop);
         let mut router =
             crate::http::router(runtime.clone(), &registry.commands, self.api_info.as_ref())?;
         if let Some(dashboard) = &runtime.dashboard {
@@ -409,4 +414,11 @@ fn log_start(
     tracing::info!(commands = ?commands, "serving commands");
     tracing::info!(routes = ?routes, "routing HTTP");
     tracing::info!(subscriptions = ?subscriptions, "consuming events");
+    let tasks: Vec<String> = registry
+        .tasks
+        .iter()
+        .filter(|t| config.runs_service(t.service))
+        .map(|t| format!("{}.{} ({})", t.service, t.name, t.schedule))
+        .collect();
+    tracing::info!(tasks = ?tasks, "running tasks");
 }

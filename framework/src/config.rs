@@ -139,6 +139,10 @@ pub struct Config {
     /// `COHORT_LOG_FORMAT` (default `text`): `json` writes one JSON object a line, with the
     /// fields of the spans it is logged in (its `trace_id` among them).
     pub log_format: LogFormat,
+    // Tasks.
+    /// `COHORT_DEPLOYMENT_VERSION` (default: the version of the crate that declares each task):
+    /// a `#[task(on_start)]` runs once per value across the cluster.
+    pub deployment_version: Option<String>,
 }
 
 /// How [`App::run`](crate::App::run) writes the log to stderr.
@@ -208,6 +212,7 @@ impl Default for Config {
             metrics: true,
             metrics_addr: None,
             log_format: LogFormat::Text,
+            deployment_version: None,
         }
     }
 }
@@ -311,6 +316,7 @@ impl Config {
         read_cluster_keys(&var, &mut config)?;
         read_http_limits(&var, &mut config)?;
         read_metrics(&var, &mut config)?;
+        config.deployment_version = var("COHORT_DEPLOYMENT_VERSION");
         Ok(config)
     }
 
@@ -375,6 +381,7 @@ impl std::fmt::Debug for Config {
             metrics,
             metrics_addr,
             log_format,
+            deployment_version,
         } = self;
         f.debug_struct("Config")
             .field("http_addr", http_addr)
@@ -417,6 +424,7 @@ impl std::fmt::Debug for Config {
             .field("metrics", metrics)
             .field("metrics_addr", metrics_addr)
             .field("log_format", log_format)
+            .field("deployment_version", deployment_version)
             .finish()
     }
 }

@@ -258,6 +258,14 @@ impl Ctx {
         self.inner.service
     }
 
+    /// In a task's run, the fencing token of its lease: larger than that of every run before it,
+    /// on any instance. Write it with what the run changes outside Cohort, and have that system
+    /// refuse a smaller token than it has seen, so that a holder that stalled past its lease
+    /// cannot overwrite its successor's work. `None` outside a task, and in tasks the run spawns.
+    pub fn fencing_token(&self) -> Option<u64> {
+        crate::task::fencing_token()
+    }
+
     /// When the caller stops waiting, if it set a deadline.
     pub fn deadline(&self) -> Option<SystemTime> {
         self.inner

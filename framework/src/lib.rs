@@ -39,6 +39,7 @@ mod runtime;
 mod session;
 mod setup;
 mod spans;
+mod task;
 mod timer;
 mod tls;
 mod unit;
@@ -50,9 +51,11 @@ pub use context::Ctx;
 pub use contract::{Command, Event};
 pub use error::{Error, ErrorKind, Problem};
 pub use http::ApiInfo;
+pub use registry::TaskSchedule;
 pub use running::Running;
 pub use session::{Principal, Session};
 pub use state::{State, Versioned};
+pub use task::{TaskOutcome, TaskStatus};
 pub use tls::TlsFiles;
 pub use unit::Tx;
 
@@ -64,6 +67,9 @@ pub use cohort_macros::command;
 pub use cohort_macros::http;
 /// `#[subscription(service = "...")]`: runs an async fn for each event of its argument's type.
 pub use cohort_macros::subscription;
+/// `#[task(service = "...", every = "30s")]` (or `cron = "0 3 * * *"`, or `on_start`): runs an
+/// async fn on a schedule on exactly one instance of the cluster.
+pub use cohort_macros::task;
 
 /// A `Result` whose error is [`cohort::Error`](Error).
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -72,6 +78,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub mod prelude {
     pub use crate::{
         Ctx, Error, ErrorKind, Event, Principal, Session, State, Tx, command, http, subscription,
+        task,
     };
 }
 
@@ -108,6 +115,8 @@ pub mod guide {
     pub struct Performance;
     #[doc = include_str!("../../guide/src/metrics.md")]
     pub struct Metrics;
+    #[doc = include_str!("../../guide/src/operating.md")]
+    pub struct Operating;
 }
 
 /// What the macros' generated code uses. Not a public API: it changes without notice.
@@ -125,6 +134,7 @@ pub mod __private {
     };
     pub use crate::registry::{
         CommandDescriptor, GuardFn, HttpRoute, Location, Package, SubscriptionDescriptor,
+        TaskDescriptor, TaskSchedule,
     };
 
     /// Runs `guard`; a function that is no guard is reported here, on the user's guard path.

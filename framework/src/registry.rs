@@ -26,6 +26,9 @@ pub type GuardFn = for<'a> fn(&'a Ctx) -> BoxFuture<'a, Result<(), Error>>;
 /// The type-erased body of a subscription: decodes the event and runs the function.
 pub(crate) type EventFn = fn(Ctx, Bytes) -> BoxFuture<'static, Result<(), Error>>;
 
+/// The type-erased body of a task: runs the function.
+pub(crate) type TaskFn = fn(Ctx) -> BoxFuture<'static, Result<(), Error>>;
+
 /// Where a function was declared, for messages that name both places of a clash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Location {
@@ -134,14 +137,67 @@ impl SubscriptionDescriptor {
     }
 }
 
+/// When a task runs, as `#[task]` wrote it (checked at compile time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskSchedule {
+    /// Every `ms` milliseconds, at multiples of the period since the Unix epoch.
+    Every {
+        /// The period.
+        ms: u64,
+    },
+    /// At the times of a five-field cron expression, in UTC.
+    Cron {
+        /// The expression, such as `0 3 * * *`.
+        expression: &'static str,
+    },
+    /// Once per deployment version, before the instances turn ready.
+    OnStart,
+}
+
+impl fmt::Display for TaskSchedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TaskSchedule::Every { ms } => {
+                write!(
+                    f,
+                    "every {}",
+                    humantime::format_duration(std::time::Duration::from_millis(*ms))
+                )
+            }
+            TaskSchedule::Cron { expression } => write!(f, "cron {expression}"),
+            TaskSchedule::OnStart => f.write_str("on start"),
+        }
+    }
+}
+
+/// A task, as `#[task]` registers it.
+#[derive(Debug)]
+pub struct TaskDescriptor {
+    /// The service it belongs to: its state namespace, and `COHORT_SERVICES` selects it.
+    pub service: &'static str,
+    /// Its name: the function's, unless the attribute says otherwise.
+    pub name: &'static str,
+    /// When it runs.
+    pub schedule: TaskSchedule,
+    /// The version of the crate that declares it, which names the deployment of an `on_start`
+    /// task unless `COHORT_DEPLOYMENT_VERSION` is set.
+    pub app_version: &'static str,
+    /// Runs the function.
+    pub handler: TaskFn,
+    /// Where the function is.
+    pub location: Location,
+}
+
 inventory::collect!(CommandDescriptor);
 inventory::collect!(SubscriptionDescriptor);
+inventory::collect!(TaskDescriptor);
 
 /// The validated dispatch table of the binary.
 #[derive(Debug)]
 pub(crate) struct Registry {
     pub(crate) commands: Vec<&'static CommandDescriptor>,
     pub(crate) subscriptions: Vec<&'static SubscriptionDescriptor>,
+    pub(crate) tasks: Vec<&'static TaskDescriptor>,
 }
 
 impl Registry {
@@ -152,6 +208,7 @@ impl Registry {
             subscriptions: inventory::iter::<SubscriptionDescriptor>
                 .into_iter()
                 .collect(),
+            tasks: inventory::iter::<TaskDescriptor>.into_iter().collect(),
         };
         registry.validate()?;
         Ok(registry)
@@ -192,6 +249,21 @@ impl Registry {
                 ));
             }
         }
+        let mut tasks = HashMap::new();
+        for task in &self.tasks {
+            if let Some(first) = tasks.insert((task.service, task.name), task.location) {
+                problems.push(format!(
+                    "task `{}.{}` is defined twice: at {first} and at {}",
+                    task.service, task.name, task.location
+                ));
+            }
+            if let Err(e) = crate::task::Timing::of(task.schedule) {
+                problems.push(format!(
+                    "task `{}.{}` at {}: {e}",
+                    task.service, task.name, task.location
+                ));
+            }
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -205,7 +277,7 @@ impl Registry {
 
     /// Whether the binary registered nothing at all.
     pub(crate) fn is_empty(&self) -> bool {
-        self.commands.is_empty() && self.subscriptions.is_empty()
+        self.commands.is_empty() && self.subscriptions.is_empty() && self.tasks.is_empty()
     }
 
     /// The services that have a command or a subscription in this binary, sorted.
@@ -215,6 +287,7 @@ impl Registry {
             .iter()
             .map(|c| c.service)
             .chain(self.subscriptions.iter().map(|s| s.service))
+            .chain(self.tasks.iter().map(|t| t.service))
             .collect();
         services.sort_unstable();
         services.dedup();
@@ -314,6 +387,7 @@ mod tests {
         Registry {
             commands: leaked,
             subscriptions: vec![],
+            tasks: vec![],
         }
         .validate()
     }

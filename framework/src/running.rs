@@ -65,6 +65,12 @@ impl Running {
             .await
     }
 
+    /// The tasks of the binary as this instance sees them: schedule, next tick, last run and its
+    /// outcome here.
+    pub fn tasks(&self) -> Vec<crate::task::TaskStatus> {
+        self.runtime.tasks.snapshot()
+    }
+
     /// The HTTP router, for driving the app in-process (`tower::ServiceExt::oneshot`).
     pub fn router(&self) -> axum::Router {
         self.router.clone()

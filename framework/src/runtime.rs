@@ -33,6 +33,8 @@ pub(crate) struct Runtime {
     pub(crate) dashboard: Option<Arc<Dashboard>>,
     /// What the instance measures; `None` with `COHORT_METRICS=off`.
     pub(crate) metrics: Option<Metrics>,
+    /// What this instance knows of its tasks; never touched on a request's path.
+    pub(crate) tasks: crate::task::TaskBoard,
 }
 
 /// A command as a caller addresses it: its names, its subject and its own timeout.

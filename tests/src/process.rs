@@ -67,9 +67,10 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// One example-app process. Killed when dropped.
+/// One example-app process (or one of another binary). Killed when dropped.
 pub struct AppProcess {
     pub id: String,
+    binary: PathBuf,
     pub http: Option<String>,
     port: Option<u16>,
     env: Vec<(String, String)>,
@@ -85,15 +86,26 @@ impl AppProcess {
     /// it is ready: `/readyz` answers 200, or, for a worker without HTTP, a moment after the
     /// ready log line.
     pub async fn start(id: &str, http: bool, env: &[(&str, String)]) -> AppProcess {
+        Self::start_binary(example_app_binary(), id, http, env).await
+    }
+
+    /// Like [`AppProcess::start`], for another Cohort binary (a test's own, such as `task-app`).
+    pub async fn start_binary(
+        binary: PathBuf,
+        id: &str,
+        http: bool,
+        env: &[(&str, String)],
+    ) -> AppProcess {
         let port = http.then(free_port);
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(name, value)| ((*name).to_owned(), value.clone()))
             .collect();
         let log = Log::default();
-        let child = spawn(id, port, &env, log.clone()).await;
+        let child = spawn(&binary, id, port, &env, log.clone()).await;
         AppProcess {
             id: id.to_owned(),
+            binary,
             http: port.map(|port| format!("http://127.0.0.1:{port}")),
             port,
             env,
@@ -141,7 +153,14 @@ impl AppProcess {
     pub async fn restart(&mut self) {
         // An error means it already exited, which is what we want.
         let _ = self.child.kill().await;
-        self.child = spawn(&self.id, self.port, &self.env, self.log.clone()).await;
+        self.child = spawn(
+            &self.binary,
+            &self.id,
+            self.port,
+            &self.env,
+            self.log.clone(),
+        )
+        .await;
     }
 
     /// What the process has written to stderr so far (its log), over all its restarts.
@@ -159,10 +178,16 @@ impl AppProcess {
     }
 }
 
-/// Spawns example-app as instance `id`, serving HTTP on `port` (or none), and waits until it is
+/// Spawns `binary` as instance `id`, serving HTTP on `port` (or none), and waits until it is
 /// ready.
-async fn spawn(id: &str, port: Option<u16>, env: &[(String, String)], log: Log) -> Child {
-    let mut command = Command::new(example_app_binary());
+async fn spawn(
+    binary: &std::path::Path,
+    id: &str,
+    port: Option<u16>,
+    env: &[(String, String)],
+    log: Log,
+) -> Child {
+    let mut command = Command::new(binary);
     for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("COHORT_")) {
         command.env_remove(name);
     }

@@ -14,11 +14,12 @@ use crate::error::Error;
 use crate::state::spi::{Commit, OutboxEntry, Outcome, StateStore, Versioned};
 
 /// The operations of [`StateStore`], as `db_operation_name` labels.
-const OPERATIONS: [&str; 8] = [
+const OPERATIONS: [&str; 9] = [
     "get",
     "put",
     "delete",
     "compare_and_swap",
+    "compare_and_delete",
     "increment",
     "commit",
     "outbox",
@@ -32,6 +33,7 @@ enum Operation {
     Put,
     Delete,
     CompareAndSwap,
+    CompareAndDelete,
     Increment,
     Commit,
     Outbox,
@@ -109,6 +111,11 @@ impl StateStore for MeteredStore {
     ) -> Result<Option<u64>, Error> {
         let swap = self.store.compare_and_swap(key, expected, value, ttl);
         self.measured(Operation::CompareAndSwap, swap).await
+    }
+
+    async fn compare_and_delete(&self, key: &str, expected: u64) -> Result<bool, Error> {
+        let delete = self.store.compare_and_delete(key, expected);
+        self.measured(Operation::CompareAndDelete, delete).await
     }
 
     async fn increment(&self, key: &str, by: i64) -> Result<i64, Error> {

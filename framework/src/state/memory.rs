@@ -200,6 +200,16 @@ impl StateStore for MemoryStore {
         }))
     }
 
+    async fn compare_and_delete(&self, key: &str, expected: u64) -> Result<bool, Error> {
+        Ok(self.with_entries(|entries| {
+            let matches = Self::live_version(entries, key).0 == Some(expected);
+            if matches {
+                entries.remove(key);
+            }
+            matches
+        }))
+    }
+
     async fn increment(&self, key: &str, by: i64) -> Result<i64, Error> {
         self.with_entries(|entries| Self::add(entries, key, by))
     }

@@ -42,6 +42,11 @@ pub trait StateStore: Send + Sync + 'static {
         ttl: Option<Duration>,
     ) -> Result<Option<u64>, Error>;
 
+    /// Deletes `key` only if its current version is `expected`; `true` when it did. Atomic: a
+    /// lease is released this way, so that a holder whose lease expired and was taken by another
+    /// cannot delete the other's.
+    async fn compare_and_delete(&self, key: &str, expected: u64) -> Result<bool, Error>;
+
     /// Adds `by` to the integer at `key` (a missing key counts as 0) and returns the result.
     /// Atomic. The value stays readable as a JSON integer through `get`.
     async fn increment(&self, key: &str, by: i64) -> Result<i64, Error>;

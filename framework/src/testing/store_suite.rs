@@ -37,6 +37,7 @@ pub async fn run_store_suite(store: Arc<dyn StateStore>) {
     put_and_get(&*store, &key("put")).await;
     delete(&*store, &key("delete")).await;
     compare_and_swap(&*store, &key("cas")).await;
+    compare_and_delete(&*store, &key("cad")).await;
     increment(&*store, &key("incr")).await;
     expiry(&*store, &key("ttl")).await;
     concurrent_increments(&store, &key("concurrent-incr")).await;
@@ -175,6 +176,41 @@ async fn compare_and_swap(store: &dyn StateStore, key: &str) {
         stale, None,
         "compare_and_swap with an outdated version must fail"
     );
+}
+
+async fn compare_and_delete(store: &dyn StateStore, key: &str) {
+    assert!(
+        !store
+            .compare_and_delete(key, 1)
+            .await
+            .expect("compare_and_delete"),
+        "compare_and_delete of a missing key must return false"
+    );
+    let first = store
+        .put(key, json("1"), Some(Duration::from_secs(60)))
+        .await
+        .expect("put");
+    let second = store.put(key, json("2"), None).await.expect("put");
+    assert!(
+        !store
+            .compare_and_delete(key, first)
+            .await
+            .expect("compare_and_delete"),
+        "compare_and_delete with an outdated version must fail"
+    );
+    assert_eq!(
+        store.get(key).await.expect("get"),
+        Some(versioned("2", second)),
+        "a failed compare_and_delete must not delete"
+    );
+    assert!(
+        store
+            .compare_and_delete(key, second)
+            .await
+            .expect("compare_and_delete"),
+        "compare_and_delete with the current version must delete"
+    );
+    assert_eq!(store.get(key).await.expect("get"), None, "deleted");
 }
 
 async fn increment(store: &dyn StateStore, key: &str) {

@@ -73,6 +73,15 @@ end",
     put_script!()
 );
 
+/// Deletes the key when its version is the expected one. `KEYS[1]` = key; `ARGV[1]` = expected.
+/// Returns 1 when it deleted, 0 otherwise.
+const COMPARE_AND_DELETE: &str = r"
+if redis.call('HGET', KEYS[1], 'v') == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
 /// Adds to the integer in `d` (absent counts as 0) and bumps the version; the TTL is untouched.
 /// `KEYS[1]` = key; `ARGV[1]` = amount. Returns {'ok', new value as a string} (a string, because
 /// a Lua number is a double and would round large integers), or {'not_integer'} / {'overflow'}
@@ -109,6 +118,7 @@ struct Inner {
     outage: Outage,
     put: Script,
     compare_and_swap: Script,
+    compare_and_delete: Script,
     increment: Script,
     units: unit::UnitScripts,
 }
@@ -145,6 +155,7 @@ impl RedisStore {
                 outage: Outage::new(format!("the state store (Redis at `{shown}`)")),
                 put: Script::new(PUT),
                 compare_and_swap: Script::new(COMPARE_AND_SWAP),
+                compare_and_delete: Script::new(COMPARE_AND_DELETE),
                 increment: Script::new(INCREMENT),
                 units: unit::UnitScripts::default(),
             }),
@@ -395,6 +406,23 @@ impl StateStore for RedisStore {
             },
         )
         .await
+    }
+
+    async fn compare_and_delete(&self, key: &str, expected: u64) -> Result<bool, Error> {
+        let deleted: u64 = self
+            .run(
+                || format!("deleting `{key}`"),
+                |mut c| async move {
+                    self.inner
+                        .compare_and_delete
+                        .key(key)
+                        .arg(expected)
+                        .invoke_async(&mut c)
+                        .await
+                },
+            )
+            .await?;
+        Ok(deleted > 0)
     }
 
     async fn increment(&self, key: &str, by: i64) -> Result<i64, Error> {
