@@ -9,7 +9,6 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, CatchUnwind};
 use tracing::field::Empty;
-use tracing::{Instrument, Span};
 
 use crate::broker::spi::{EventHandler, RequestHandler};
 use crate::constraints::InputRules;
@@ -21,7 +20,7 @@ use crate::message::{self, Message, Metadata};
 use crate::metrics::{CommandTimer, outcome_of, outcome_of_status};
 use crate::registry::{CommandDescriptor, CommandFn, GuardFn, SubscriptionDescriptor};
 use crate::runtime::{Runtime, Target, problem_reply};
-use crate::spans::{self, cohort_span};
+use crate::spans::{self, Scope, cohort_span};
 use crate::timer::within;
 
 /// One command as this instance serves it.
@@ -57,18 +56,18 @@ pub(crate) fn command_handler(
         rules: Arc::new(rules),
     });
     Arc::new(move |mut msg: Message| {
-        let span = command_span(&runtime, command, &mut msg.meta);
+        let traced = command_trace(&runtime, command, &mut msg.meta);
         let started = served.durations.as_ref().map(|_| Instant::now());
         match &msg.meta.idempotency_key {
             None => measured(
                 &served,
                 started,
-                execute(runtime.clone(), served.clone(), msg, None).instrument(span),
+                traced.run(execute(runtime.clone(), served.clone(), msg, None)),
             ),
             Some(_) => measured(
                 &served,
                 started,
-                execute_once(runtime.clone(), served.clone(), msg).instrument(span),
+                traced.run(execute_once(runtime.clone(), served.clone(), msg)),
             ),
         }
     })
@@ -94,10 +93,10 @@ fn measured(
     .boxed()
 }
 
-/// The span of one run of `command` here, a child of its caller's span: `meta` then carries the
+/// The scope of one run of `command` here, a child of its caller's span: `meta` then carries the
 /// run's own traceparent, which its context, calls and events continue.
-fn command_span(runtime: &Runtime, command: &CommandDescriptor, meta: &mut Metadata) -> Span {
-    let (span, traceparent) = spans::open(
+fn command_trace(runtime: &Runtime, command: &CommandDescriptor, meta: &mut Metadata) -> Scope {
+    let (scope, traceparent) = spans::open(
         meta.traceparent.as_deref(),
         |trace_id| {
             cohort_span!(
@@ -114,7 +113,7 @@ fn command_span(runtime: &Runtime, command: &CommandDescriptor, meta: &mut Metad
         || format!("{}.{}", command.service, command.name),
     );
     meta.traceparent = Some(traceparent);
-    span
+    scope
 }
 
 /// Runs a command that came with an idempotency key: at most once per key and input.
@@ -277,7 +276,7 @@ pub(crate) fn event_handler(
 ) -> EventHandler {
     let processed = (runtime.metrics.as_ref()).map(|m| m.subscription(subscription.metrics_name()));
     Arc::new(move |mut msg: Message| {
-        let span = delivery_span(&runtime, subscription, &mut msg.meta);
+        let traced = delivery_trace(&runtime, subscription, &mut msg.meta);
         let ctx = match msg.meta.message_id() {
             Some(id) => {
                 let scope = delivery_scope(&runtime, subscription, id);
@@ -288,7 +287,7 @@ pub(crate) fn event_handler(
         };
         let run = AssertUnwindSafe((subscription.handler)(ctx.clone(), msg.payload)).catch_unwind();
         let processed = processed.clone();
-        async move {
+        let delivery = async move {
             let result = run.await.unwrap_or_else(|panic| {
                 let what = format!("subscription `{}`", subscription.name);
                 Err(Error::panicked(&what, panic.as_ref()))
@@ -301,20 +300,19 @@ pub(crate) fn event_handler(
                 if result.is_ok() { "ok" } else { "failed" },
             );
             result.map_err(|err| err.logged(Some(ctx.trace_id()), "subscription failed"))
-        }
-        .instrument(span)
-        .boxed()
+        };
+        traced.run(delivery).boxed()
     })
 }
 
-/// The span of one delivery of an event to `subscription` here, a child of the span that emitted
+/// The scope of one delivery of an event to `subscription` here, a child of the span that emitted
 /// the event: `meta` then carries the delivery's own traceparent.
-fn delivery_span(
+fn delivery_trace(
     runtime: &Runtime,
     subscription: &SubscriptionDescriptor,
     meta: &mut Metadata,
-) -> Span {
-    let (span, traceparent) = spans::open(
+) -> Scope {
+    let (scope, traceparent) = spans::open(
         meta.traceparent.as_deref(),
         |trace_id| {
             cohort_span!(
@@ -332,7 +330,7 @@ fn delivery_span(
         || format!("{}.{}", subscription.service, subscription.name),
     );
     meta.traceparent = Some(traceparent);
-    span
+    scope
 }
 
 /// What a delivery's units of work are known by: the subscription and the event, and for an

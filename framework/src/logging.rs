@@ -12,6 +12,7 @@ use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::FormatFields;
 use tracing_subscriber::fmt::FormattedFields;
 use tracing_subscriber::fmt::format::{DefaultVisitor, Writer};
+use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -42,6 +43,7 @@ pub(crate) fn init(config: &Config) {
     let filter = filter(spec.as_deref());
     let output = match config.log_format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_timer(TimeAndTrace)
             .with_writer(std::io::stderr)
             .with_ansi(std::io::stderr().is_terminal())
             .fmt_fields(PlacingFields)
@@ -70,6 +72,17 @@ pub(crate) fn init(config: &Config) {
     }
     if let (Ok(()), Some(error)) = (installed, export_error) {
         tracing::warn!(error, "spans are not exported");
+    }
+}
+
+/// A text line's time, and the trace id of the work it was logged in when that runs under its
+/// bare trace id rather than a span (see [`Scope`](crate::spans::Scope)).
+struct TimeAndTrace;
+
+impl FormatTime for TimeAndTrace {
+    fn format_time(&self, writer: &mut Writer<'_>) -> fmt::Result {
+        SystemTime.format_time(writer)?;
+        crate::spans::write_bare_trace_id(|id| write!(writer, " trace_id={id}"))
     }
 }
 

@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use tracing::Instrument;
 use tracing::field::Empty;
 
 use crate::broker::EXECUTOR_LOST;
@@ -129,7 +128,7 @@ impl Runtime {
             return self.send_command(target, payload, meta).await;
         }
         let parent = meta.traceparent.take();
-        let (span, traceparent) = spans::open(
+        let (traced, traceparent) = spans::open(
             parent.as_deref(),
             |_| {
                 tracing::info_span!(
@@ -144,14 +143,13 @@ impl Runtime {
             || format!("call {}.{}", target.service, target.name),
         );
         meta.traceparent = Some(traceparent);
-        async move {
+        let call = async move {
             let reply = self.send_command(target, payload, meta).await;
             let status = reply.as_ref().map_or_else(Error::status, Message::status);
             spans::record("cohort.status", status);
             reply
-        }
-        .instrument(span)
-        .await
+        };
+        traced.run(call).await
     }
 
     async fn send_command(

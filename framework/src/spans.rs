@@ -5,11 +5,16 @@
 //!
 //! The fields that describe the work are recorded on the span for OpenTelemetry and the JSON log;
 //! the text log shows only each span's `trace_id` ([`DESCRIBING`]), so that an instance formats
-//! little per request.
+//! little per request. When nothing reads spans beyond their trace id, the work runs under its
+//! bare trace id instead of a span ([`Scope`]).
 
+use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use futures_util::future::Either;
+use tokio::task::futures::TaskLocalFuture;
 use tracing::Span;
+use tracing::instrument::{Instrument, Instrumented};
 
 use crate::message::child_traceparent;
 
@@ -32,46 +37,89 @@ pub(crate) const DESCRIBING: &[&str] = &[
     "cohort.outcome",
 ];
 
-/// A span of Cohort's named `$name` with its `trace_id`, and the fields that describe the work
-/// only when anything reads them ([`detailed`]): each field costs every request its formatting.
+/// A span of Cohort's named `$name` with its `trace_id` and the fields that describe the work.
 macro_rules! cohort_span {
     ($(parent: $parent:expr,)? $name:literal, $trace_id:expr, $($describing:tt)*) => {
-        if $crate::spans::detailed() {
-            tracing::info_span!(
-                target: $crate::spans::SPANS,
-                $(parent: $parent,)?
-                $name,
-                trace_id = $trace_id,
-                $($describing)*
-            )
-        } else {
-            tracing::info_span!(
-                target: $crate::spans::SPANS,
-                $(parent: $parent,)?
-                $name,
-                trace_id = $trace_id,
-            )
-        }
+        tracing::info_span!(
+            target: $crate::spans::SPANS,
+            $(parent: $parent,)?
+            $name,
+            trace_id = $trace_id,
+            $($describing)*
+        )
     };
 }
 pub(crate) use cohort_span;
 
-/// The traceparent of a new span under `parent` (a new trace when there is none), and the span,
-/// made by `span` from the new span's trace id and tied to both ids for OpenTelemetry, whose
-/// name for it `name` makes (only when spans are exported).
+tokio::task_local! {
+    /// The trace id of the work being polled, when it runs under its bare trace id.
+    static TRACE_ID: TraceId;
+}
+
+/// A trace id in lowercase hex.
+#[derive(Clone, Copy)]
+pub(crate) struct TraceId([u8; 32]);
+
+impl TraceId {
+    fn of(hex: &str) -> TraceId {
+        let mut id = [b'0'; 32];
+        id.copy_from_slice(&hex.as_bytes()[..32]);
+        TraceId(id)
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+/// What a piece of work runs in: its span, or, when nothing reads spans beyond their trace id
+/// ([`detailed`]), its bare trace id, for the text log: a span costs a request thousands of
+/// instructions in the subscriber, a task-local a few.
+pub(crate) enum Scope {
+    Span(Span),
+    Trace(TraceId),
+}
+
+impl Scope {
+    /// `work`, polled in this scope.
+    pub(crate) fn run<F: Future>(
+        self,
+        work: F,
+    ) -> Either<Instrumented<F>, TaskLocalFuture<TraceId, F>> {
+        match self {
+            Scope::Span(span) => Either::Left(work.instrument(span)),
+            Scope::Trace(id) => Either::Right(TRACE_ID.scope(id, work)),
+        }
+    }
+}
+
+/// Writes with `write` the trace id of the work polled on this thread, when it runs under its
+/// bare trace id.
+pub(crate) fn write_bare_trace_id(write: impl FnOnce(&str) -> fmt::Result) -> fmt::Result {
+    TRACE_ID.try_with(|id| write(id.as_str())).unwrap_or(Ok(()))
+}
+
+/// The traceparent of a new span under `parent` (a new trace when there is none), and the scope
+/// of the work: the span made by `span` from the new span's trace id and tied to both ids for
+/// OpenTelemetry, whose name for it `name` makes (only when spans are exported); or, when
+/// nothing reads spans beyond their trace id, that trace id alone.
 pub(crate) fn open(
     parent: Option<&str>,
     span: impl FnOnce(&str) -> Span,
     name: impl FnOnce() -> String,
-) -> (Span, String) {
+) -> (Scope, String) {
     let own = child_traceparent(parent);
     // `00-{trace id}-...`, as just made.
-    let span = span(&own[3..35]);
+    let trace_id = &own[3..35];
+    if !detailed() {
+        return (Scope::Trace(TraceId::of(trace_id)), own);
+    }
+    let span = span(trace_id);
     #[cfg(feature = "otel")]
     let own = crate::otel::adopt(&span, name, own, parent);
     #[cfg(not(feature = "otel"))]
     let _ = name;
-    (span, own)
+    (Scope::Span(span), own)
 }
 
 /// Whether anything reads spans beyond their trace id: an export, the JSON log, or a subscriber

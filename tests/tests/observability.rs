@@ -163,6 +163,55 @@ async fn one_request_across_two_instances_is_one_exported_trace() {
     assert!(!counted_line.contains("cohort.instance"), "{counted_line}");
 }
 
+/// Without an export, Cohort's text log makes no span: each line a handler logs still carries its
+/// request's trace id, after the time, on the instance that ran it as on the one that took it.
+#[tokio::test]
+async fn without_an_export_the_text_log_still_has_each_lines_trace_id() {
+    let servers = Servers::start().await;
+    let text = |services: &str| {
+        env_with(
+            &servers,
+            &[
+                ("COHORT_SERVICES", services.to_owned()),
+                (
+                    "COHORT_LOG",
+                    "warn,cohort::app=info,example_app=info".to_owned(),
+                ),
+            ],
+        )
+    };
+    let a = AppProcess::start("ta", true, &text("accounts,audit")).await;
+    let b = AppProcess::start("tb", false, &text("orders")).await;
+    let client = Client::new(a.url());
+    client.sign_in_admin().await;
+    let stock = client.put("/stock/sku-t", json!({"qty": 5})).await;
+    assert_eq!(stock.status, 200, "{}", stock.text);
+
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
+    let placed = client
+        .post_with(
+            "/orders",
+            json!({"sku": "sku-t", "qty": 1}),
+            &[("traceparent", &traceparent)],
+        )
+        .await;
+    assert_eq!(placed.status, 201, "{}", placed.text);
+    assert_eq!(placed.executed_by(), Some("tb"));
+    for (process, message) in [(&b, "order placed"), (&a, "order counted")] {
+        let line = eventually_some(message, Duration::from_secs(5), async || {
+            process
+                .log()
+                .lines()
+                .find(|line| line.contains(message))
+                .map(str::to_owned)
+        })
+        .await;
+        assert!(line.contains(&format!(" trace_id={trace_id} ")), "{line}");
+        assert!(!line.contains('{'), "no span is formatted: {line}");
+    }
+}
+
 /// How many lines of `log` contain `text`.
 fn count(log: &str, text: &str) -> usize {
     log.lines().filter(|line| line.contains(text)).count()

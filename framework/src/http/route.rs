@@ -7,7 +7,6 @@ use std::time::Instant;
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
-use tracing::Instrument;
 use tracing::field::Empty;
 
 use super::request::{Head, InputShape, build_input, read_body};
@@ -72,7 +71,7 @@ pub(super) async fn handle(route: Arc<Route>, request: Request) -> Response {
         .and_then(|value| value.to_str().ok())
         .filter(|parent| trace_id_of(parent).is_some());
     let http = route.http;
-    let (span, traceparent) = spans::open(
+    let (traced, traceparent) = spans::open(
         incoming,
         |trace_id| {
             cohort_span!(
@@ -89,7 +88,7 @@ pub(super) async fn handle(route: Arc<Route>, request: Request) -> Response {
         || format!("{} {}", http.method, http.path),
     );
     let started = route.timers.as_ref().map(|_| Instant::now());
-    async move {
+    let answer = async move {
         let response = serve(&route, request, traceparent).await;
         let status = response.status().as_u16();
         spans::record("http.response.status_code", status);
@@ -97,9 +96,8 @@ pub(super) async fn handle(route: Arc<Route>, request: Request) -> Response {
             timers.request.observe(status, started);
         }
         response
-    }
-    .instrument(span)
-    .await
+    };
+    traced.run(answer).await
 }
 
 /// The response to one request: its command's reply, or the problem that kept it from running.
