@@ -60,15 +60,7 @@ async fn one_request_across_two_instances_is_one_exported_trace() {
     let trace_id = "0af7651916cd43dd8448eb211c80319c";
     let caller_span = "b7ad6b7169203331";
     let traceparent = format!("00-{trace_id}-{caller_span}-01");
-    let placed = client
-        .post_with(
-            "/orders",
-            json!({"sku": "sku-t", "qty": 1}),
-            &[("traceparent", &traceparent)],
-        )
-        .await;
-    assert_eq!(placed.status, 201, "{}", placed.text);
-    assert_eq!(placed.executed_by(), Some("tb"));
+    place_traced_order(&client, &traceparent).await;
 
     let expected = [
         "POST /orders",
@@ -189,15 +181,7 @@ async fn without_an_export_the_text_log_still_has_each_lines_trace_id() {
 
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
-    let placed = client
-        .post_with(
-            "/orders",
-            json!({"sku": "sku-t", "qty": 1}),
-            &[("traceparent", &traceparent)],
-        )
-        .await;
-    assert_eq!(placed.status, 201, "{}", placed.text);
-    assert_eq!(placed.executed_by(), Some("tb"));
+    place_traced_order(&client, &traceparent).await;
     for (process, message) in [(&b, "order placed"), (&a, "order counted")] {
         let line = eventually_some(message, Duration::from_secs(5), async || {
             process
@@ -210,6 +194,19 @@ async fn without_an_export_the_text_log_still_has_each_lines_trace_id() {
         assert!(line.contains(&format!(" trace_id={trace_id} ")), "{line}");
         assert!(!line.contains('{'), "no span is formatted: {line}");
     }
+}
+
+/// Places an order of `sku-t` through `client` in the trace of `traceparent`; `tb` runs it.
+async fn place_traced_order(client: &Client, traceparent: &str) {
+    let placed = client
+        .post_with(
+            "/orders",
+            json!({"sku": "sku-t", "qty": 1}),
+            &[("traceparent", traceparent)],
+        )
+        .await;
+    assert_eq!(placed.status, 201, "{}", placed.text);
+    assert_eq!(placed.executed_by(), Some("tb"));
 }
 
 /// How many lines of `log` contain `text`.
