@@ -94,11 +94,7 @@ impl Ctx {
     pub fn state(&self) -> State {
         State::new(
             self.inner.runtime.store.clone(),
-            format!(
-                "{}:{}",
-                self.inner.runtime.subjects.prefix(),
-                self.inner.service
-            ),
+            self.inner.runtime.namespace(self.inner.service),
         )
     }
 
@@ -106,7 +102,7 @@ impl Ctx {
     pub fn session(&self) -> Session {
         Session::new(
             self.inner.runtime.store.clone(),
-            format!("{}:session", self.inner.runtime.subjects.prefix()),
+            self.inner.runtime.namespace("session"),
             self.inner.runtime.config.session_ttl,
             self.inner.session.clone(),
         )
