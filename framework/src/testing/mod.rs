@@ -8,12 +8,14 @@ mod broker_suite;
 mod cluster;
 mod commit_suite;
 mod process;
+mod redis_cluster;
 mod servers;
 mod store_suite;
 mod wait;
 
 pub use broker_suite::{event, run_broker_suite};
 pub use cluster::Cluster;
+pub use redis_cluster::RedisCluster;
 pub use servers::{NatsServer, RedisServer};
 pub use store_suite::run_store_suite;
 pub use wait::{eventually, eventually_ok, eventually_some, lock};

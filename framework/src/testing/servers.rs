@@ -399,6 +399,11 @@ impl RedisServer {
         self.port
     }
 
+    /// Whether the server runs: started, and not stopped since.
+    pub(super) fn is_running(&self) -> bool {
+        self.process.is_running()
+    }
+
     /// Kills the server (as a crash would) and waits until it is gone. Its directory is kept, but
     /// unless the server is [durable](Self::start_durable), a restart begins empty. Does nothing
     /// when it is already stopped.
@@ -504,7 +509,7 @@ fn loopback_url(scheme: &str, port: u16) -> String {
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.
-fn free_port() -> u16 {
+pub(super) fn free_port() -> u16 {
     match TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()) {
         Ok(addr) => addr.port(),
         Err(e) => panic!("cannot find a free port on 127.0.0.1: {e}"),
