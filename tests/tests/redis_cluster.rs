@@ -2,11 +2,18 @@
 //! example app's units of work (state, outbox and dedupe markers in one script) commit on it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use cohort::ErrorKind;
 use cohort::state::RedisStore;
 use cohort::testing::{RedisCluster, run_store_suite};
 use cohort_tests::{Client, base_url, start_embedded, wait_for_audit};
 use serde_json::json;
+use tokio::time::timeout;
+
+/// How long a connection to a cluster that cannot be used may take to fail: far more than the
+/// store's own timeouts, to check that it fails instead of hanging.
+const FAILS_WITHIN: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_store_passes_the_suite() {
@@ -36,4 +43,23 @@ async fn orders_commit_and_are_audited_once_on_a_cluster() {
     assert_eq!(client.get("/stock/apple").await.body["qty"], 1);
     let audit = wait_for_audit(&client, 2).await;
     assert_eq!(audit["orders_seen"], 2, "{audit}");
+}
+
+#[tokio::test]
+async fn a_cluster_url_without_a_live_node_is_refused_naming_the_url_and_not_the_password() {
+    let free = cohort_tests::process::free_port();
+    for url in [
+        format!("redis+cluster://:hunter2@127.0.0.1:{free}"),
+        "redis+cluster://:hunter2@".to_owned(),
+    ] {
+        let err = timeout(FAILS_WITHIN, RedisStore::connect(&url))
+            .await
+            .expect("connect must fail fast, not hang")
+            .expect_err("connect without a live node must fail");
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+        let shown = url.replace("hunter2", "***");
+        assert!(err.message().contains(&shown), "{err}");
+        assert!(err.message().contains("COHORT_REDIS_URL"), "{err}");
+        assert!(!err.message().contains("hunter2"), "{err}");
+    }
 }
