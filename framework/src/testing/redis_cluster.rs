@@ -223,7 +223,7 @@ async fn until_replicated(port: u16) {
     .await;
 }
 
-async fn connect(port: u16) -> MultiplexedConnection {
+pub(super) async fn connect(port: u16) -> MultiplexedConnection {
     let url = format!("redis://127.0.0.1:{port}");
     let client = redis::Client::open(url.as_str())
         .unwrap_or_else(|e| panic!("invalid cluster node URL {url}: {e}"));
@@ -238,7 +238,7 @@ async fn command(c: &mut MultiplexedConnection, args: &[&str]) {
     let _: String = query(c, args).await;
 }
 
-async fn query(c: &mut MultiplexedConnection, args: &[&str]) -> String {
+pub(super) async fn query(c: &mut MultiplexedConnection, args: &[&str]) -> String {
     let mut cmd = redis::cmd(args[0]);
     for arg in &args[1..] {
         cmd.arg(*arg);

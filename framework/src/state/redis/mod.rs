@@ -15,6 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use redis::cluster::ClusterClientBuilder;
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{
     Client, ClientTlsConfig, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError,
     Script, TlsCertificates,
@@ -130,8 +131,10 @@ struct Inner {
 impl RedisStore {
     /// Connects to `url` (`redis://[user:password@]host:port[/db]`, or `rediss://` for TLS trusting
     /// the system's roots; `redis+cluster://[user:password@]host:port[,host:port...]` or
-    /// `rediss+cluster://` for a Redis Cluster, found from those seed nodes); reconnects by itself
-    /// after an outage. Fails with
+    /// `rediss+cluster://` for a Redis Cluster, found from those seed nodes;
+    /// `redis+sentinel://[user:password@]host:port[,host:port...]/master-name[/db]` for the master
+    /// that those Redis Sentinels name, asked again after a failover); reconnects by itself after
+    /// an outage. Fails with
     /// [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) when the URL is malformed or no
     /// Redis answers there.
     pub async fn connect(url: &str) -> Result<RedisStore, Error> {
@@ -197,6 +200,11 @@ impl RedisStore {
                 if e.is_timeout() {
                     self.replace_connection(generation);
                 }
+                if self.inner.target.follows_a_master()
+                    && (e.is_io_error() || e.is_timeout() || e.code() == Some("READONLY"))
+                {
+                    self.follow_master(generation);
+                }
                 if e.is_io_error() || e.is_timeout() || e.is_unrecoverable_error() {
                     let consequence = "its operations fail (503) meanwhile";
                     self.inner.outage.lost(&e, consequence);
@@ -208,9 +216,13 @@ impl RedisStore {
 
     /// Swaps in a fresh connection unless a concurrent request already did.
     fn replace_connection(&self, generation: u64) {
-        let Some(fresh) = self.inner.target.reconnect(&TIMEOUTS) else {
-            return;
-        };
+        if let Some(fresh) = self.inner.target.reconnect(&TIMEOUTS) {
+            self.swap_connection(generation, fresh);
+        }
+    }
+
+    /// Puts `fresh` in place of the connection of `generation`, unless it was replaced already.
+    fn swap_connection(&self, generation: u64, fresh: Connection) {
         let mut guard = self
             .inner
             .connection
@@ -219,6 +231,18 @@ impl RedisStore {
         if guard.1 == generation {
             *guard = (fresh, generation + 1);
         }
+    }
+
+    /// Asks the sentinels for the master again, off the caller's path, and connects to it unless
+    /// a concurrent request already did.
+    fn follow_master(&self, generation: u64) {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let Some(fresh) = store.inner.target.current_master(&TIMEOUTS).await else {
+                return;
+            };
+            store.swap_connection(generation, fresh);
+        });
     }
 
     fn failure(&self, doing: &str, e: &RedisError) -> Error {
@@ -238,10 +262,14 @@ fn open_target(url: &str, shown: &str, tls: &TlsFiles) -> Result<Target, Error> 
     let invalid = |e: RedisError| {
         Error::unavailable(format!(
             "invalid Redis URL `{shown}`: {e}; set COHORT_REDIS_URL to redis://host:port[/db] \
-             (rediss:// for TLS), or redis+cluster://host:port[,host:port...] for a Redis Cluster"
+             (rediss:// for TLS), redis+cluster://host:port[,host:port...] for a Redis Cluster, \
+             or redis+sentinel://host:port[,host:port...]/master-name for Redis Sentinel"
         ))
         .with_code(STORE_UNAVAILABLE)
     };
+    if let Some(sentinel) = connection::sentinel_url(url) {
+        return open_sentinel(sentinel, shown, tls).map_err(invalid);
+    }
     let built = match connection::cluster_nodes(url) {
         Some(urls) => {
             let nodes = (urls.iter())
@@ -271,6 +299,34 @@ fn open_target(url: &str, shown: &str, tls: &TlsFiles) -> Result<Target, Error> 
         ))
         .with_code("invalid_config"),
     })
+}
+
+/// The sentinels of `url`, which name the master. The TLS files are not used with Sentinel yet.
+fn open_sentinel(
+    url: connection::SentinelUrl,
+    shown: &str,
+    tls: &TlsFiles,
+) -> Result<Target, RedisError> {
+    if !tls.is_empty() {
+        return Err(RedisError::from((
+            redis::ErrorKind::InvalidClientConfig,
+            "the TLS files are not supported with Sentinel yet",
+            format!("unset {} for `{shown}`", set_tls_settings(tls)),
+        )));
+    }
+    let master = url.master.as_str().into_connection_info()?;
+    let mut node = SentinelNodeConnectionInfo::default()
+        .set_redis_connection_info(master.redis_settings().clone());
+    if matches!(master.addr(), ConnectionAddr::TcpTls { .. }) {
+        node = node.set_tls_mode(redis::TlsMode::Secure);
+    }
+    let client = SentinelClient::build(
+        url.sentinels,
+        url.master_name,
+        Some(node),
+        SentinelServerType::Master,
+    )?;
+    Ok(Target::Sentinel(tokio::sync::Mutex::new(client)))
 }
 
 /// The certificates of the TLS settings, `None` when none is set; an error when some are set but
