@@ -125,6 +125,7 @@ async fn another_schema_and_a_command_nobody_serves_are_reported_not_fatal() {
 
     let running = start_new_build(&servers, "new", |c| {
         c.services = Some(vec!["pricing".to_owned()]);
+        c.dashboard = true;
     })
     .await;
     drift_checked(&logs, "new").await;
@@ -149,6 +150,13 @@ async fn another_schema_and_a_command_nobody_serves_are_reported_not_fatal() {
     assert!(
         !warnings.iter().any(|w| w.contains("pricing.v2.quote")),
         "only the old build lacks v2, and it does not call it: {warnings:?}"
+    );
+
+    let dashboard = client.get("/_cohort/data").await;
+    assert_eq!(
+        dashboard.body["drift"], ready.body["warnings"],
+        "{}",
+        dashboard.text
     );
 
     let metrics = client.get("/metrics").await.text;
