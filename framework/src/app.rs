@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::constraints::InputRules;
 use crate::dashboard::{Dashboard, DashboardGuard, dashboard_guard};
 use crate::dispatch::{command_handler, event_handler};
+use crate::drift::{SCHEMA_KEY, schema_hash};
 use crate::error::Error;
 use crate::guard::Guard;
 use crate::http::{ApiInfo, HttpServer};
@@ -190,6 +191,7 @@ impl App {
             dashboard,
             metrics,
             tasks: crate::task::TaskBoard::new(&registry.tasks),
+            drift: crate::drift::DriftBoard::default(),
         });
         // Before anything is served: the instance is not ready until its start-up tasks ran here
         // or on another instance.
@@ -203,6 +205,11 @@ impl App {
             work.stop.clone(),
         ));
         crate::task::spawn_periodic(&runtime, &registry.tasks, &work.tasks, &work.stop);
+        work.tasks.spawn(crate::drift::watch(
+            runtime.clone(),
+            registry.commands.clone(),
+            work.stop.clone(),
+        ));
         let mut router =
             crate::http::router(runtime.clone(), &registry.commands, self.api_info.as_ref())?;
         if let Some(dashboard) = &runtime.dashboard {
@@ -330,6 +337,7 @@ fn endpoint(runtime: &Runtime, command: &CommandDescriptor) -> Endpoint {
     endpoint.metadata = [
         ("input_schema".to_owned(), schema(command.input_schema)),
         ("output_schema".to_owned(), schema(command.output_schema)),
+        (SCHEMA_KEY.to_owned(), schema_hash(command)),
     ]
     .into();
     endpoint

@@ -22,6 +22,7 @@ mod context;
 mod contract;
 mod dashboard;
 mod dispatch;
+mod drift;
 mod error;
 mod idempotency;
 mod input;

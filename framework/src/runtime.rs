@@ -34,6 +34,8 @@ pub(crate) struct Runtime {
     pub(crate) metrics: Option<Metrics>,
     /// What this instance knows of its tasks; never touched on a request's path.
     pub(crate) tasks: crate::task::TaskBoard,
+    /// What the last version drift check found.
+    pub(crate) drift: crate::drift::DriftBoard,
 }
 
 /// A command as a caller addresses it: its names, its subject and its own timeout.

@@ -63,6 +63,31 @@ impl Endpoint {
     }
 }
 
+/// A command as an instance announces it to the others: who serves it, and the hash of its
+/// schemas, which instances compare to find version drift.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Announced {
+    /// The instance that serves it: its `cohort.instance`, or the service's name and id for a
+    /// service that is no Cohort instance.
+    pub instance: String,
+    /// `{prefix}.cmd.{service}.v{version}.{name}`
+    pub subject: String,
+    /// The hash of its input and output schemas (`cohort.schema`); `None` when not announced.
+    pub schema: Option<String>,
+}
+
+impl Announced {
+    /// `subject`, served by `instance` with the schemas of hash `schema`.
+    pub fn new(instance: &str, subject: &str, schema: Option<&str>) -> Announced {
+        Announced {
+            instance: instance.to_owned(),
+            subject: subject.to_owned(),
+            schema: schema.map(str::to_owned),
+        }
+    }
+}
+
 /// How a subscription consumes events.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -219,6 +244,14 @@ pub trait Broker: Send + Sync + 'static {
     /// for at most `window`. Empty for a broker that does not count them (the embedded one: the
     /// runtime counts for it when the dashboard asks).
     async fn command_stats(&self, window: Duration) -> Result<Vec<CommandStats>, Error> {
+        let _ = window;
+        Ok(Vec::new())
+    }
+
+    /// The commands every instance on this broker announces, this one included, gathered for at
+    /// most `window`. Empty for a broker of one instance (the embedded one), where versions
+    /// cannot drift apart.
+    async fn announced(&self, window: Duration) -> Result<Vec<Announced>, Error> {
         let _ = window;
         Ok(Vec::new())
     }

@@ -36,7 +36,7 @@ use self::options::{explain_connect_error, parse_servers};
 use self::replies::{Delivering, Replies};
 use self::signing::Signer;
 use super::spi::{
-    Broker, CommandStats, Endpoint, EventHandler, Message, RequestHandler, Subjects,
+    Announced, Broker, CommandStats, Endpoint, EventHandler, Message, RequestHandler, Subjects,
     SubscriptionSpec, SubscriptionStats, Work,
 };
 use crate::config::StreamStorage;
@@ -225,6 +225,16 @@ impl Inner {
         self.client.connection_state() == State::Connected
     }
 
+    /// The start of this deployment's command subjects, to ask the instances about them with
+    /// `$SRV` requests; an error saying we cannot `what` when disconnected, where the request
+    /// would wait in the client's buffer and nobody would answer.
+    fn discoverable(&self, what: &str) -> Result<String, Error> {
+        match self.is_connected() {
+            true => Ok(format!("{}.cmd.", self.subjects.prefix())),
+            false => Err(self.not_connected(what)),
+        }
+    }
+
     fn not_connected(&self, what: &str) -> Error {
         Error::broker_unavailable(format!(
             "cannot {what}: not connected to NATS at `{}` (reconnecting)",
@@ -266,14 +276,17 @@ impl Broker for NatsBroker {
     }
 
     async fn command_stats(&self, window: Duration) -> Result<Vec<CommandStats>, Error> {
-        // Disconnected, the request would wait in the client's buffer and nobody would answer.
-        if !self.inner.is_connected() {
-            return Err(self
-                .inner
-                .not_connected("ask the instances for their stats"));
-        }
-        let commands = format!("{}.cmd.", self.inner.subjects.prefix());
+        let commands = self
+            .inner
+            .discoverable("ask the instances for their stats")?;
         micro::gather_stats(&self.inner.client, &commands, window).await
+    }
+
+    async fn announced(&self, window: Duration) -> Result<Vec<Announced>, Error> {
+        let commands = self
+            .inner
+            .discoverable("ask the instances for their commands")?;
+        micro::gather_announced(&self.inner.client, &commands, window).await
     }
 
     async fn subscription_stats(
