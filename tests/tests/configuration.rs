@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use cohort::{App, Running};
+use cohort::App;
 use cohort_tests::process::example_app_binary;
 use cohort_tests::{Client, base_url};
 use serde_json::json;
@@ -29,23 +29,30 @@ fn write(dir: &TempDir, name: &str, text: &str) -> String {
     path.display().to_string()
 }
 
-/// The example app's settings from `vars` alone (the process's environment is not read).
-async fn start_with(vars: &[(&str, String)]) -> Result<Running, cohort::Error> {
+/// The example app with the settings of `vars` alone (the process's environment is not read).
+fn app_with(vars: &[(&str, String)]) -> Result<App, cohort::Error> {
     // Naming the example app's code keeps its registrations linked into this test binary.
     let _ = example_app::app;
     let vars: HashMap<String, String> = vars
         .iter()
         .map(|(name, value)| (name.to_string(), value.clone()))
         .collect();
-    App::from_vars(move |name| vars.get(name).cloned())?
+    App::from_vars(move |name| vars.get(name).cloned())
+}
+
+/// Why the example app with `vars` does not start.
+async fn refusal(vars: &[(&str, String)]) -> cohort::Error {
+    let started = app_with(vars)
+        .expect("Cohort's settings are valid")
         .start()
-        .await
+        .await;
+    started.err().expect("the start is refused")
 }
 
 #[tokio::test]
 async fn handlers_see_the_file_the_environment_and_the_secret_files() {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let running = start_with(&[
+    let app = app_with(&[
         ("COHORT_CONFIG", write(&dir, "shop.toml", SETTINGS)),
         ("SHOP_MAX_ORDER_QUANTITY", "3".to_owned()),
         (
@@ -53,9 +60,9 @@ async fn handlers_see_the_file_the_environment_and_the_secret_files() {
             write(&dir, "admins", "boss,shop-owner\n"),
         ),
     ])
-    .await
-    .expect("the shop starts");
-    assert_eq!(running.config().command_timeout, Duration::from_secs(10));
+    .expect("valid");
+    assert_eq!(app.config().command_timeout, Duration::from_secs(10));
+    let running = app.start().await.expect("the shop starts");
     let boss = Client::new(base_url(&running));
     boss.sign_in_as("boss").await;
     let stocked = boss
@@ -90,20 +97,17 @@ async fn handlers_see_the_file_the_environment_and_the_secret_files() {
 async fn a_bad_setting_stops_the_start_naming_it() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let settings = write(&dir, "shop.toml", SETTINGS);
-    let err = start_with(&[
-        ("COHORT_CONFIG", settings.clone()),
+    let err = refusal(&[
+        ("COHORT_CONFIG", settings),
         ("SHOP_MAX_ORDER_QUANTITY", "5000".to_owned()),
     ])
-    .await
-    .expect_err("above the API's limit");
+    .await;
     assert_eq!(
         err.message(),
         "SHOP_MAX_ORDER_QUANTITY is not valid: expected a quantity from 1 to 1000"
     );
     let bad_file = write(&dir, "bad.toml", "[shop]\nmax_order_quantity = 0\n");
-    let err = start_with(&[("COHORT_CONFIG", bad_file.clone())])
-        .await
-        .expect_err("below 1");
+    let err = refusal(&[("COHORT_CONFIG", bad_file.clone())]).await;
     assert!(
         err.message().starts_with(&format!(
             "`shop.max_order_quantity` in {bad_file} is not valid"
