@@ -22,7 +22,7 @@ use crate::metrics::{MeteredStore, Metrics, Scraper, SubscriptionName, metrics_r
 use crate::registry::{CommandDescriptor, Registry, SubscriptionDescriptor};
 use crate::running::{Running, shutdown_signal};
 use crate::runtime::Runtime;
-use crate::settings::{AppSettings, Settings};
+use crate::settings::{AppSettings, Settings, SharedVars};
 use crate::setup::{
     check_not_empty, check_state_is_shared, connect_broker, connect_store, validate_instance_id,
     validate_services,
@@ -41,7 +41,7 @@ use crate::state::spi::StateStore;
 pub struct App {
     config: Config,
     /// Where the app's settings are read from at start.
-    vars: Arc<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    vars: SharedVars,
     settings: AppSettings,
     broker: Option<Arc<dyn Broker>>,
     store: Option<Arc<dyn StateStore>>,

@@ -31,6 +31,7 @@ mod text;
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
@@ -41,7 +42,7 @@ pub use source::CONFIG_FILE;
 pub use text::{duration, list};
 
 pub(crate) use fields::of as fields_of;
-pub(crate) use source::{Table, Vars, invalid_config};
+pub(crate) use source::{SharedVars, Table, Vars, invalid_config};
 pub(crate) use text::{FromText, List, Parsed, Span};
 
 /// A struct of the app's own settings, loaded once when the instance starts and shared by every
@@ -124,8 +125,8 @@ impl AppSettings {
                 )));
             }
             let type_id = (registration.type_id)();
-            if !settings.0.contains_key(&type_id) {
-                settings.0.insert(type_id, (registration.load)(vars)?);
+            if let Entry::Vacant(slot) = settings.0.entry(type_id) {
+                slot.insert((registration.load)(vars)?);
             }
         }
         Ok(settings)

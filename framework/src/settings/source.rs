@@ -18,6 +18,9 @@ pub const CONFIG_FILE: &str = "COHORT_CONFIG";
 /// name to its value (tests use a map).
 pub(crate) type Vars<'a> = &'a dyn Fn(&str) -> Option<String>;
 
+/// [`Vars`] that an app keeps until it starts.
+pub(crate) type SharedVars = std::sync::Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// One table of settings, layered from every source, that knows where each key came from.
 pub(crate) struct Table {
     name: String,
