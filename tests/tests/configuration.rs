@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use cohort::App;
 use cohort_tests::process::example_app_binary;
-use cohort_tests::{Client, base_url};
+use cohort_tests::{ANY_LOOPBACK_PORT, Client, base_url, start_app};
+use example_app::settings::ShopConfig;
 use serde_json::json;
 use tempfile::TempDir;
 
@@ -136,4 +137,32 @@ async fn the_example_binary_refuses_a_bad_setting_before_it_serves() {
         "names the variable: {stderr}"
     );
     assert!(!stderr.contains("lots"), "never the value: {stderr}");
+}
+
+#[tokio::test]
+async fn settings_given_in_code_are_used_as_they_are() {
+    let settings = ShopConfig {
+        max_order_quantity: 1,
+        admins: vec!["coder".to_owned()],
+    };
+    let running = start_app(
+        |c| c.http_addr = ANY_LOOPBACK_PORT,
+        |app| app.settings(settings),
+    )
+    .await
+    .expect("the shop starts");
+    let coder = Client::new(base_url(&running));
+    coder.sign_in_as("coder").await;
+    let stocked = coder
+        .put("/stock/tea", json!({"sku": "tea", "qty": 5}))
+        .await;
+    assert_eq!(
+        stocked.status, 200,
+        "an admin given in code: {}",
+        stocked.text
+    );
+    let too_many = coder.post("/orders", json!({"sku": "tea", "qty": 2})).await;
+    assert_eq!(too_many.status, 422, "{}", too_many.text);
+    assert_eq!(too_many.body["detail"], "at most 1 per order");
+    running.shutdown().await.expect("stops");
 }
