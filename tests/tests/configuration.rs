@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use cohort::App;
+use cohort::{App, Running};
 use cohort_tests::process::example_app_binary;
 use cohort_tests::{ANY_LOOPBACK_PORT, Client, base_url, start_app};
 use example_app::settings::ShopConfig;
@@ -50,6 +50,23 @@ async fn refusal(vars: &[(&str, String)]) -> cohort::Error {
     started.err().expect("the start is refused")
 }
 
+/// `admin` may set the stock, and an order of more than `max` is refused, naming `qty`.
+async fn serves_as_configured(running: &Running, admin: &str, max: u64) {
+    let client = Client::new(base_url(running));
+    client.sign_in_as(admin).await;
+    let stocked = client
+        .put("/stock/tea", json!({"sku": "tea", "qty": 50}))
+        .await;
+    assert_eq!(stocked.status, 200, "{admin} is an admin: {}", stocked.text);
+    let order = |qty| json!({"sku": "tea", "qty": qty});
+    let too_many = client.post("/orders", order(max + 1)).await;
+    assert_eq!(too_many.status, 422, "{}", too_many.text);
+    assert_eq!(too_many.body["field"], "qty", "{}", too_many.text);
+    assert_eq!(too_many.body["detail"], format!("at most {max} per order"));
+    let placed = client.post("/orders", order(max)).await;
+    assert_eq!(placed.status, 201, "{}", placed.text);
+}
+
 #[tokio::test]
 async fn handlers_see_the_file_the_environment_and_the_secret_files() {
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -64,23 +81,7 @@ async fn handlers_see_the_file_the_environment_and_the_secret_files() {
     .expect("valid");
     assert_eq!(app.config().command_timeout, Duration::from_secs(10));
     let running = app.start().await.expect("the shop starts");
-    let boss = Client::new(base_url(&running));
-    boss.sign_in_as("boss").await;
-    let stocked = boss
-        .put("/stock/tea", json!({"sku": "tea", "qty": 50}))
-        .await;
-    assert_eq!(
-        stocked.status, 200,
-        "an admin from the file: {}",
-        stocked.text
-    );
-
-    let too_many = boss.post("/orders", json!({"sku": "tea", "qty": 4})).await;
-    assert_eq!(too_many.status, 422, "{}", too_many.text);
-    assert_eq!(too_many.body["field"], "qty", "{}", too_many.text);
-    assert_eq!(too_many.body["detail"], "at most 3 per order");
-    let placed = boss.post("/orders", json!({"sku": "tea", "qty": 3})).await;
-    assert_eq!(placed.status, 201, "{}", placed.text);
+    serves_as_configured(&running, "boss", 3).await;
 
     let shopper = Client::new(base_url(&running));
     shopper.sign_in_as("nobody").await;
@@ -151,18 +152,6 @@ async fn settings_given_in_code_are_used_as_they_are() {
     )
     .await
     .expect("the shop starts");
-    let coder = Client::new(base_url(&running));
-    coder.sign_in_as("coder").await;
-    let stocked = coder
-        .put("/stock/tea", json!({"sku": "tea", "qty": 5}))
-        .await;
-    assert_eq!(
-        stocked.status, 200,
-        "an admin given in code: {}",
-        stocked.text
-    );
-    let too_many = coder.post("/orders", json!({"sku": "tea", "qty": 2})).await;
-    assert_eq!(too_many.status, 422, "{}", too_many.text);
-    assert_eq!(too_many.body["detail"], "at most 1 per order");
+    serves_as_configured(&running, "coder", 1).await;
     running.shutdown().await.expect("stops");
 }
