@@ -10,6 +10,7 @@
 pub mod broker;
 pub mod guard;
 pub mod http;
+pub mod settings;
 pub mod state;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -55,6 +56,7 @@ pub use http::ApiInfo;
 pub use registry::TaskSchedule;
 pub use running::Running;
 pub use session::{Principal, Session};
+pub use settings::Settings;
 pub use state::{State, Versioned};
 pub use task::{TaskOutcome, TaskStatus};
 pub use tls::TlsFiles;
@@ -137,6 +139,7 @@ pub mod __private {
         CommandDescriptor, GuardFn, HttpRoute, Location, Package, SubscriptionDescriptor,
         TaskDescriptor, TaskSchedule,
     };
+    pub use crate::settings::Registration as SettingsRegistration;
 
     /// Runs `guard`; a function that is no guard is reported here, on the user's guard path.
     pub fn run_guard<'a, G: crate::guard::Guard<'a>>(

@@ -26,6 +26,8 @@ pub(crate) struct Runtime {
     pub(crate) subjects: Subjects,
     pub(crate) instance_id: Arc<str>,
     pub(crate) config: Config,
+    /// The app's own settings, loaded at start.
+    pub(crate) settings: crate::settings::AppSettings,
     /// False once shutdown begins, so `/readyz` tells the load balancer to stop sending.
     pub(crate) accepting: AtomicBool,
     /// What the dashboard keeps, when it is on.
