@@ -72,29 +72,29 @@ async fn orders_add_up_when_the_node_leading_the_events_is_killed() {
     assert_none(&found, &record, &scene);
 }
 
-/// Whether `attempt` failed: anything but the order.
-fn failed(attempt: &Attempt) -> bool {
-    attempt.status != Some(201)
+/// The attempts in flight during the [`WINDOW`] after `killed`, and the others.
+fn by_window(record: &Record, killed: Instant) -> (Vec<&Attempt>, Vec<&Attempt>) {
+    record
+        .attempts
+        .iter()
+        .partition(|attempt| attempt.started < killed + WINDOW && attempt.ended() > killed)
 }
 
-/// Whether `attempt` was in flight during the [`WINDOW`] after `killed`.
-fn in_window(attempt: &Attempt, killed: Instant) -> bool {
-    attempt.started < killed + WINDOW && attempt.ended() > killed
+/// Those of `attempts` that failed (answered anything but the order), described.
+fn failed(attempts: &[&Attempt]) -> Vec<String> {
+    attempts
+        .iter()
+        .filter(|attempt| attempt.status != Some(201))
+        .map(ToString::to_string)
+        .collect()
 }
 
 /// What failed beyond the allowance: more than [`FAILING_AT_MOST`] of the attempts in the window
 /// after the kill, and any attempt that failed outside it.
 fn failed_beyond_allowance(record: &Record, killed: Instant) -> Vec<String> {
     let mut found = Vec::new();
-    let (window, outside): (Vec<&Attempt>, Vec<&Attempt>) = record
-        .attempts
-        .iter()
-        .partition(|attempt| in_window(attempt, killed));
-    let failed_in_window: Vec<String> = window
-        .iter()
-        .filter(|attempt| failed(attempt))
-        .map(ToString::to_string)
-        .collect();
+    let (window, outside) = by_window(record, killed);
+    let failed_in_window = failed(&window);
     let allowed = (window.len() as f64 * FAILING_AT_MOST).floor() as usize;
     if failed_in_window.len() > allowed {
         found.push(format!(
@@ -104,11 +104,7 @@ fn failed_beyond_allowance(record: &Record, killed: Instant) -> Vec<String> {
             listing(&failed_in_window, 5)
         ));
     }
-    let failed_outside: Vec<String> = outside
-        .iter()
-        .filter(|attempt| failed(attempt))
-        .map(ToString::to_string)
-        .collect();
+    let failed_outside = failed(&outside);
     if !failed_outside.is_empty() {
         found.push(format!(
             "{} attempts failed outside the {WINDOW:?} after the kill:{}",
@@ -136,18 +132,14 @@ fn rates(record: &Record, killed: Instant) -> String {
             .count();
         placed as f64 / to.saturating_duration_since(from).as_secs_f64().max(0.001)
     };
-    let in_window: Vec<&Attempt> = record
-        .attempts
-        .iter()
-        .filter(|attempt| in_window(attempt, killed))
-        .collect();
-    let failed = in_window.iter().filter(|attempt| failed(attempt)).count();
+    let (window, _) = by_window(record, killed);
     format!(
         "orders/s: {:.0} before the kill, {:.0} in the {WINDOW:?} after it, {:.0} after that; \
-         {failed} of {} attempts in the window failed",
+         {} of {} attempts in the window failed",
         rate(first, killed),
         rate(killed, window_end),
         rate(window_end, last),
-        in_window.len()
+        failed(&window).len(),
+        window.len()
     )
 }
