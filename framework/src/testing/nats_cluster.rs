@@ -55,8 +55,10 @@ impl NatsCluster {
     /// When the binary is missing or a node does not become ready; the message includes its
     /// output.
     pub async fn start(size: usize) -> NatsCluster {
-        let ports: Vec<(u16, u16, u16)> = (0..size)
-            .map(|_| (free_port(), free_port(), free_port()))
+        let ports = distinct_free_ports(3 * size);
+        let ports: Vec<(u16, u16, u16)> = ports
+            .chunks_exact(3)
+            .map(|node| (node[0], node[1], node[2]))
             .collect();
         let routes: Vec<String> = ports
             .iter()
@@ -204,6 +206,19 @@ impl Node {
             args: vec!["-c".into(), file.into()],
         }
     }
+}
+
+/// `n` ports on 127.0.0.1 that were free a moment ago, no two the same: the OS may hand out a
+/// port again once it was let go of.
+fn distinct_free_ports(n: usize) -> Vec<u16> {
+    let mut ports = Vec::with_capacity(n);
+    while ports.len() < n {
+        let port = free_port();
+        if !ports.contains(&port) {
+            ports.push(port);
+        }
+    }
+    ports
 }
 
 /// The JSON that the monitoring endpoint on `port` answers to `GET path`, if it answers within
