@@ -522,6 +522,35 @@ async fn a_nats_restart_loses_no_stored_event() {
 }
 
 #[tokio::test]
+async fn a_publish_no_stream_takes_fails_at_once_and_the_stream_is_made_again() {
+    let server = NatsServer::start().await;
+    let broker = connect(&server.url(), &instance()).await;
+    let subjects = Subjects::default();
+    let plain = async_nats::connect(server.url()).await.expect("connect");
+    async_nats::jetstream::new(plain)
+        .delete_stream(subjects.events_stream())
+        .await
+        .expect("delete the events stream");
+
+    let posted = subjects.event("ledger", "posted");
+    let started = Instant::now();
+    let refused = broker.publish(&posted, event("unstored", "{}")).await;
+    let Err(err) = refused else {
+        panic!("no stream takes the event, yet its publish succeeded")
+    };
+    assert_eq!(err.code(), "broker_unavailable", "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "a publish no stream takes fails at once, not after {:?}",
+        started.elapsed()
+    );
+    eventually_ok("a publish once the stream is made again", PATIENCE, || {
+        broker.publish(&posted, event("stored", "{}"))
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_stopped_instance_leaves_new_events_to_the_others() {
     let server = NatsServer::start().await;
     let (a, b) = (

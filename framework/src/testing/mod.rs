@@ -7,6 +7,7 @@
 mod broker_suite;
 mod cluster;
 mod commit_suite;
+mod nats_cluster;
 mod process;
 mod servers;
 mod store_suite;
@@ -14,6 +15,7 @@ mod wait;
 
 pub use broker_suite::{event, run_broker_suite};
 pub use cluster::Cluster;
+pub use nats_cluster::NatsCluster;
 pub use servers::{NatsServer, RedisServer};
 pub use store_suite::run_store_suite;
 pub use wait::{eventually, eventually_ok, eventually_some, lock};

@@ -21,6 +21,7 @@ mod subscriptions;
 mod wire;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use async_nats::connection::State;
@@ -104,6 +105,8 @@ struct Inner {
     replies: Arc<Replies>,
     /// Stops taking replies once the broker is dropped, which lets the connection close.
     _replies_delivered: Delivering,
+    /// Whether the streams are being made again, off the path of a publish that found none.
+    ensuring_streams: AtomicBool,
 }
 
 impl std::fmt::Debug for NatsBroker {
@@ -207,6 +210,7 @@ impl NatsBroker {
             connections,
             replies,
             _replies_delivered: delivering,
+            ensuring_streams: AtomicBool::new(false),
         };
         inner.ensure_streams().await?;
         Ok(NatsBroker {
