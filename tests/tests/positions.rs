@@ -54,8 +54,9 @@ async fn assert_heard(client: &Client, expected: Value, what: &str) {
 #[tokio::test]
 async fn a_killed_instance_starts_again_at_each_position() {
     let servers = Servers::start().await;
-    let catalog = AppProcess::start_binary(position_app(), "pa", true, &only(&servers, "catalog"));
-    let cache = AppProcess::start_binary(position_app(), "pc", false, &only(&servers, "cache"));
+    let (catalog_env, cache_env) = (only(&servers, "catalog"), only(&servers, "cache"));
+    let catalog = AppProcess::start_binary(position_app(), "pa", true, &catalog_env);
+    let cache = AppProcess::start_binary(position_app(), "pc", false, &cache_env);
     let (catalog, mut cache) = tokio::join!(catalog, cache);
     let client = Client::new(catalog.url());
 
