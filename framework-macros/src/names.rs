@@ -152,7 +152,7 @@ pub fn parse_start(text: &str) -> Result<Start, String> {
     if let Some(count) = text.strip_prefix("last:") {
         return match count.parse::<u64>() {
             Ok(0) => Err(format!(
-                "`last:0` replays nothing: write `start = \"new\"`, or a count from 1 such as `start = \"last:100\"`"
+                "`{text}` replays nothing: write `start = \"new\"`, or a count from 1 such as `start = \"last:100\"`"
             )),
             Ok(n) => Ok(Start::Last(n)),
             Err(_) => Err(format!(
