@@ -223,7 +223,8 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Consumes a subscription on this instance until `work.stop` is cancelled: at-least-once,
     /// acknowledged after the handler succeeds, redelivered with backoff when it fails, dead-lettered
-    /// after `max_attempts`.
+    /// after `max_attempts`. An every-instance subscription whose `start` is not
+    /// [`StartPosition::Resume`] first gets the stored events of that position, on every call.
     async fn subscribe(
         &self,
         spec: SubscriptionSpec,

@@ -39,7 +39,7 @@ const HANDOVER_EVENTS: usize = 100;
 /// Each call of `make` returns the broker handle of a new instance of the same deployment: clones
 /// of one `MemoryBroker`, or new connections to the same NATS servers. The brokers must use the
 /// default subject prefix (`cohort`); every run uses its own service names, so runs may share a
-/// server. The suite takes about fifteen seconds.
+/// server. The suite takes about half a minute.
 ///
 /// ```no_run
 /// # async fn demo() {
