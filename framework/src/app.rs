@@ -407,6 +407,7 @@ fn subscription_spec(runtime: &Runtime, subscription: &SubscriptionDescriptor) -
         subscription.event,
     );
     spec.every_instance = subscription.every_instance;
+    spec.start = subscription.start;
     spec.max_attempts = config.event_max_attempts;
     spec.backoff = config.event_backoff.clone();
     spec.ack_wait = config.event_ack_wait;

@@ -131,6 +131,7 @@ pub mod __private {
     pub use schemars;
     pub use serde;
 
+    pub use crate::broker::spi::StartPosition;
     pub use crate::input::{
         Decode, Describe, Encode, IntoError, decode_input, encode_output, into_event_result,
         no_input,

@@ -102,6 +102,8 @@ pub struct SubscriptionSpec {
     pub durable: String,
     /// Every instance gets every event, instead of one instance each event.
     pub every_instance: bool,
+    /// Where an every-instance subscription starts each time its instance subscribes.
+    pub start: StartPosition,
     /// After this many failed deliveries the event goes to `dead_letter_subject`.
     pub max_attempts: u32,
     /// Wait before the n-th redelivery (the last entry repeats).
@@ -113,6 +115,25 @@ pub struct SubscriptionSpec {
     pub dead_letter_subject: String,
     /// Where the broker reports redeliveries and dead letters, for the metrics.
     pub report: DeliveryReport,
+}
+
+/// Where an every-instance subscription starts each time its instance subscribes (at every start
+/// of the instance), as `#[subscription(every_instance, start = "...")]` wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum StartPosition {
+    /// Where this instance's consumer left off, if the broker still keeps it; new events
+    /// otherwise. With NATS it is kept 5 minutes after the instance is gone, under its instance
+    /// id; the embedded broker keeps none. A shared subscription always resumes.
+    #[default]
+    Resume,
+    /// The events published from now on.
+    New,
+    /// The last `n` stored events this subscription takes (of its event type), then new ones.
+    Last(u64),
+    /// The stored events this subscription takes that were published within this long before
+    /// now, then new ones.
+    Since(Duration),
 }
 
 /// Where a broker reports what it did with a subscription's events, for the metrics: it calls
@@ -157,6 +178,7 @@ impl SubscriptionSpec {
             filter_subject: subjects.event_filter(event),
             durable: Subjects::durable(service, name),
             every_instance: false,
+            start: StartPosition::Resume,
             max_attempts: defaults.event_max_attempts,
             backoff: defaults.event_backoff,
             ack_wait: defaults.event_ack_wait,
@@ -226,7 +248,8 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Consumes a subscription on this instance until `work.stop` is cancelled: at-least-once,
     /// acknowledged after the handler succeeds, redelivered with backoff when it fails, dead-lettered
-    /// after `max_attempts`.
+    /// after `max_attempts`. An every-instance subscription whose `start` is not
+    /// [`StartPosition::Resume`] first gets the stored events of that position, on every call.
     async fn subscribe(
         &self,
         spec: SubscriptionSpec,

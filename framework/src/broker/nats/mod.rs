@@ -14,6 +14,7 @@ mod commands;
 mod delivery;
 mod micro;
 mod options;
+mod positions;
 mod replies;
 mod signing;
 mod streams;
