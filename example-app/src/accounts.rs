@@ -2,8 +2,8 @@
 //! everywhere.
 //!
 //! The session lives in the shared store, so a user who logged in through one instance is known to
-//! every other. The usernames listed in `SHOP_ADMINS` (comma-separated) get the `admin` role when
-//! they log in.
+//! every other. The usernames the shop's settings list in `admins` (`SHOP_ADMINS`, comma-separated)
+//! get the `admin` role when they log in.
 
 use argon2::Argon2;
 use argon2::password_hash::{
@@ -13,11 +13,10 @@ use cohort::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::settings::ShopConfig;
+
 /// The role that may set the stock.
 pub const ADMIN: &str = "admin";
-
-/// The setting that lists the usernames that get the [`ADMIN`] role, comma-separated.
-const ADMINS_SETTING: &str = "SHOP_ADMINS";
 
 /// What the password of an unknown username is checked against, so that a log-in takes as long
 /// whether the username exists or not and its timing does not tell which usernames exist. A
@@ -83,7 +82,8 @@ pub async fn log_in(ctx: Ctx, input: Credentials) -> Result<User, Error> {
     let Some(account) = account.filter(|_| verified) else {
         return Err(Error::unauthorized("unknown username or wrong password"));
     };
-    let roles: &[&str] = if is_admin(&account.username) {
+    let admins = &ctx.config::<ShopConfig>().admins;
+    let roles: &[&str] = if admins.contains(&account.username) {
         &[ADMIN]
     } else {
         &[]
@@ -126,13 +126,6 @@ pub async fn current_user(ctx: &Ctx) -> Result<User, Error> {
 /// Only commands that have a caller in a role guard with it.
 pub async fn admin(ctx: &Ctx) -> Result<(), Error> {
     cohort::guard::has_role(ctx, ADMIN).await
-}
-
-/// Whether `SHOP_ADMINS` lists `username`. Read at each log-in, so that a change applies at the
-/// next one.
-fn is_admin(username: &str) -> bool {
-    std::env::var(ADMINS_SETTING)
-        .is_ok_and(|admins| admins.split(',').any(|admin| admin.trim() == username))
 }
 
 fn user_key(username: &str) -> String {

@@ -5,6 +5,7 @@
 //! - `orders`: stock per SKU, orders that take stock atomically and emit `OrderPlaced`.
 //! - `audit`: subscriptions that count the orders, and which instance saw each; a task that keeps
 //!   a snapshot of the count once a minute, on one instance of the deployment.
+//! - `settings`: the shop's own settings (`[shop]`, `SHOP_*`), such as the largest order.
 //!
 //! Nothing here keeps state in memory: everything goes through `ctx.state()` and `ctx.session()`,
 //! so any instance can run any command.
@@ -13,6 +14,7 @@ pub mod accounts;
 pub mod audit;
 pub mod echo;
 pub mod orders;
+pub mod settings;
 
 /// The app as configured by the environment, with the dashboard at `/_cohort` for admins. `main`
 /// runs it; tests start it in-process.

@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::accounts::admin;
+use crate::settings::{ORDER_QUANTITY_LIMIT, ShopConfig};
 
 /// What a SKU is made of (its length is bounded too, where it is declared).
 const SKU_PATTERN: &str = "^[A-Za-z0-9_-]+$";
@@ -31,8 +32,8 @@ pub struct PlaceOrder {
     /// A stock-keeping unit: letters, digits, `-` and `_`.
     #[schemars(length(min = 1, max = 32), pattern(SKU_PATTERN))]
     pub sku: String,
-    /// 1 to 1000 per order.
-    #[schemars(range(min = 1, max = 1000))]
+    /// 1 to 1000 per order; a deployment may allow fewer (`SHOP_MAX_ORDER_QUANTITY`).
+    #[schemars(range(min = 1, max = ORDER_QUANTITY_LIMIT))]
     pub qty: u64,
 }
 
@@ -110,6 +111,10 @@ pub async fn take_stock(ctx: Ctx, input: PlaceOrder) -> Result<Stock, Error> {
 #[command(service = "orders", version = 1, guard = cohort::guard::signed_in)]
 #[http(POST, "/orders", status = 201)]
 pub async fn place_order(ctx: Ctx, input: PlaceOrder) -> Result<Order, Error> {
+    let max = ctx.config::<ShopConfig>().max_order_quantity;
+    if input.qty > u64::from(max) {
+        return Err(Error::invalid("qty", format!("at most {max} per order")));
+    }
     let placed_by = cohort::guard::principal(&ctx).await?.name;
     // The events and calls of the order name its user.
     let ctx = ctx.with_principal(&placed_by);

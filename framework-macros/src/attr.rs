@@ -30,13 +30,14 @@ pub struct HttpArgs {
     pub status: Option<LitInt>,
 }
 
-/// `#[subscription(service = "...", name = "...", every_instance)]`.
+/// `#[subscription(service = "...", name = "...", every_instance, start = "last:100")]`.
 pub struct SubscriptionArgs {
     /// As [`CommandArgs::written`].
     pub written: TokenStream,
     pub service: Option<LitStr>,
     pub name: Option<LitStr>,
     pub every_instance: Option<LitBool>,
+    pub start: Option<LitStr>,
 }
 
 /// `#[task(service = "...", every = "30s" | cron = "0 3 * * *" | on_start, name = "...")]`.
@@ -137,6 +138,7 @@ impl SubscriptionArgs {
             service: None,
             name: None,
             every_instance: None,
+            start: None,
         };
         let parser = syn::meta::parser(|meta| {
             if meta.path.is_ident("service") {
@@ -149,10 +151,12 @@ impl SubscriptionArgs {
                 })
             } else if meta.path.is_ident("every_instance") {
                 set_once(&mut parsed.every_instance, &meta, flag)
+            } else if meta.path.is_ident("start") {
+                set_once(&mut parsed.start, &meta, |m| string(m, "start = \"new\""))
             } else {
                 Err(unknown_option(
                     &meta.path,
-                    "one of: `service`, `name`, `every_instance`",
+                    "one of: `service`, `name`, `every_instance`, `start`",
                 ))
             }
         });

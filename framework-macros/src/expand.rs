@@ -11,6 +11,7 @@ use syn::{DeriveInput, Ident, ItemFn};
 
 use crate::ast::{Command, Event, Handler, Kind, Siblings, Subscription, Task};
 use crate::fallback;
+use crate::names::Start;
 use crate::valid::{CommandSpec, Schedule, SubscriptionSpec, TaskSpec};
 
 /// `#[command]`, which may find an `#[http]` below it.
@@ -287,8 +288,10 @@ fn subscription_tokens(handler: &Handler, spec: &SubscriptionSpec) -> TokenStrea
         service,
         name,
         every_instance,
+        start,
         ..
     } = spec;
+    let start = start_tokens(*start);
     let event_name = quote_spanned!(event_span=> <#event as ::cohort::Event>::NAME);
     let location = location(ident);
 
@@ -303,11 +306,22 @@ fn subscription_tokens(handler: &Handler, spec: &SubscriptionSpec) -> TokenStrea
                     name: #name,
                     event: #event_name,
                     every_instance: #every_instance,
+                    start: #start,
                     handler: #run,
                     location: #location,
                 }
             }
         }
+    }
+}
+
+fn start_tokens(start: Start) -> TokenStream {
+    let position = quote!(::cohort::__private::StartPosition);
+    match start {
+        Start::Resume => quote!(#position::Resume),
+        Start::New => quote!(#position::New),
+        Start::Last(n) => quote!(#position::Last(#n)),
+        Start::Since(ms) => quote!(#position::Since(::core::time::Duration::from_millis(#ms))),
     }
 }
 

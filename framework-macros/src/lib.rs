@@ -27,7 +27,7 @@ pub fn http(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::http(args.into(), item.into()).into()
 }
 
-/// `#[subscription(service = "...", name = "...", every_instance)]` on
+/// `#[subscription(service = "...", name = "...", every_instance, start = "last:100")]` on
 /// `async fn f(ctx: Ctx, event: Ev) -> Result<(), E>`.
 #[proc_macro_attribute]
 pub fn subscription(args: TokenStream, item: TokenStream) -> TokenStream {

@@ -130,6 +130,51 @@ pub fn parse_every(text: &str) -> Result<u64, String> {
     Ok(ms)
 }
 
+/// Where an every-instance subscription starts, as `start = "..."` wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Start {
+    /// No `start`: where the instance's consumer left off.
+    #[default]
+    Resume,
+    New,
+    Last(u64),
+    /// Published within this many milliseconds before the start.
+    Since(u64),
+}
+
+/// `new`, `last:100` or `since:10m`.
+pub fn parse_start(text: &str) -> Result<Start, String> {
+    const WRITE: &str =
+        "write `start = \"new\"`, `start = \"last:100\"` or `start = \"since:10m\"`";
+    if text == "new" {
+        return Ok(Start::New);
+    }
+    if let Some(count) = text.strip_prefix("last:") {
+        return match count.parse::<u64>() {
+            Ok(0) => Err(format!(
+                "`{text}` replays nothing: write `start = \"new\"`, or a count from 1 such as `start = \"last:100\"`"
+            )),
+            Ok(n) => Ok(Start::Last(n)),
+            Err(_) => Err(format!(
+                "invalid count `{count}` in `{text}`: write a whole number from 1, such as `start = \"last:100\"`"
+            )),
+        };
+    }
+    if let Some(window) = text.strip_prefix("since:") {
+        let duration = humantime::parse_duration(window).map_err(|e| {
+            format!("invalid duration `{window}` in `{text}`: {e}; write a duration such as `start = \"since:10m\"`")
+        })?;
+        return match u64::try_from(duration.as_millis()) {
+            Ok(0) => Err(format!(
+                "`{text}` replays nothing: write `start = \"new\"`, or a duration of at least `1ms` such as `start = \"since:10m\"`"
+            )),
+            Ok(ms) => Ok(Start::Since(ms)),
+            Err(_) => Err(format!("`{text}` is too long: {WRITE}")),
+        };
+    }
+    Err(format!("invalid start `{text}`: {WRITE}"))
+}
+
 /// Checks a five-field cron expression (minute hour day-of-month month day-of-week).
 pub fn parse_cron(text: &str) -> Result<(), String> {
     use croner::parser::{CronParser, Seconds, Year};
@@ -256,6 +301,35 @@ mod tests {
         ] {
             assert_eq!(snake_case(name), snake, "{name}");
         }
+    }
+
+    #[test]
+    fn starts_are_new_last_or_since() {
+        assert_eq!(parse_start("new"), Ok(Start::New));
+        assert_eq!(parse_start("last:100"), Ok(Start::Last(100)));
+        assert_eq!(parse_start("since:10m"), Ok(Start::Since(600_000)));
+        assert_eq!(parse_start("since:1h 30m"), Ok(Start::Since(5_400_000)));
+        for bad in [
+            "",
+            "all",
+            "New",
+            "last",
+            "last:",
+            "last:-1",
+            "last:x",
+            "since:",
+            "since:soon",
+        ] {
+            let err = parse_start(bad).expect_err(bad);
+            assert!(
+                err.contains("`start = \"last:100\"`") || err.contains("`start = \"since:10m\"`"),
+                "{err}"
+            );
+        }
+        assert!(parse_start("last:0").is_err_and(|e| e.starts_with("`last:0` replays nothing")));
+        assert!(
+            parse_start("since:0s").is_err_and(|e| e.starts_with("`since:0s` replays nothing"))
+        );
     }
 
     #[test]

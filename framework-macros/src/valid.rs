@@ -10,8 +10,8 @@ use syn::{FnArg, Ident, LitBool, LitInt, LitStr, Path, Type};
 use crate::ast::{Command, Event, Handler, Kind, Subscription, Task, both};
 use crate::attr::{HttpArgs, TaskArgs};
 use crate::names::{
-    event_name, method, parse_cron, parse_every, parse_timeout, route_params, service_name,
-    snake_case, subject_name,
+    Start, event_name, method, parse_cron, parse_every, parse_start, parse_timeout, route_params,
+    service_name, snake_case, subject_name,
 };
 
 /// A command's options, checked.
@@ -42,6 +42,7 @@ pub struct SubscriptionSpec<'a> {
     pub service: String,
     pub name: String,
     pub every_instance: bool,
+    pub start: Start,
     pub event: &'a Type,
 }
 
@@ -80,6 +81,12 @@ impl<'a> Subscription<'a> {
         let kind = Kind::Subscription;
         let service = problems.take(service(args.service.as_ref(), &args.written, kind));
         let name = problems.take(name(args.name.as_ref(), &self.handler, kind));
+        let every_instance = args.every_instance.as_ref().is_some_and(LitBool::value);
+        let start = args
+            .start
+            .as_ref()
+            .map_or(Ok(Start::Resume), |lit| start(lit, every_instance));
+        let start = problems.take(start);
         let sig = &self.handler.func.sig;
         let event = self.handler.input.ok_or_else(|| {
             let ident = &sig.ident;
@@ -94,7 +101,8 @@ impl<'a> Subscription<'a> {
         Ok(SubscriptionSpec {
             service,
             name,
-            every_instance: args.every_instance.as_ref().is_some_and(LitBool::value),
+            every_instance,
+            start,
             event,
         })
     }
@@ -364,6 +372,18 @@ fn version(lit: &LitInt) -> syn::Result<u32> {
             "a version is a whole number from 1: write `version = 2`",
         )),
     }
+}
+
+/// A start position, which only an every-instance subscription has: a shared one resumes where
+/// its group left off, since the group's consumer outlives every instance.
+fn start(lit: &LitStr, every_instance: bool) -> syn::Result<Start> {
+    if !every_instance {
+        return Err(syn::Error::new_spanned(
+            lit,
+            "`start` sets where an `every_instance` subscription begins; a shared subscription resumes where its instances left off: add `every_instance` or remove `start`",
+        ));
+    }
+    parse_start(&lit.value()).map_err(|message| syn::Error::new_spanned(lit, message))
 }
 
 fn timeout(lit: &LitStr) -> syn::Result<u64> {

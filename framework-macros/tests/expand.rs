@@ -1,6 +1,8 @@
 //! What the macros register, read back from `inventory` as the runtime reads it.
 
-use cohort::__private::{CommandDescriptor, SubscriptionDescriptor, inventory};
+use std::time::Duration;
+
+use cohort::__private::{CommandDescriptor, StartPosition, SubscriptionDescriptor, inventory};
 use cohort::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -70,6 +72,21 @@ pub struct HTTPRequestSeen {}
 #[subscription(service = "audit", every_instance)]
 async fn record_order(_ctx: Ctx, event: OrderPlaced) -> Result<(), Error> {
     let _ = event.id;
+    Ok(())
+}
+
+#[subscription(service = "audit", every_instance, start = "last:100")]
+async fn replay_orders(_ctx: Ctx, _event: OrderPlaced) -> Result<(), Error> {
+    Ok(())
+}
+
+#[subscription(service = "audit", every_instance, start = "since:10m")]
+async fn recent_orders(_ctx: Ctx, _event: OrderPlaced) -> Result<(), Error> {
+    Ok(())
+}
+
+#[subscription(service = "audit", every_instance, start = "new")]
+async fn new_orders(_ctx: Ctx, _event: OrderPlaced) -> Result<(), Error> {
     Ok(())
 }
 
@@ -192,6 +209,18 @@ fn subscriptions_register_their_event() {
     assert!(line_at(record.location).contains("async fn record_order"));
     let log = subscription("log-request");
     assert_eq!((log.event, log.every_instance), ("request_seen", false));
+}
+
+#[test]
+fn every_instance_subscriptions_keep_their_start() {
+    let start = |name| subscription(name).start;
+    assert_eq!(start("record_order"), StartPosition::Resume);
+    assert_eq!(start("replay_orders"), StartPosition::Last(100));
+    assert_eq!(
+        start("recent_orders"),
+        StartPosition::Since(Duration::from_secs(600))
+    );
+    assert_eq!(start("new_orders"), StartPosition::New);
 }
 
 /// Cleans up every half minute.

@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::constraints::InputRules;
 use crate::dashboard::{Dashboard, DashboardGuard, dashboard_guard};
 use crate::dispatch::{command_handler, event_handler};
+use crate::drift::{SCHEMA_KEY, schema_hash};
 use crate::error::Error;
 use crate::guard::Guard;
 use crate::http::{ApiInfo, HttpServer};
@@ -22,6 +23,7 @@ use crate::metrics::{MeteredStore, Metrics, Scraper, SubscriptionName, metrics_r
 use crate::registry::{CommandDescriptor, Registry, SubscriptionDescriptor};
 use crate::running::{Running, shutdown_signal};
 use crate::runtime::Runtime;
+use crate::settings::{AppSettings, Settings, SharedVars};
 use crate::setup::{
     check_not_empty, check_state_is_shared, connect_broker, connect_store, validate_instance_id,
     validate_services,
@@ -39,6 +41,9 @@ use crate::state::spi::StateStore;
 /// ```
 pub struct App {
     config: Config,
+    /// Where the app's settings are read from at start.
+    vars: SharedVars,
+    settings: AppSettings,
     broker: Option<Arc<dyn Broker>>,
     store: Option<Arc<dyn StateStore>>,
     dashboard_guard: Option<DashboardGuard>,
@@ -52,15 +57,31 @@ impl Default for App {
 }
 
 impl App {
-    /// An app configured from the `COHORT_*` environment variables (see [`Config`]).
+    /// An app configured from the settings file and the `COHORT_*` environment variables (see
+    /// [`Config::from_env`]); its own [`Settings`] are read from the same at start.
     pub fn from_env() -> Result<App, Error> {
         Ok(App::with_config(Config::from_env()?))
     }
 
-    /// An app with this configuration.
+    /// Like [`App::from_env`], from any source of variables (tests use a map): Cohort's
+    /// configuration and the app's [`Settings`] alike.
+    pub fn from_vars(
+        vars: impl Fn(&str) -> Option<String> + Send + Sync + 'static,
+    ) -> Result<App, Error> {
+        let config = Config::from_vars(&vars)?;
+        Ok(App {
+            vars: Arc::new(vars),
+            ..App::with_config(config)
+        })
+    }
+
+    /// An app with this configuration; its own [`Settings`] are still read from the settings
+    /// file and the environment at start, unless given with [`App::settings`].
     pub fn with_config(config: Config) -> App {
         App {
             config,
+            vars: Arc::new(|name| std::env::var(name).ok()),
+            settings: AppSettings::default(),
             broker: None,
             store: None,
             dashboard_guard: None,
@@ -134,6 +155,13 @@ impl App {
         self
     }
 
+    /// Uses these settings instead of reading them at start (for tests, say). Every instance of
+    /// a deployment must have the same: a command runs on any of them.
+    pub fn settings<T: Settings>(mut self, settings: T) -> App {
+        self.settings.insert(settings);
+        self
+    }
+
     /// The configuration as it stands.
     pub fn config(&self) -> &Config {
         &self.config
@@ -156,6 +184,7 @@ impl App {
     pub async fn start(self) -> Result<Running, Error> {
         let started = Instant::now();
         let registry = Registry::collect()?;
+        let settings = AppSettings::load(&*self.vars, self.settings)?;
         let config = self.config;
         check_not_empty(&config, &registry)?;
         validate_instance_id(&config.instance_id)?;
@@ -186,10 +215,12 @@ impl App {
             subjects,
             instance_id: config.instance_id.clone().into(),
             config,
+            settings,
             accepting: AtomicBool::new(true),
             dashboard,
             metrics,
             tasks: crate::task::TaskBoard::new(&registry.tasks),
+            drift: crate::drift::DriftBoard::default(),
         });
         // Before anything is served: the instance is not ready until its start-up tasks ran here
         // or on another instance.
@@ -207,6 +238,11 @@ impl App {
             work.stop.clone(),
         ));
         crate::task::spawn_periodic(&runtime, &registry.tasks, &work.tasks, &work.stop);
+        work.tasks.spawn(crate::drift::watch(
+            runtime.clone(),
+            registry.commands.clone(),
+            work.stop.clone(),
+        ));
         let mut router =
             crate::http::router(runtime.clone(), &registry.commands, self.api_info.as_ref())?;
         if let Some(dashboard) = &runtime.dashboard {
@@ -334,6 +370,7 @@ fn endpoint(runtime: &Runtime, command: &CommandDescriptor) -> Endpoint {
     endpoint.metadata = [
         ("input_schema".to_owned(), schema(command.input_schema)),
         ("output_schema".to_owned(), schema(command.output_schema)),
+        (SCHEMA_KEY.to_owned(), schema_hash(command)),
     ]
     .into();
     endpoint
@@ -374,6 +411,7 @@ fn subscription_spec(runtime: &Runtime, subscription: &SubscriptionDescriptor) -
         subscription.event,
     );
     spec.every_instance = subscription.every_instance;
+    spec.start = subscription.start;
     spec.max_attempts = config.event_max_attempts;
     spec.backoff = config.event_backoff.clone();
     spec.ack_wait = config.event_ack_wait;

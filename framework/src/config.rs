@@ -1,14 +1,17 @@
-//! Configuration: read from `COHORT_*` environment variables, overridable in code.
+//! Configuration: Cohort's own settings, read from the settings file and the `COHORT_*`
+//! environment variables, overridable in code.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod keys;
+
 use crate::cluster_key::ClusterKey;
 use crate::error::Error;
 use crate::message::random_hex;
 use crate::redact::mask_urls;
-use crate::tls::{NATS_TLS, REDIS_TLS, TlsFiles, TlsSettings};
+use crate::tls::TlsFiles;
 
 /// Everything an instance can be told. [`Config::default`] is a complete single-instance
 /// deployment: embedded broker and store, HTTP on 127.0.0.1:8080.
@@ -218,106 +221,16 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Reads every `COHORT_*` variable that is set; a value that does not parse is an error
-    /// naming the variable.
+    /// Reads Cohort's settings: `[cohort]` in the TOML file `COHORT_CONFIG` names, then every
+    /// `COHORT_*` variable that is set, then the files `COHORT_*_FILE` variables name. A value
+    /// that does not parse is an error naming its variable (or key and file), never its value.
     pub fn from_env() -> Result<Config, Error> {
         Self::from_vars(|name| std::env::var(name).ok())
     }
 
     /// Like [`Config::from_env`], from any source of variables (tests use a map).
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Config, Error> {
-        let mut config = Config::default();
-        let var = |name: &str| {
-            var(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
-        if let Some(addr) = var("COHORT_HTTP_ADDR") {
-            config.http_addr = parse_http_addr(&addr)?;
-        }
-        if let Some(id) = var("COHORT_INSTANCE_ID") {
-            config.instance_id = id;
-        }
-        config.nats_url = var("COHORT_NATS_URL");
-        config.redis_url = var("COHORT_REDIS_URL");
-        if let Some(prefix) = var("COHORT_SUBJECT_PREFIX") {
-            config.subject_prefix = prefix;
-        }
-        config.services = var("COHORT_SERVICES").map(|list| split_list(&list));
-        if let Some(flag) = var("COHORT_ALLOW_LOCAL_STATE") {
-            config.allow_local_state = parse_bool("COHORT_ALLOW_LOCAL_STATE", &flag)?;
-        }
-        if let Some(flag) = var("COHORT_ALLOW_EMPTY") {
-            config.allow_empty = parse_bool("COHORT_ALLOW_EMPTY", &flag)?;
-        }
-        if let Some(flag) = var("COHORT_DASHBOARD") {
-            config.dashboard = parse_bool("COHORT_DASHBOARD", &flag)?;
-        }
-        if let Some(flag) = var("COHORT_SESSION_SECURE") {
-            config.session_cookie_secure = parse_bool("COHORT_SESSION_SECURE", &flag)?;
-        }
-        let duration = |name: &str, target: &mut Duration| -> Result<(), Error> {
-            if let Some(value) = var(name) {
-                *target = parse_duration(name, &value)?;
-            }
-            Ok(())
-        };
-        duration("COHORT_COMMAND_TIMEOUT", &mut config.command_timeout)?;
-        duration("COHORT_SHUTDOWN_GRACE", &mut config.shutdown_grace)?;
-        duration("COHORT_SHUTDOWN_DELAY", &mut config.shutdown_delay)?;
-        duration("COHORT_SESSION_TTL", &mut config.session_ttl)?;
-        duration("COHORT_EVENT_ACK_WAIT", &mut config.event_ack_wait)?;
-        duration("COHORT_EVENT_RETENTION", &mut config.event_retention)?;
-        duration("COHORT_DEDUPE_TTL", &mut config.dedupe_ttl)?;
-        duration("COHORT_DUPLICATE_WINDOW", &mut config.duplicate_window)?;
-        duration("COHORT_IDEMPOTENCY_TTL", &mut config.idempotency_ttl)?;
-        if let Some(storage) = var("COHORT_STREAM_STORAGE") {
-            config.stream_storage = match storage.to_ascii_lowercase().as_str() {
-                "file" => StreamStorage::File,
-                "memory" => StreamStorage::Memory,
-                _ => {
-                    let expected = "`file` or `memory`";
-                    return Err(config_error("COHORT_STREAM_STORAGE", &storage, expected));
-                }
-            };
-        }
-        if let Some(format) = var("COHORT_LOG_FORMAT") {
-            config.log_format = match format.to_ascii_lowercase().as_str() {
-                "text" => LogFormat::Text,
-                "json" => LogFormat::Json,
-                _ => {
-                    return Err(config_error(
-                        "COHORT_LOG_FORMAT",
-                        &format,
-                        "`text` or `json`",
-                    ));
-                }
-            };
-        }
-        if let Some(list) = var("COHORT_EVENT_BACKOFF") {
-            config.event_backoff = split_list(&list)
-                .iter()
-                .map(|v| parse_duration("COHORT_EVENT_BACKOFF", v))
-                .collect::<Result<_, _>>()?;
-        }
-        if let Some(limit) = var("COHORT_BODY_LIMIT") {
-            config.body_limit = parse_number("COHORT_BODY_LIMIT", &limit)?;
-        }
-        if let Some(replicas) = var("COHORT_STREAM_REPLICAS") {
-            config.stream_replicas = parse_number("COHORT_STREAM_REPLICAS", &replicas)?;
-        }
-        if let Some(attempts) = var("COHORT_EVENT_MAX_ATTEMPTS") {
-            config.event_max_attempts = parse_number("COHORT_EVENT_MAX_ATTEMPTS", &attempts)?;
-        }
-        config.nats_creds = var("COHORT_NATS_CREDS").map(PathBuf::from);
-        config.nats_nkey = var("COHORT_NATS_NKEY").map(PathBuf::from);
-        config.nats_tls = tls_files(var, NATS_TLS);
-        config.redis_tls = tls_files(var, REDIS_TLS);
-        read_cluster_keys(&var, &mut config)?;
-        read_http_limits(&var, &mut config)?;
-        read_metrics(&var, &mut config)?;
-        config.deployment_version = var("COHORT_DEPLOYMENT_VERSION");
-        Ok(config)
+        keys::read(&var)
     }
 
     /// Whether this instance runs `service`'s commands and subscriptions.
@@ -325,14 +238,6 @@ impl Config {
         self.services
             .as_ref()
             .is_none_or(|services| services.iter().any(|s| s == service))
-    }
-}
-
-fn tls_files(var: impl Fn(&str) -> Option<String>, settings: TlsSettings) -> TlsFiles {
-    TlsFiles {
-        ca: var(settings.ca).map(PathBuf::from),
-        cert: var(settings.cert).map(PathBuf::from),
-        key: var(settings.key).map(PathBuf::from),
     }
 }
 
@@ -429,142 +334,6 @@ impl std::fmt::Debug for Config {
     }
 }
 
-/// The signing settings: the keys are checked (without repeating them) but never shown.
-fn read_cluster_keys(
-    var: &dyn Fn(&str) -> Option<String>,
-    config: &mut Config,
-) -> Result<(), Error> {
-    let key = |name: &str| {
-        var(name)
-            .map(|text| {
-                ClusterKey::new(text).map_err(|err| {
-                    Error::bad_request(format!("{name} is not valid: {}", err.message()))
-                        .with_code("invalid_config")
-                })
-            })
-            .transpose()
-    };
-    config.cluster_key = key("COHORT_CLUSTER_KEY")?;
-    config.cluster_key_previous = key("COHORT_CLUSTER_KEY_PREVIOUS")?;
-    if let Some(flag) = var("COHORT_ALLOW_UNSIGNED") {
-        config.allow_unsigned = parse_bool("COHORT_ALLOW_UNSIGNED", &flag)?;
-    }
-    Ok(())
-}
-
-/// The `COHORT_HTTP_*` limits against slow and greedy clients; zero would disable none of them
-/// but refuse every request, so it is refused here.
-fn read_http_limits(
-    var: &impl Fn(&str) -> Option<String>,
-    config: &mut Config,
-) -> Result<(), Error> {
-    let durations = [
-        (
-            "COHORT_HTTP_HEADER_TIMEOUT",
-            &mut config.http_header_timeout,
-        ),
-        ("COHORT_HTTP_BODY_TIMEOUT", &mut config.http_body_timeout),
-        ("COHORT_HTTP_IDLE_TIMEOUT", &mut config.http_idle_timeout),
-    ];
-    for (name, target) in durations {
-        if let Some(value) = var(name) {
-            *target = parse_duration(name, &value)?;
-            if target.is_zero() {
-                return Err(config_error(name, &value, "a duration above zero"));
-            }
-        }
-    }
-    let counts = [
-        (
-            "COHORT_HTTP_MAX_CONNECTIONS",
-            &mut config.http_max_connections,
-        ),
-        (
-            "COHORT_HTTP_MAX_HEADER_BYTES",
-            &mut config.http_max_header_bytes,
-        ),
-        ("COHORT_HTTP_MAX_HEADERS", &mut config.http_max_headers),
-    ];
-    for (name, target) in counts {
-        if let Some(value) = var(name) {
-            *target = parse_number(name, &value)?;
-            if *target == 0 {
-                return Err(config_error(name, &value, "a whole number above zero"));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// `COHORT_METRICS` and `COHORT_METRICS_ADDR`; an address for metrics that are off is a
-/// contradiction, refused rather than guessed.
-fn read_metrics(var: &impl Fn(&str) -> Option<String>, config: &mut Config) -> Result<(), Error> {
-    if let Some(flag) = var("COHORT_METRICS") {
-        config.metrics = parse_bool("COHORT_METRICS", &flag)?;
-    }
-    if let Some(addr) = var("COHORT_METRICS_ADDR") {
-        let expected = "an address such as `0.0.0.0:9090`";
-        let parsed = addr
-            .parse()
-            .map_err(|_| config_error("COHORT_METRICS_ADDR", &addr, expected));
-        config.metrics_addr = Some(parsed?);
-        if !config.metrics {
-            return Err(Error::bad_request(
-                "COHORT_METRICS_ADDR is set but COHORT_METRICS is off: unset one of them",
-            )
-            .with_code("invalid_config"));
-        }
-    }
-    Ok(())
-}
-
-fn config_error(name: &str, value: &str, expected: &str) -> Error {
-    Error::bad_request(format!(
-        "{name}={value:?} is not valid: expected {expected}"
-    ))
-    .with_code("invalid_config")
-}
-
-fn parse_http_addr(value: &str) -> Result<Option<SocketAddr>, Error> {
-    if value.eq_ignore_ascii_case("off") {
-        return Ok(None);
-    }
-    value.parse().map(Some).map_err(|_| {
-        config_error(
-            "COHORT_HTTP_ADDR",
-            value,
-            "an address such as `0.0.0.0:8080`, or `off`",
-        )
-    })
-}
-
-fn parse_bool(name: &str, value: &str) -> Result<bool, Error> {
-    match value.to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" => Ok(false),
-        _ => Err(config_error(name, value, "`true` or `false`")),
-    }
-}
-
-fn parse_number<N: std::str::FromStr>(name: &str, value: &str) -> Result<N, Error> {
-    value
-        .parse()
-        .map_err(|_| config_error(name, value, "a whole number"))
-}
-
-fn parse_duration(name: &str, value: &str) -> Result<Duration, Error> {
-    humantime::parse_duration(value)
-        .map_err(|_| config_error(name, value, "a duration such as `250ms`, `5s` or `2m`"))
-}
-
-fn split_list(list: &str) -> Vec<String> {
-    list.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -576,6 +345,136 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Config::from_vars(|name| vars.get(name).cloned())
+    }
+
+    /// A file `name` holding `text` in `dir`; its path.
+    fn file(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("the file is written");
+        path.display().to_string()
+    }
+
+    #[test]
+    fn the_file_is_read_and_the_environment_wins_over_it() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = file(
+            &dir,
+            "app.toml",
+            "[cohort]\ncommand_timeout = \"5s\"\nservices = [\"orders\", \"audit\"]\n\
+             stream_replicas = 3\nallow_empty = true\nevent_backoff = [\"10ms\", \"1s\"]\n\n\
+             [shop]\nanything = 1\n",
+        );
+        let config =
+            from(&[("COHORT_CONFIG", &path), ("COHORT_STREAM_REPLICAS", "5")]).expect("valid");
+        assert_eq!(config.command_timeout, Duration::from_secs(5));
+        let services = vec!["orders".to_owned(), "audit".to_owned()];
+        assert_eq!(config.services, Some(services));
+        assert_eq!(config.stream_replicas, 5);
+        assert!(config.allow_empty);
+        assert_eq!(
+            config.event_backoff,
+            vec![Duration::from_millis(10), Duration::from_secs(1)]
+        );
+    }
+
+    #[test]
+    fn a_secret_is_read_from_the_file_its_file_variable_names() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let key = "s".repeat(40);
+        let key_file = file(&dir, "cluster-key", &format!("{key}\n"));
+        let url = "redis://app:r3dis-pass@redis:6379/0";
+        let url_file = file(&dir, "redis-url", &format!("{url}\r\n"));
+        let config = from(&[
+            ("COHORT_CLUSTER_KEY_FILE", &key_file),
+            ("COHORT_REDIS_URL_FILE", &url_file),
+        ])
+        .expect("valid");
+        assert_eq!(
+            config.cluster_key.as_ref().map(ClusterKey::expose),
+            Some(key.as_str())
+        );
+        assert_eq!(config.redis_url.as_deref(), Some(url));
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("ssss") && !shown.contains("r3dis-pass"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_value_and_its_file_are_not_both_accepted() {
+        let err = from(&[
+            ("COHORT_NATS_URL", "nats://n:4222"),
+            ("COHORT_NATS_URL_FILE", "/run/secrets/nats-url"),
+        ])
+        .expect_err("both set");
+        assert!(
+            err.message()
+                .contains("COHORT_NATS_URL and COHORT_NATS_URL_FILE"),
+            "{err}"
+        );
+        assert_eq!(err.code(), "invalid_config");
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_read_is_named() {
+        for name in ["COHORT_CONFIG", "COHORT_CLUSTER_KEY_FILE"] {
+            let err = from(&[(name, "/nonexistent/cohort-setting")]).expect_err("no such file");
+            let expected = format!("{name}=/nonexistent/cohort-setting");
+            assert!(err.message().contains(&expected), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_bad_secret_names_where_it_came_from_and_never_shows_it() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let short = file(&dir, "cluster-key", "short-s3cret\n");
+        let err = from(&[("COHORT_CLUSTER_KEY_FILE", &short)]).expect_err("too short");
+        assert!(
+            err.message().starts_with("COHORT_CLUSTER_KEY_FILE "),
+            "{err}"
+        );
+        assert!(!err.message().contains("s3cret"), "{err}");
+        let path = file(
+            &dir,
+            "app.toml",
+            "[cohort]\ncluster_key = \"short-s3cret\"\n",
+        );
+        let err = from(&[("COHORT_CONFIG", &path)]).expect_err("too short");
+        assert!(
+            err.message()
+                .starts_with(&format!("`cohort.cluster_key` in {path} ")),
+            "{err}"
+        );
+        assert!(!err.message().contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_file_names_the_line_or_the_key_never_the_text() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let broken = file(
+            &dir,
+            "broken.toml",
+            "[cohort]\nredis_url = \"redis://:s3cret@h\n",
+        );
+        let err = from(&[("COHORT_CONFIG", &broken)]).expect_err("not TOML");
+        assert!(err.message().contains("not valid TOML at line 2"), "{err}");
+        assert!(!err.message().contains("s3cret"), "{err}");
+        let typo = file(&dir, "typo.toml", "[cohort]\ncomand_timeout = \"5s\"\n");
+        let err = from(&[("COHORT_CONFIG", &typo)]).expect_err("unknown key");
+        assert!(err.message().contains("`comand_timeout`"), "{err}");
+        let wrong = file(
+            &dir,
+            "wrong.toml",
+            "[cohort]\nstream_replicas = \"three\"\n",
+        );
+        let err = from(&[("COHORT_CONFIG", &wrong)]).expect_err("not a number");
+        assert!(
+            err.message()
+                .contains(&format!("`cohort.stream_replicas` in {wrong}")),
+            "{err}"
+        );
+        assert!(!err.message().contains("three"), "{err}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::input::{Decode, Encode};
 use crate::message::{self, Message, Metadata};
 use crate::runtime::{Runtime, Target, reply_result};
 use crate::session::{Session, SessionCell};
+use crate::settings::Settings;
 use crate::state::State;
 
 /// The context of one command or event delivery. Cheap to clone.
@@ -96,6 +97,25 @@ impl Ctx {
             self.inner.runtime.store.clone(),
             self.inner.runtime.namespace(self.inner.service),
         )
+    }
+
+    /// The app's settings `T` (declared with [`settings!`](crate::settings!)), read once when
+    /// the instance started.
+    ///
+    /// # Panics
+    ///
+    /// When `T` implements [`Settings`] by hand instead of through [`settings!`](crate::settings!),
+    /// which registers it to be loaded: nothing loaded it.
+    pub fn config<T: Settings>(&self) -> &T {
+        self.inner.runtime.settings.get::<T>().unwrap_or_else(|| {
+            panic!(
+                "the settings `{}` were not loaded at start: declare them with \
+                 `cohort::settings!({}, \"{}\")`",
+                std::any::type_name::<T>(),
+                std::any::type_name::<T>(),
+                T::TABLE
+            )
+        })
     }
 
     /// The session of the caller (created on first write), stored in the shared store.

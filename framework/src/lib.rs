@@ -10,6 +10,7 @@
 pub mod broker;
 pub mod guard;
 pub mod http;
+pub mod settings;
 pub mod state;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -22,6 +23,7 @@ mod context;
 mod contract;
 mod dashboard;
 mod dispatch;
+mod drift;
 mod error;
 mod idempotency;
 mod input;
@@ -54,6 +56,7 @@ pub use http::ApiInfo;
 pub use registry::TaskSchedule;
 pub use running::Running;
 pub use session::{Principal, Session};
+pub use settings::Settings;
 pub use state::{State, Versioned};
 pub use task::{TaskOutcome, TaskStatus};
 pub use tls::TlsFiles;
@@ -128,6 +131,7 @@ pub mod __private {
     pub use schemars;
     pub use serde;
 
+    pub use crate::broker::spi::StartPosition;
     pub use crate::input::{
         Decode, Describe, Encode, IntoError, decode_input, encode_output, into_event_result,
         no_input,
@@ -136,6 +140,7 @@ pub mod __private {
         CommandDescriptor, GuardFn, HttpRoute, Location, Package, SubscriptionDescriptor,
         TaskDescriptor, TaskSchedule,
     };
+    pub use crate::settings::Registration as SettingsRegistration;
 
     /// Runs `guard`; a function that is no guard is reported here, on the user's guard path.
     pub fn run_guard<'a, G: crate::guard::Guard<'a>>(

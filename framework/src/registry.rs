@@ -10,6 +10,7 @@ use std::fmt;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
+use crate::broker::spi::StartPosition;
 use crate::context::Ctx;
 use crate::error::Error;
 use crate::message::Subjects;
@@ -121,6 +122,8 @@ pub struct SubscriptionDescriptor {
     pub event: &'static str,
     /// Every instance gets every event, instead of one instance each event.
     pub every_instance: bool,
+    /// Where an every-instance subscription starts at each start of its instance.
+    pub start: StartPosition,
     /// Decodes and runs.
     pub handler: EventFn,
     /// Where the function is.

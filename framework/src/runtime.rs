@@ -26,6 +26,8 @@ pub(crate) struct Runtime {
     pub(crate) subjects: Subjects,
     pub(crate) instance_id: Arc<str>,
     pub(crate) config: Config,
+    /// The app's own settings, loaded at start.
+    pub(crate) settings: crate::settings::AppSettings,
     /// False once shutdown begins, so `/readyz` tells the load balancer to stop sending.
     pub(crate) accepting: AtomicBool,
     /// What the dashboard keeps, when it is on.
@@ -34,6 +36,8 @@ pub(crate) struct Runtime {
     pub(crate) metrics: Option<Metrics>,
     /// What this instance knows of its tasks; never touched on a request's path.
     pub(crate) tasks: crate::task::TaskBoard,
+    /// What the last version drift check found.
+    pub(crate) drift: crate::drift::DriftBoard,
 }
 
 /// A command as a caller addresses it: its names, its subject and its own timeout.

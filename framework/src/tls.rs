@@ -29,6 +29,7 @@ pub struct TlsFiles {
 }
 
 /// The settings a [`TlsFiles`] is read from, so that every message names the one to fix.
+#[cfg(any(feature = "nats", feature = "redis"))]
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TlsSettings {
     pub(crate) ca: &'static str,
@@ -36,12 +37,14 @@ pub(crate) struct TlsSettings {
     pub(crate) key: &'static str,
 }
 
+#[cfg(feature = "nats")]
 pub(crate) const NATS_TLS: TlsSettings = TlsSettings {
     ca: "COHORT_NATS_TLS_CA",
     cert: "COHORT_NATS_TLS_CERT",
     key: "COHORT_NATS_TLS_KEY",
 };
 
+#[cfg(feature = "redis")]
 pub(crate) const REDIS_TLS: TlsSettings = TlsSettings {
     ca: "COHORT_REDIS_TLS_CA",
     cert: "COHORT_REDIS_TLS_CERT",

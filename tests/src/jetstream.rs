@@ -46,9 +46,9 @@ impl fmt::Display for Progress {
 }
 
 impl EventStreams {
-    /// Connects to the NATS server at `url`.
+    /// Connects to the NATS server at `url` (comma-separated URLs for a cluster).
     pub async fn connect(url: &str) -> EventStreams {
-        let client = async_nats::connect(url)
+        let client = async_nats::connect(url.split(',').collect::<Vec<_>>())
             .await
             .unwrap_or_else(|e| panic!("cannot connect to NATS at {url}: {e}"));
         EventStreams {

@@ -7,11 +7,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_nats::jetstream::consumer::DeliverPolicy;
 use bytes::Bytes;
 use cohort::ErrorKind;
 use cohort::broker::spi::{
-    Broker, Endpoint, EventHandler, Message, Metadata, RequestHandler, Subjects, SubscriptionSpec,
-    Work, header,
+    Broker, Endpoint, EventHandler, Message, Metadata, RequestHandler, StartPosition, Subjects,
+    SubscriptionSpec, Work, header,
 };
 use cohort::broker::{MemoryBroker, NatsBroker};
 use cohort::testing::{NatsServer, event, eventually, eventually_ok, lock, run_broker_suite};
@@ -442,6 +443,61 @@ async fn every_instance_consumers_belong_to_their_instance() {
     stop(&work).await;
 }
 
+#[tokio::test]
+async fn a_last_n_consumer_starts_at_its_nth_event_and_leaves_no_probe_behind() {
+    let server = NatsServer::start().await;
+    let broker = connect(&server.url(), "host-1").await;
+    let subjects = Subjects::default();
+    // Sequences 1..=10: `changed` at the odd ones, another event at the even ones.
+    for i in 1..=5 {
+        for (event_name, id) in [("changed", format!("c{i}")), ("other", format!("o{i}"))] {
+            broker
+                .publish(&subjects.event("cache", event_name), event(&id, "{}"))
+                .await
+                .expect("publish");
+        }
+    }
+    let (handler, seen) = recorder();
+    let mut spec = spec("cache", "evict", "changed");
+    spec.every_instance = true;
+    spec.start = StartPosition::Last(2);
+    let work = subscribe(&broker, spec, handler, "subscribe").await;
+
+    let js = async_nats::jetstream::new(plain_client(&server).await);
+    let stream = js
+        .get_stream(subjects.events_stream())
+        .await
+        .expect("the events stream");
+    let names: Vec<String> = stream
+        .consumer_names()
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .map(|name| name.expect("a consumer name"))
+        .collect();
+    assert_eq!(names, ["cache__evict__host-1"], "no probe consumer is left");
+    let consumer: async_nats::jetstream::consumer::PullConsumer = stream
+        .get_consumer("cache__evict__host-1")
+        .await
+        .expect("the instance's own consumer");
+    assert_eq!(
+        consumer.cached_info().config.deliver_policy,
+        DeliverPolicy::ByStartSequence { start_sequence: 7 },
+        "the last 2 `changed` events are at sequences 7 and 9"
+    );
+    eventually("the last 2 events are replayed", PATIENCE, async || {
+        lock(&seen).len() == 2
+    })
+    .await;
+    let mut ids: Vec<_> = lock(&seen)
+        .iter()
+        .filter_map(|m| m.meta.message_id().map(str::to_owned))
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["c4", "c5"]);
+    stop(&work).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_restart_loses_no_stored_event() {
     let mut server = NatsServer::start().await;
@@ -519,6 +575,35 @@ async fn a_nats_restart_loses_no_stored_event() {
     .await;
     stop(&resumed_work).await;
     stop(&work).await;
+}
+
+#[tokio::test]
+async fn a_publish_no_stream_takes_fails_at_once_and_the_stream_is_made_again() {
+    let server = NatsServer::start().await;
+    let broker = connect(&server.url(), &instance()).await;
+    let subjects = Subjects::default();
+    let plain = async_nats::connect(server.url()).await.expect("connect");
+    async_nats::jetstream::new(plain)
+        .delete_stream(subjects.events_stream())
+        .await
+        .expect("delete the events stream");
+
+    let posted = subjects.event("ledger", "posted");
+    let started = Instant::now();
+    let refused = broker.publish(&posted, event("unstored", "{}")).await;
+    let Err(err) = refused else {
+        panic!("no stream takes the event, yet its publish succeeded")
+    };
+    assert_eq!(err.code(), "broker_unavailable", "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "a publish no stream takes fails at once, not after {:?}",
+        started.elapsed()
+    );
+    eventually_ok("a publish once the stream is made again", PATIENCE, || {
+        broker.publish(&posted, event("stored", "{}"))
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -15,8 +15,12 @@ use std::time::{Duration, Instant};
 use cohort::ClusterKey;
 use cohort::testing::{NatsServer, RedisCluster};
 use cohort_tests::Client;
-use cohort_tests::books::{Books, orders, unsettled};
-use cohort_tests::load::{Attempt, Call, Fault, Load, Plan, Record, listing};
+use cohort_tests::books::{orders, unsettled};
+use cohort_tests::faults::{
+    Answers, ORDER_OR_503, SKUS, assert_in_time_and_balanced, load_of_orders, open_books,
+    open_books_on, scene, wait_for_warm_up, warm_load_on_all,
+};
+use cohort_tests::load::{Call, Fault, Load, Plan};
 use cohort_tests::process::AppProcess;
 use cohort_tests::servers::{Servers, deployment_env};
 use reqwest::Method;
@@ -26,29 +30,6 @@ use tokio::time::sleep;
 
 /// Held by the test that runs.
 static TURN: Mutex<()> = Mutex::const_new(());
-
-/// How soon a request must be answered: from its start, or from the moment the fault it met lets
-/// it wait for (see [`Fault`]).
-const ANSWER_WITHIN: Duration = Duration::from_secs(3);
-/// The SKUs of the load, each stocked far beyond what it can order.
-const SKUS: [&str; 3] = ["bolt", "nut", "gear"];
-const AMPLE: u64 = 1_000_000;
-/// What an attempt may be answered.
-struct Answers {
-    what: &'static str,
-    expected: fn(&Attempt) -> bool,
-}
-
-/// During a fault: the order, a fast 503, or, to a retry, a 409 saying that its key is still in use
-/// by the attempt before.
-const ORDER_OR_503: Answers = Answers {
-    what: "201, 503, or a 409 to a retry whose key is in use",
-    expected: |a| match a.status {
-        Some(201 | 503) => true,
-        Some(409) => a.number > 1 && a.code() != Some("insufficient_stock"),
-        _ => false,
-    },
-};
 
 /// Without a fault on the way of the orders: the order.
 const ORDER: Answers = Answers {
@@ -68,113 +49,8 @@ const ORDER_OR_KEY_IN_USE: Answers = Answers {
 
 /// A key in the slot of the orders service's state, outbox and markers in a Redis Cluster.
 const ORDERS_SLOT: &str = "{cohort:orders}";
-/// Orders placed before a fault, so that it meets a load in full swing.
-const WARM_UP: usize = 50;
 /// How many orders the events test places.
 const EVENTS: usize = 300;
-
-/// A load of orders on `targets` for `duration`: eight clients, each placing an order as soon as
-/// the last is answered, so that a fault always meets orders in flight; an attempt unanswered
-/// after 5 s counts as lost (and is retried), and retries go on for 15 s after the load.
-fn load_of_orders(books: &Books, targets: Vec<String>, duration: Duration, run: &str) -> Load {
-    let plan = Plan {
-        targets,
-        clients: 8,
-        calls: 10_000,
-        duration,
-        pace: Duration::ZERO,
-        give_up_after: Duration::from_secs(5),
-        unsettled,
-        retry_for: Duration::from_secs(15),
-    };
-    Load::start(plan, orders(books, &SKUS, run))
-}
-
-/// Opens the books on `instance` with ample stock of every SKU.
-async fn open_books(servers: &Servers, instance: &AppProcess) -> Books {
-    open_books_on(&servers.nats, instance).await
-}
-
-/// Opens the books on `instance`, whose events go through `nats`, with ample stock of every SKU.
-async fn open_books_on(nats: &NatsServer, instance: &AppProcess) -> Books {
-    let stock = SKUS.map(|sku| (sku, AMPLE));
-    Books::open(Client::new(instance.url()), nats.url(), &stock).await
-}
-
-/// A load of orders on every instance, warmed up: the fault comes next.
-async fn warm_load_on_all(
-    books: &Books,
-    instances: &[AppProcess],
-    duration: Duration,
-    run: &str,
-) -> Load {
-    let targets = instances.iter().map(AppProcess::url).collect();
-    let load = load_of_orders(books, targets, duration, run);
-    wait_for_warm_up(&load).await;
-    load
-}
-
-async fn wait_for_warm_up(load: &Load) {
-    let what = format!("the load must place {WARM_UP} orders before the fault");
-    let warm = async || load.count(|a| a.status == Some(201)) >= WARM_UP;
-    cohort::testing::eventually(&what, Duration::from_secs(10), warm).await;
-}
-
-/// Fails with everything that went wrong at once: attempts answered later than
-/// [`ANSWER_WITHIN`] after their start or the fault they met, attempts answered other than
-/// `answers`, and what does not add up in the books. `scene` says what the faults met.
-async fn assert_in_time_and_balanced(
-    books: &Books,
-    record: &Record,
-    faults: &[Fault],
-    answers: &Answers,
-    scene: &str,
-) {
-    let mut failures = Vec::new();
-    let late: Vec<String> = record
-        .slower_than(ANSWER_WITHIN, faults)
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    if !late.is_empty() {
-        failures.push(format!(
-            "{} attempts answered more than {ANSWER_WITHIN:?} after their start or the fault \
-             they met:{}",
-            late.len(),
-            listing(&late, 5)
-        ));
-    }
-    let unexpected: Vec<String> = record
-        .unexpected(answers.expected)
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    if !unexpected.is_empty() {
-        failures.push(format!(
-            "{} attempts answered other than {}:{}",
-            unexpected.len(),
-            answers.what,
-            listing(&unexpected, 5)
-        ));
-    }
-    failures.extend(books.discrepancies(record).await);
-    assert!(
-        failures.is_empty(),
-        "\n{}\n\n{scene}; the load: {}",
-        failures.join("\n"),
-        record.summary()
-    );
-    // What the closing figures of a fault come from (`cargo test --test faults -- --nocapture`).
-    eprintln!("{scene}; the load: {}", record.summary());
-}
-
-/// What a fault that began at `fault` met: `what`, with the attempts then in flight.
-fn scene(what: &str, record: &Record, fault: Instant) -> String {
-    format!(
-        "{what} with {} attempts in flight",
-        record.in_flight_at(fault)
-    )
-}
 
 #[tokio::test]
 async fn orders_add_up_when_an_executing_instance_is_killed() {

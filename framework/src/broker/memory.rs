@@ -1,8 +1,9 @@
 //! The embedded broker: commands and events inside one process, through the same envelope,
 //! headers and deadlines as over NATS. Events are kept in memory only: they do not survive a
-//! restart of the process (use NATS for that).
+//! restart of the process (use NATS for that). The latest ones are kept for the start positions
+//! of every-instance subscriptions.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
@@ -12,8 +13,8 @@ use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
 
 use super::spi::{
-    Broker, Endpoint, EventHandler, Message, RequestHandler, SubscriptionSpec, SubscriptionStats,
-    Work, header,
+    Broker, Endpoint, EventHandler, Message, RequestHandler, StartPosition, SubscriptionSpec,
+    SubscriptionStats, Work, header,
 };
 use super::{no_responders, subject_matches, timed_out};
 use crate::error::Error;
@@ -29,13 +30,20 @@ pub struct MemoryBroker {
 struct Inner {
     /// Subject → the handlers serving it (one per serving app in this process), taken in turn.
     endpoints: RwLock<HashMap<String, Served>>,
+    /// Locked before `history`, and held while an event is routed and recorded, so that a
+    /// subscriber that replays the history and then takes new events misses none between them.
     subscriptions: Mutex<Vec<Subscriber>>,
+    /// The latest events published, oldest first, with when.
+    history: Mutex<VecDeque<(Delivery, Instant)>>,
     /// Turns for picking one subscriber of a shared subscription.
     next_subscriber: AtomicUsize,
     dead_letters: Mutex<Vec<(String, Message)>>,
     /// Message ids published within the duplicate window, as JetStream keeps them.
     published: Mutex<HashMap<String, Instant>>,
 }
+
+/// How many of the latest events the broker keeps for start positions.
+const HISTORY: usize = 10_000;
 
 /// How long a message id is remembered to drop a second publish of it: JetStream's default.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
@@ -92,10 +100,53 @@ impl Inner {
         Some(handler(msg))
     }
 
+    /// Routes a new event and keeps it in the history.
+    fn publish(&self, subject: &Arc<str>, msg: &Message) {
+        let mut subscribers = lock(&self.subscriptions);
+        self.route(&mut subscribers, subject, msg, None);
+        let mut history = lock(&self.history);
+        if history.len() == HISTORY {
+            history.pop_front();
+        }
+        history.push_back(((subject.clone(), msg.clone()), Instant::now()));
+    }
+
+    /// The events of the history a subscriber of `filter` starting at `start` gets first.
+    fn replay(&self, filter: &str, start: StartPosition) -> Vec<Delivery> {
+        let history = lock(&self.history);
+        let matching = history
+            .iter()
+            .filter(|((subject, _), _)| subject_matches(filter, subject));
+        let replayed: Vec<&(Delivery, Instant)> = match start {
+            StartPosition::Last(n) => {
+                let mut last: Vec<_> = matching
+                    .rev()
+                    .take(usize::try_from(n).unwrap_or(usize::MAX))
+                    .collect();
+                last.reverse();
+                last
+            }
+            StartPosition::Since(window) => match Instant::now().checked_sub(window) {
+                Some(from) => matching.filter(|(_, at)| *at >= from).collect(),
+                None => matching.collect(),
+            },
+            _ => Vec::new(),
+        };
+        replayed
+            .into_iter()
+            .map(|(delivery, _)| delivery.clone())
+            .collect()
+    }
+
     /// Hands `msg` to the matching subscribers: every every-instance subscriber, and one member
     /// of each shared subscription (`only_group` limits it to that one group).
-    fn route(&self, subject: &Arc<str>, msg: &Message, only_group: Option<&str>) {
-        let mut subscribers = lock(&self.subscriptions);
+    fn route(
+        &self,
+        subscribers: &mut Vec<Subscriber>,
+        subject: &Arc<str>,
+        msg: &Message,
+        only_group: Option<&str>,
+    ) {
         subscribers.retain(|s| !s.queue.is_closed());
         let mut groups: HashMap<&str, Vec<&Subscriber>> = HashMap::new();
         for subscriber in subscribers
@@ -183,7 +234,7 @@ impl Broker for MemoryBroker {
         if !self.inner.first_publish(&msg) {
             return Ok(());
         }
-        self.inner.route(&Arc::from(subject), &msg, None);
+        self.inner.publish(&Arc::from(subject), &msg);
         Ok(())
     }
 
@@ -228,13 +279,21 @@ impl Broker for MemoryBroker {
         let (queue, mut deliveries) = mpsc::unbounded_channel::<Delivery>();
         let group = (!spec.every_instance).then(|| spec.durable.clone());
         let in_flight = Arc::new(AtomicU64::new(0));
-        lock(&self.inner.subscriptions).push(Subscriber {
+        let mut subscribers = lock(&self.inner.subscriptions);
+        if spec.every_instance {
+            for delivery in self.inner.replay(&spec.filter_subject, spec.start) {
+                // The receiver is right here: the send cannot fail.
+                let _ = queue.send(delivery);
+            }
+        }
+        subscribers.push(Subscriber {
             filter: spec.filter_subject.clone(),
             durable: spec.durable.clone(),
             in_flight: in_flight.clone(),
             group: group.clone(),
             queue,
         });
+        drop(subscribers);
         let spec = Arc::new(spec);
         let work_inner = work.clone();
         let broker = Arc::downgrade(&self.inner);
@@ -297,8 +356,9 @@ fn hand_back(
     let (Some(group), Some(broker)) = (group, broker.upgrade()) else {
         return;
     };
+    let mut subscribers = lock(&broker.subscriptions);
     while let Ok((subject, msg)) = deliveries.try_recv() {
-        broker.route(&subject, &msg, Some(group));
+        broker.route(&mut subscribers, &subject, &msg, Some(group));
     }
 }
 

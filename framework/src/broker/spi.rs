@@ -63,6 +63,31 @@ impl Endpoint {
     }
 }
 
+/// A command as an instance announces it to the others: who serves it, and the hash of its
+/// schemas, which instances compare to find version drift.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Announced {
+    /// The instance that serves it: its `cohort.instance`, or the service's name and id for a
+    /// service that is no Cohort instance.
+    pub instance: String,
+    /// `{prefix}.cmd.{service}.v{version}.{name}`
+    pub subject: String,
+    /// The hash of its input and output schemas (`cohort.schema`); `None` when not announced.
+    pub schema: Option<String>,
+}
+
+impl Announced {
+    /// `subject`, served by `instance` with the schemas of hash `schema`.
+    pub fn new(instance: &str, subject: &str, schema: Option<&str>) -> Announced {
+        Announced {
+            instance: instance.to_owned(),
+            subject: subject.to_owned(),
+            schema: schema.map(str::to_owned),
+        }
+    }
+}
+
 /// How a subscription consumes events.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -77,6 +102,8 @@ pub struct SubscriptionSpec {
     pub durable: String,
     /// Every instance gets every event, instead of one instance each event.
     pub every_instance: bool,
+    /// Where an every-instance subscription starts each time its instance subscribes.
+    pub start: StartPosition,
     /// After this many failed deliveries the event goes to `dead_letter_subject`.
     pub max_attempts: u32,
     /// Wait before the n-th redelivery (the last entry repeats).
@@ -88,6 +115,25 @@ pub struct SubscriptionSpec {
     pub dead_letter_subject: String,
     /// Where the broker reports redeliveries and dead letters, for the metrics.
     pub report: DeliveryReport,
+}
+
+/// Where an every-instance subscription starts each time its instance subscribes (at every start
+/// of the instance), as `#[subscription(every_instance, start = "...")]` wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum StartPosition {
+    /// Where this instance's consumer left off, if the broker still keeps it; new events
+    /// otherwise. With NATS it is kept 5 minutes after the instance is gone, under its instance
+    /// id; the embedded broker keeps none. A shared subscription always resumes.
+    #[default]
+    Resume,
+    /// The events published from now on.
+    New,
+    /// The last `n` stored events this subscription takes (of its event type), then new ones.
+    Last(u64),
+    /// The stored events this subscription takes that were published within this long before
+    /// now, then new ones.
+    Since(Duration),
 }
 
 /// Where a broker reports what it did with a subscription's events, for the metrics: it calls
@@ -132,6 +178,7 @@ impl SubscriptionSpec {
             filter_subject: subjects.event_filter(event),
             durable: Subjects::durable(service, name),
             every_instance: false,
+            start: StartPosition::Resume,
             max_attempts: defaults.event_max_attempts,
             backoff: defaults.event_backoff,
             ack_wait: defaults.event_ack_wait,
@@ -201,7 +248,8 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Consumes a subscription on this instance until `work.stop` is cancelled: at-least-once,
     /// acknowledged after the handler succeeds, redelivered with backoff when it fails, dead-lettered
-    /// after `max_attempts`.
+    /// after `max_attempts`. An every-instance subscription whose `start` is not
+    /// [`StartPosition::Resume`] first gets the stored events of that position, on every call.
     async fn subscribe(
         &self,
         spec: SubscriptionSpec,
@@ -219,6 +267,14 @@ pub trait Broker: Send + Sync + 'static {
     /// for at most `window`. Empty for a broker that does not count them (the embedded one: the
     /// runtime counts for it when the dashboard asks).
     async fn command_stats(&self, window: Duration) -> Result<Vec<CommandStats>, Error> {
+        let _ = window;
+        Ok(Vec::new())
+    }
+
+    /// The commands every instance on this broker announces, this one included, gathered for at
+    /// most `window`. Empty for a broker of one instance (the embedded one), where versions
+    /// cannot drift apart.
+    async fn announced(&self, window: Duration) -> Result<Vec<Announced>, Error> {
         let _ = window;
         Ok(Vec::new())
     }

@@ -31,6 +31,8 @@ pub(super) struct Data {
     commands: Vec<CommandRow>,
     subscriptions: Vec<SubscriptionRow>,
     recent: Vec<RecentCommand>,
+    /// What the last version drift check found, one line each.
+    drift: Vec<String>,
     /// What could not be gathered, with its cause: the dashboard is for operators.
     problems: Vec<String>,
 }
@@ -75,6 +77,12 @@ pub(super) async fn gather(source: &Source) -> Data {
         commands,
         subscriptions,
         recent: source.dashboard.recent.newest_first(),
+        drift: runtime
+            .drift
+            .findings()
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
         problems,
     }
 }

@@ -25,6 +25,10 @@ pub(super) fn render(instance: &str, broker: &str) -> String {
 <table id="instances"><thead><tr><th>Instance</th><th>Commands</th><th>Requests</th><th>Errors</th><th>Requests/s</th></tr></thead><tbody></tbody></table>
 </section>
 <section>
+<h2>Version drift</h2>
+<table id="drift"><thead><tr><th>Finding</th></tr></thead><tbody></tbody></table>
+</section>
+<section>
 <h2>Commands</h2>
 <table id="commands"><thead><tr><th>Command</th><th>Instance</th><th>Requests/s</th><th>Requests</th><th>Errors</th><th>Latency now</th><th>Latency overall</th><th>Last error</th></tr></thead><tbody></tbody></table>
 </section>
@@ -155,6 +159,7 @@ function render(data, at) {
     cell(row, String(i.errors), i.errors > 0 ? "n bad" : "n");
     cell(row, perSecond(i.known ? i.rate : null), "n");
   });
+  fill("drift", data.drift, 1, (row, line) => cell(row, line, "bad"));
   fill("subscriptions", data.subscriptions, 6, (row, s) => {
     cell(row, s.subscription);
     cell(row, s.event);

@@ -92,18 +92,35 @@ fn method_filter(method: &str) -> Result<MethodFilter, Error> {
 }
 
 async fn healthz(instance: HeaderValue) -> Response {
-    let mut response = ([(header::CONTENT_TYPE, JSON)], r#"{"status":"ok"}"#).into_response();
-    response.headers_mut().insert(INSTANCE_HEADER, instance);
-    response
+    ok(instance, r#"{"status":"ok"}"#.to_owned())
 }
 
+/// 200 while the instance can take traffic; its body lists what the last version drift check
+/// found, as `warnings`: drift is the operator's to fix, not a reason to take the instance out.
 async fn readyz(runtime: Arc<Runtime>) -> Response {
     let instance =
         HeaderValue::from_str(&runtime.instance_id).unwrap_or(HeaderValue::from_static("?"));
-    match runtime.is_ready().await {
-        Ok(()) => healthz(instance).await,
-        Err(err) => problem(&instance, &Error::unavailable(err.message().to_owned())),
+    if let Err(err) = runtime.is_ready().await {
+        return problem(&instance, &Error::unavailable(err.message().to_owned()));
     }
+    let warnings: Vec<String> = runtime
+        .drift
+        .findings()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    if warnings.is_empty() {
+        return healthz(instance).await;
+    }
+    let body = serde_json::json!({"status": "ok", "warnings": warnings});
+    ok(instance, body.to_string())
+}
+
+/// A 200 with the JSON `body`, naming the instance that answers.
+fn ok(instance: HeaderValue, body: String) -> Response {
+    let mut response = ([(header::CONTENT_TYPE, JSON)], body).into_response();
+    response.headers_mut().insert(INSTANCE_HEADER, instance);
+    response
 }
 
 async fn serve_openapi(document: Bytes) -> Response {

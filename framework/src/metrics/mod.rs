@@ -23,6 +23,7 @@ use prometheus_client::registry::Registry;
 pub(crate) use scrape::{Scraper, router as metrics_router};
 pub(crate) use store::MeteredStore;
 
+use crate::drift::Finding;
 use crate::error::{Error, ErrorKind};
 use crate::message::Message;
 
@@ -51,9 +52,15 @@ pub(crate) struct CommandName {
     pub(crate) name: &'static str,
 }
 
+impl std::fmt::Display for CommandName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.v{}.{}", self.service, self.version, self.name)
+    }
+}
+
 impl EncodeLabelValue for CommandName {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
-        write!(encoder, "{}.v{}.{}", self.service, self.version, self.name)
+        write!(encoder, "{self}")
     }
 }
 
@@ -81,6 +88,12 @@ struct HttpLabels {
 struct CommandLabels {
     command: CommandName,
     outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DriftLabels {
+    command: CommandName,
+    kind: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -119,6 +132,7 @@ pub(crate) struct Metrics {
     store_errors: Family<StoreErrorLabels, Counter>,
     broker_connected: Gauge,
     store_connected: Gauge,
+    drift: Family<DriftLabels, Gauge>,
 }
 
 impl Metrics {
@@ -137,6 +151,7 @@ impl Metrics {
             store_errors: Family::default(),
             broker_connected: Gauge::default(),
             store_connected: Gauge::default(),
+            drift: Family::default(),
         };
         metrics.registered(instance_id)
     }
@@ -198,6 +213,12 @@ impl Metrics {
             "1 while the state store answers, else 0",
             self.store_connected.clone(),
         );
+        registry.register(
+            "cohort_schema_drift",
+            "Instances that serve a command of this one with other schemas (kind schema), or 1 \
+             when no instance serves it (kind missing), as of the last drift check",
+            self.drift.clone(),
+        );
         let build = Info::new(vec![
             ("version", env!("CARGO_PKG_VERSION").to_owned()),
             ("instance_id", instance_id.to_owned()),
@@ -248,6 +269,18 @@ impl Metrics {
             redelivered: self.redeliveries.get_or_create_owned(&labels),
             dead_lettered: self.dead_letters.get_or_create_owned(&labels),
             subscription,
+        }
+    }
+
+    /// Shows what the last drift check found, and nothing of the checks before.
+    pub(crate) fn show_drift(&self, findings: &[Finding]) {
+        self.drift.clear();
+        for finding in findings {
+            let labels = DriftLabels {
+                command: finding.command(),
+                kind: finding.kind(),
+            };
+            self.drift.get_or_create(&labels).inc();
         }
     }
 

@@ -1,7 +1,7 @@
 //! The conformance suite of [`Broker`]: what every broker must do, so that an app behaves the same
 //! on the embedded broker in development and on NATS in production.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -12,7 +12,9 @@ use futures_util::FutureExt;
 use tokio::time::{Instant, sleep};
 
 use super::{eventually, lock};
-use crate::broker::spi::{Broker, Endpoint, EventHandler, RequestHandler, SubscriptionSpec, Work};
+use crate::broker::spi::{
+    Broker, Endpoint, EventHandler, RequestHandler, StartPosition, SubscriptionSpec, Work,
+};
 use crate::error::{Error, ErrorKind};
 use crate::message::{self, JSON, Message, Metadata, PROBLEM_JSON, Subjects};
 
@@ -25,6 +27,10 @@ const QUIET: Duration = Duration::from_millis(1500);
 /// unacknowledged event would come back (and fail a check) within the suite's waits.
 const ACK_WAIT: Duration = Duration::from_secs(1);
 const BACKOFF: Duration = Duration::from_millis(50);
+/// How much older the old events of the start positions' scenario are than the recent ones.
+const OLD_AGE: Duration = Duration::from_secs(3);
+/// The `since` window of that scenario: the recent events fall in it, the old ones do not.
+const SINCE: Duration = Duration::from_millis(1500);
 /// More events than an instance handles at once, so that some are still waiting when it stops.
 const HANDOVER_EVENTS: usize = 100;
 
@@ -33,7 +39,7 @@ const HANDOVER_EVENTS: usize = 100;
 /// Each call of `make` returns the broker handle of a new instance of the same deployment: clones
 /// of one `MemoryBroker`, or new connections to the same NATS servers. The brokers must use the
 /// default subject prefix (`cohort`); every run uses its own service names, so runs may share a
-/// server. The suite takes about fifteen seconds.
+/// server. The suite takes about half a minute.
 ///
 /// ```no_run
 /// # async fn demo() {
@@ -67,6 +73,7 @@ where
     failing_event_stops_after_max_attempts(&run, instances(&make).await).await;
     stopping_an_instance_loses_no_event(&run, instances(&make).await).await;
     every_instance_subscription_reaches_each_instance(&run, instances(&make).await).await;
+    every_instance_subscription_starts_at_its_position(&run, instances(&make).await).await;
 }
 
 /// `N` new instances from `make`, made one after another.
@@ -122,6 +129,7 @@ impl Run {
             filter_subject: self.subjects.event(service, event),
             durable: Subjects::durable(service, name),
             every_instance: false,
+            start: StartPosition::Resume,
             max_attempts,
             backoff: vec![BACKOFF],
             ack_wait: ACK_WAIT,
@@ -625,6 +633,11 @@ impl Deliveries {
     fn total(&self) -> usize {
         self.lock().values().sum()
     }
+
+    /// How often each event was delivered, by id.
+    fn counts(&self) -> BTreeMap<String, usize> {
+        self.lock().iter().map(|(id, n)| (id.clone(), *n)).collect()
+    }
 }
 
 async fn each_event_reaches_one_instance(run: &Run, [a, b, publisher]: [Arc<dyn Broker>; 3]) {
@@ -852,4 +865,92 @@ async fn every_instance_subscription_reaches_each_instance(
     }
     stop(&work_a, "stopping instance A").await;
     stop(&work_b, "stopping instance B").await;
+}
+
+async fn every_instance_subscription_starts_at_its_position(
+    run: &Run,
+    [instance, publisher]: [Arc<dyn Broker>; 2],
+) {
+    let service = run.service("positions");
+    let subject = run.subjects.event(&service, "changed");
+    let other = run.subjects.event(&service, "other");
+    // Each `changed` event next to one of another type: a position counts its own type only.
+    // Ids no other scenario uses: a broker drops an id it stored in the last 2 minutes.
+    let publish_pair = async |i: usize| {
+        publish(&*publisher, &subject, event(&format!("moved-{i}"), "{}")).await;
+        publish(&*publisher, &other, event(&format!("unmoved-{i}"), "{}")).await;
+    };
+    for i in 0..2 {
+        publish_pair(i).await;
+    }
+    sleep(OLD_AGE).await;
+    for i in 2..5 {
+        publish_pair(i).await;
+    }
+    let positioned = |name: &str, start| SubscriptionSpec {
+        every_instance: true,
+        start,
+        ..run.spec(&service, name, "changed", 5)
+    };
+    let starts = [
+        (
+            "since",
+            StartPosition::Since(SINCE),
+            vec!["moved-2", "moved-3", "moved-4"],
+        ),
+        (
+            "last",
+            StartPosition::Last(2),
+            vec!["moved-4", "moved-after-since"],
+        ),
+        // The same instance subscribing again (it restarted): the position applies again.
+        (
+            "last",
+            StartPosition::Last(2),
+            vec!["moved-after-since", "moved-after-last"],
+        ),
+        ("new", StartPosition::New, vec![]),
+    ];
+    for (step, (name, start, replayed)) in starts.into_iter().enumerate() {
+        let after = if step == 2 {
+            "moved-after-restart".to_owned()
+        } else {
+            format!("moved-after-{name}")
+        };
+        let what = format!("an every-instance subscription starting at {start:?} (step {step})");
+        let deliveries = Arc::new(Deliveries::default());
+        let work = subscribe(
+            &*instance,
+            positioned(name, start),
+            deliveries.handler(0),
+            None,
+        )
+        .await;
+        eventually(
+            &format!("{what} must replay {replayed:?}"),
+            PATIENCE,
+            async || deliveries.distinct() >= replayed.len(),
+        )
+        .await;
+        publish(&*publisher, &subject, event(&after, "{}")).await;
+        let expected: BTreeMap<String, usize> = replayed
+            .iter()
+            .map(|id| (*id).to_owned())
+            .chain([after])
+            .map(|id| (id, 1))
+            .collect();
+        eventually(
+            &format!("{what} must get {expected:?}"),
+            PATIENCE,
+            async || deliveries.distinct() >= expected.len(),
+        )
+        .await;
+        sleep(QUIET).await;
+        assert_eq!(
+            deliveries.counts(),
+            expected,
+            "{what} must get exactly the events of its position, each once, then the new one"
+        );
+        stop(&work, &format!("stopping {what}")).await;
+    }
 }

@@ -7,6 +7,7 @@
 mod broker_suite;
 mod cluster;
 mod commit_suite;
+mod nats_cluster;
 mod process;
 mod redis_cluster;
 mod redis_sentinel;
@@ -16,6 +17,7 @@ mod wait;
 
 pub use broker_suite::{event, run_broker_suite};
 pub use cluster::Cluster;
+pub use nats_cluster::NatsCluster;
 pub use redis_cluster::RedisCluster;
 pub use redis_sentinel::RedisSentinel;
 pub use servers::{NatsServer, RedisServer};

@@ -21,7 +21,7 @@ use super::process::{Binary, NotReady, Process, read_from};
 
 /// How often `RedisServer::start` picks another port when the free one it chose was taken.
 const PORT_ATTEMPTS: u32 = 5;
-const NATS: Binary = Binary {
+pub(super) const NATS: Binary = Binary {
     name: "nats-server",
     env: "NATS_SERVER_BIN",
     install: "install it with `apt-get install nats-server` (Debian) or from \
@@ -504,7 +504,7 @@ async fn start_redis(process: &mut Process, port: u16, setup: &RedisSetup) -> Re
 }
 
 /// The URL of a server listening on `port` of 127.0.0.1.
-fn loopback_url(scheme: &str, port: u16) -> String {
+pub(super) fn loopback_url(scheme: &str, port: u16) -> String {
     format!("{scheme}://127.0.0.1:{port}")
 }
 

@@ -13,11 +13,13 @@ use async_nats::service::{Info, PingResponse, endpoint, error::Error as LastErro
 use async_nats::{Client, Subscriber};
 use futures_util::StreamExt;
 use futures_util::stream::SelectAll;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::spi::Endpoint;
+use crate::broker::spi::{Announced, Endpoint};
 use crate::broker::stats::{CommandStats, Counts, EndpointStats};
+use crate::drift::SCHEMA_KEY;
 use crate::error::Error;
 use crate::message::random_hex;
 
@@ -211,16 +213,46 @@ struct StatsReport {
     endpoints: Vec<endpoint::Stats>,
 }
 
-/// Asks every micro service on the server for its `$SRV.STATS`, and keeps the endpoints of Cohort
-/// instances whose subjects start with `commands` (this deployment's). Every instance answers at
-/// once; the gathering ends after `window`, and an instance slower than that is left out.
-pub(super) async fn gather_stats(
+/// A `$SRV.INFO` answer, as any micro service gives it (Go's sends `null` for empty metadata).
+#[derive(Deserialize)]
+struct InfoReport {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    metadata: Option<HashMap<String, String>>,
+    #[serde(default)]
+    endpoints: Vec<EndpointReport>,
+}
+
+#[derive(Deserialize)]
+struct EndpointReport {
+    subject: String,
+    #[serde(default)]
+    metadata: Option<HashMap<String, String>>,
+}
+
+impl InfoReport {
+    /// The Cohort instance it runs in, or, for another program, its service's name and id.
+    fn instance(&self) -> String {
+        match self.metadata.as_ref().and_then(|m| m.get(INSTANCE_KEY)) {
+            Some(instance) => instance.clone(),
+            None => format!("{}/{}", self.name, self.id),
+        }
+    }
+}
+
+/// Asks every micro service on the server for its `$SRV.{verb}` answer. Every service answers at
+/// once; the gathering ends after `window`, and a service slower than that is left out, as is an
+/// answer that does not parse.
+async fn ask_all<T: DeserializeOwned>(
     client: &Client,
-    commands: &str,
+    verb: &str,
     window: Duration,
-) -> Result<Vec<CommandStats>, Error> {
+) -> Result<Vec<T>, Error> {
     let cannot = |err: &dyn std::fmt::Display| {
-        Error::unavailable(format!("cannot ask the instances for their stats: {err}"))
+        Error::unavailable(format!("cannot ask the instances for their {verb}: {err}"))
     };
     let deadline = tokio::time::Instant::now() + window;
     let inbox = client.new_inbox();
@@ -229,26 +261,56 @@ pub(super) async fn gather_stats(
         .await
         .map_err(|e| cannot(&e))?;
     client
-        .publish_with_reply("$SRV.STATS", inbox, bytes::Bytes::new())
+        .publish_with_reply(format!("$SRV.{verb}"), inbox, bytes::Bytes::new())
         .await
         .map_err(|e| cannot(&e))?;
-    let mut stats = Vec::new();
+    let mut parsed = Vec::new();
     while let Ok(Some(answer)) = tokio::time::timeout_at(deadline, answers.next()).await {
-        let Ok(report) = serde_json::from_slice::<StatsReport>(&answer.payload) else {
-            continue;
-        };
-        let Some(instance) = report.metadata.get(INSTANCE_KEY) else {
-            continue;
-        };
-        stats.extend(
-            report
-                .endpoints
+        parsed.extend(serde_json::from_slice::<T>(&answer.payload).ok());
+    }
+    Ok(parsed)
+}
+
+/// The `$SRV.STATS` of every Cohort instance, gathered for `window`: the endpoints whose subjects
+/// start with `commands` (this deployment's).
+pub(super) async fn gather_stats(
+    client: &Client,
+    commands: &str,
+    window: Duration,
+) -> Result<Vec<CommandStats>, Error> {
+    let reports = ask_all::<StatsReport>(client, "STATS", window).await?;
+    let stats = reports
+        .iter()
+        .filter_map(|report| Some((report.metadata.get(INSTANCE_KEY)?, &report.endpoints)))
+        .flat_map(|(instance, endpoints)| {
+            endpoints
                 .iter()
                 .filter(|e| e.subject.starts_with(commands))
-                .map(|e| CommandStats::new(instance, &e.subject, counts_of(e))),
-        );
-    }
-    Ok(stats)
+                .map(move |e| CommandStats::new(instance, &e.subject, counts_of(e)))
+        });
+    Ok(stats.collect())
+}
+
+/// The `$SRV.INFO` of every micro service, Cohort's or not, gathered for `window`: the endpoints
+/// whose subjects start with `commands`, with their schema hashes.
+pub(super) async fn gather_announced(
+    client: &Client,
+    commands: &str,
+    window: Duration,
+) -> Result<Vec<Announced>, Error> {
+    let reports = ask_all::<InfoReport>(client, "INFO", window).await?;
+    let announced = reports.iter().flat_map(|report| {
+        let instance = report.instance();
+        report
+            .endpoints
+            .iter()
+            .filter(|e| e.subject.starts_with(commands))
+            .map(move |e| {
+                let schema = e.metadata.as_ref().and_then(|m| m.get(SCHEMA_KEY));
+                Announced::new(&instance, &e.subject, schema.map(String::as_str))
+            })
+    });
+    Ok(announced.collect())
 }
 
 fn counts_of(endpoint: &endpoint::Stats) -> Counts {
@@ -333,6 +395,28 @@ mod tests {
         assert_eq!(counted["processing_time"], 6_000_000);
         assert_eq!(counted["average_processing_time"], 3_000_000);
         assert_eq!(counted["last_error"], "409:the name is taken");
+    }
+
+    #[test]
+    fn an_info_answer_names_the_instance_and_each_schema_hash() {
+        let mut service = Service::new("catalog", "i-1");
+        let mut list = endpoint("list", 1);
+        list.metadata
+            .insert(SCHEMA_KEY.to_owned(), "0123456789abcdef".to_owned());
+        service.add(&list);
+        let body = service.answer("INFO").expect("INFO");
+        let report: InfoReport = serde_json::from_slice(&body).expect("an INFO answer");
+        assert_eq!(report.instance(), "i-1");
+        let schema = report.endpoints[0]
+            .metadata
+            .as_ref()
+            .map(|m| &m[SCHEMA_KEY]);
+        assert_eq!(schema.map(String::as_str), Some("0123456789abcdef"));
+
+        let foreign: InfoReport =
+            serde_json::from_str(r#"{"name":"pricing","id":"x1","metadata":null,"endpoints":[]}"#)
+                .expect("a service without metadata");
+        assert_eq!(foreign.instance(), "pricing/x1");
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod commands;
 mod delivery;
 mod micro;
 mod options;
+mod positions;
 mod replies;
 mod signing;
 mod streams;
@@ -21,6 +22,7 @@ mod subscriptions;
 mod wire;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use async_nats::connection::State;
@@ -36,7 +38,7 @@ use self::options::{explain_connect_error, parse_servers};
 use self::replies::{Delivering, Replies};
 use self::signing::Signer;
 use super::spi::{
-    Broker, CommandStats, Endpoint, EventHandler, Message, RequestHandler, Subjects,
+    Announced, Broker, CommandStats, Endpoint, EventHandler, Message, RequestHandler, Subjects,
     SubscriptionSpec, SubscriptionStats, Work,
 };
 use crate::config::StreamStorage;
@@ -104,6 +106,8 @@ struct Inner {
     replies: Arc<Replies>,
     /// Stops taking replies once the broker is dropped, which lets the connection close.
     _replies_delivered: Delivering,
+    /// Whether the streams are being made again, off the path of a publish that found none.
+    ensuring_streams: AtomicBool,
 }
 
 impl std::fmt::Debug for NatsBroker {
@@ -207,6 +211,7 @@ impl NatsBroker {
             connections,
             replies,
             _replies_delivered: delivering,
+            ensuring_streams: AtomicBool::new(false),
         };
         inner.ensure_streams().await?;
         Ok(NatsBroker {
@@ -223,6 +228,16 @@ impl NatsBroker {
 impl Inner {
     fn is_connected(&self) -> bool {
         self.client.connection_state() == State::Connected
+    }
+
+    /// The start of this deployment's command subjects, to ask the instances about them with
+    /// `$SRV` requests; an error saying we cannot `what` when disconnected, where the request
+    /// would wait in the client's buffer and nobody would answer.
+    fn discoverable(&self, what: &str) -> Result<String, Error> {
+        match self.is_connected() {
+            true => Ok(format!("{}.cmd.", self.subjects.prefix())),
+            false => Err(self.not_connected(what)),
+        }
     }
 
     fn not_connected(&self, what: &str) -> Error {
@@ -266,14 +281,17 @@ impl Broker for NatsBroker {
     }
 
     async fn command_stats(&self, window: Duration) -> Result<Vec<CommandStats>, Error> {
-        // Disconnected, the request would wait in the client's buffer and nobody would answer.
-        if !self.inner.is_connected() {
-            return Err(self
-                .inner
-                .not_connected("ask the instances for their stats"));
-        }
-        let commands = format!("{}.cmd.", self.inner.subjects.prefix());
+        let commands = self
+            .inner
+            .discoverable("ask the instances for their stats")?;
         micro::gather_stats(&self.inner.client, &commands, window).await
+    }
+
+    async fn announced(&self, window: Duration) -> Result<Vec<Announced>, Error> {
+        let commands = self
+            .inner
+            .discoverable("ask the instances for their commands")?;
+        micro::gather_announced(&self.inner.client, &commands, window).await
     }
 
     async fn subscription_stats(

@@ -13,7 +13,7 @@ use tokio::time::{Instant, sleep, timeout};
 
 use super::delivery::{Subscription, deliver};
 use super::{FLUSH_TIMEOUT, Inner, server_caught_up};
-use crate::broker::spi::{EventHandler, SubscriptionSpec, Work};
+use crate::broker::spi::{EventHandler, StartPosition, SubscriptionSpec, Work};
 use crate::error::Error;
 
 /// Deliveries of one subscription that run at once on one instance. The instance asks the server
@@ -31,6 +31,23 @@ const INSTANCE_CONSUMER_TTL: Duration = Duration::from_secs(300);
 const RETRY_DELAY: Duration = Duration::from_millis(500);
 
 impl Inner {
+    /// Makes the consumer `name` of `spec` and returns its configuration. A positioned
+    /// every-instance consumer is made anew at its position, on every start of the instance (one
+    /// an earlier start left is removed); any other is made unless it exists.
+    async fn open_consumer(
+        &self,
+        spec: &SubscriptionSpec,
+        name: &str,
+    ) -> Result<pull::Config, Error> {
+        let mut config = consumer_config(spec, name);
+        if spec.every_instance && spec.start != StartPosition::Resume {
+            self.delete_consumer(name).await?;
+            config.deliver_policy = self.deliver_policy(spec).await?;
+        }
+        self.ensure_consumer(&config).await?;
+        Ok(config)
+    }
+
     /// Creates the consumer unless it exists. A consumer that exists with another configuration
     /// (an older deployment's) is used as it is.
     async fn ensure_consumer(&self, config: &pull::Config) -> Result<(), Error> {
@@ -80,8 +97,7 @@ pub(super) async fn subscribe(
     work: &Work,
 ) -> Result<(), Error> {
     let consumer = consumer_name(&spec, &broker.instance_id);
-    let config = consumer_config(&spec, &consumer);
-    broker.ensure_consumer(&config).await?;
+    let config = broker.open_consumer(&spec, &consumer).await?;
 
     let inbox = Subject::from(broker.client.new_inbox());
     let messages = broker
@@ -362,7 +378,7 @@ fn consumer_config(spec: &SubscriptionSpec, name: &str) -> pull::Config {
             "Cohort subscription `{}` of service `{}`",
             spec.name, spec.service
         )),
-        // A new subscription starts with the events published after it first started.
+        // A new consumer starts with the events published after it is made, unless positioned.
         deliver_policy: DeliverPolicy::New,
         ack_policy: AckPolicy::Explicit,
         ack_wait: spec.ack_wait,
@@ -397,6 +413,7 @@ mod tests {
             filter_subject: "cohort.evt.*.e".into(),
             durable: "s__n".into(),
             every_instance: true,
+            start: StartPosition::Resume,
             max_attempts: 3,
             backoff: vec![],
             ack_wait: Duration::from_secs(1),
