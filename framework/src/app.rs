@@ -229,8 +229,12 @@ impl App {
         // Consumers first: a command served a moment later may already emit events for them.
         let subscriptions = subscribe(&runtime, &registry, &work).await?;
         serve_commands(&runtime, &registry, &work).await?;
+        let own_services = (registry.services().into_iter())
+            .filter(|s| runtime.config.runs_service(s))
+            .collect();
         work.tasks.spawn(crate::unit::relay_orphans(
             runtime.clone(),
+            own_services,
             work.stop.clone(),
         ));
         crate::task::spawn_periodic(&runtime, &registry.tasks, &work.tasks, &work.stop);

@@ -95,11 +95,7 @@ impl Ctx {
     pub fn state(&self) -> State {
         State::new(
             self.inner.runtime.store.clone(),
-            format!(
-                "{}:{}",
-                self.inner.runtime.subjects.prefix(),
-                self.inner.service
-            ),
+            self.inner.runtime.namespace(self.inner.service),
         )
     }
 
@@ -126,7 +122,7 @@ impl Ctx {
     pub fn session(&self) -> Session {
         Session::new(
             self.inner.runtime.store.clone(),
-            format!("{}:session", self.inner.runtime.subjects.prefix()),
+            self.inner.runtime.namespace("session"),
             self.inner.runtime.config.session_ttl,
             self.inner.session.clone(),
         )

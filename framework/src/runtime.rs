@@ -254,14 +254,22 @@ impl Runtime {
         }
     }
 
-    /// The full key of `key` in `service`'s state.
-    pub(crate) fn state_key(&self, service: &str, key: &str) -> String {
-        format!("{}:{service}:{key}", self.subjects.prefix())
+    /// The namespace of the keys of `area` (a service, the sessions, a task): `{prefix:area}`.
+    /// The braces are a Redis Cluster hash tag, so that all keys of one area live in one slot and
+    /// a unit of work can change them in one atomic script.
+    pub(crate) fn namespace(&self, area: &str) -> String {
+        format!("{{{}:{area}}}", self.subjects.prefix())
     }
 
-    /// The key of the outbox that units of work write their events to.
-    pub(crate) fn outbox_key(&self) -> String {
-        format!("{}:outbox", self.subjects.prefix())
+    /// The full key of `key` in `service`'s state.
+    pub(crate) fn state_key(&self, service: &str, key: &str) -> String {
+        format!("{}:{key}", self.namespace(service))
+    }
+
+    /// The key of the outbox that `service`'s units of work write their events to: in the
+    /// service's namespace, as the unit's other keys, so that one script writes them all.
+    pub(crate) fn outbox_key(&self, service: &str) -> String {
+        self.state_key(service, "outbox")
     }
 
     /// Whether this instance should get traffic: not shutting down, broker and store answering.

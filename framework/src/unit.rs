@@ -245,13 +245,15 @@ where
             }),
             None => None,
         };
-        let (commit, refusals) = tx.into_commit(runtime.outbox_key(), marker);
+        let outbox = runtime.outbox_key(ctx.service());
+        let (commit, refusals) = tx.into_commit(outbox.clone(), marker);
         let events = commit.events.clone();
         match runtime.store.commit(commit).await? {
             Outcome::Committed(ids) => {
                 let entries = ids.into_iter().zip(events);
                 relay(
                     runtime,
+                    outbox,
                     entries
                         .map(|(id, event)| OutboxEntry { id, event })
                         .collect(),
@@ -293,8 +295,8 @@ pub(crate) fn jitter(limit: Duration) -> Duration {
     limit.mul_f64(rand::random::<f64>())
 }
 
-/// Publishes `entries` and removes those that went out.
-async fn relay(runtime: &Runtime, entries: Vec<OutboxEntry>) {
+/// Publishes `entries` of `outbox` and removes those that went out.
+async fn relay(runtime: &Runtime, outbox: String, entries: Vec<OutboxEntry>) {
     if entries.is_empty() {
         return;
     }
@@ -311,7 +313,6 @@ async fn relay(runtime: &Runtime, entries: Vec<OutboxEntry>) {
     }
     // Off the caller's path: a store that stalls now must not hold up an answer that is ready.
     let store = runtime.store.clone();
-    let outbox = runtime.outbox_key();
     tokio::spawn(async move {
         if let Err(err) = store.outbox_remove(&outbox, &published).await {
             // Published twice later at worst, which the broker drops by the event's id.
@@ -320,25 +321,28 @@ async fn relay(runtime: &Runtime, entries: Vec<OutboxEntry>) {
     });
 }
 
-/// The relay of this instance: publishes the outbox entries whose writer did not (it died, or
-/// the broker was down), until `stop`.
+/// The relay of this instance: publishes the entries of the outboxes of `services` whose writer
+/// did not (it died, or the broker was down), until `stop`.
 pub(crate) async fn relay_orphans(
     runtime: std::sync::Arc<Runtime>,
+    services: Vec<&'static str>,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    let outbox = runtime.outbox_key();
+    let outboxes: Vec<String> = services.iter().map(|s| runtime.outbox_key(s)).collect();
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(RELAY_INTERVAL) => {}
         }
-        match runtime.store.outbox(&outbox, ORPHAN_AGE, RELAY_BATCH).await {
-            Ok(entries) if entries.is_empty() => {}
-            Ok(entries) => {
-                tracing::info!(events = entries.len(), "relaying events from the outbox");
-                relay(&runtime, entries).await;
+        for outbox in &outboxes {
+            match runtime.store.outbox(outbox, ORPHAN_AGE, RELAY_BATCH).await {
+                Ok(entries) if entries.is_empty() => {}
+                Ok(entries) => {
+                    tracing::info!(events = entries.len(), outbox = %outbox, "relaying events from the outbox");
+                    relay(&runtime, outbox.clone(), entries).await;
+                }
+                Err(err) => tracing::debug!(error = %err, "could not read the outbox"),
             }
-            Err(err) => tracing::debug!(error = %err, "could not read the outbox"),
         }
     }
 }

@@ -54,8 +54,13 @@ pub fn load_of_orders(books: &Books, targets: Vec<String>, duration: Duration, r
 
 /// Opens the books on `instance` with ample stock of every SKU.
 pub async fn open_books<Nats: NatsUrls>(servers: &Servers<Nats>, instance: &AppProcess) -> Books {
+    open_books_on(&servers.nats, instance).await
+}
+
+/// Opens the books on `instance`, whose events go through `nats`, with ample stock of every SKU.
+pub async fn open_books_on(nats: &impl NatsUrls, instance: &AppProcess) -> Books {
     let stock = SKUS.map(|sku| (sku, AMPLE));
-    Books::open(Client::new(instance.url()), servers.nats.urls(), &stock).await
+    Books::open(Client::new(instance.url()), nats.urls(), &stock).await
 }
 
 /// A load of orders on every instance, warmed up: the fault comes next.

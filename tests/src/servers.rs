@@ -69,20 +69,29 @@ impl<Nats: NatsUrls> Servers<Nats> {
         Servers { nats, redis, key }
     }
 
-    /// The environment of an example-app process of this deployment. Event timings are short so
-    /// that a test sees redeliveries: an event held by an instance that died comes back after
-    /// 2 s, and one whose handler fails is retried for about half a minute before it is
-    /// dead-lettered, which outlasts any outage a test causes.
+    /// The environment of an example-app process of this deployment: see [`deployment_env`].
     pub fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("COHORT_NATS_URL", self.nats.urls()),
-            ("COHORT_STREAM_REPLICAS", self.nats.replicas().to_string()),
-            ("COHORT_REDIS_URL", self.redis.url()),
-            ("COHORT_CLUSTER_KEY", self.key.expose().to_owned()),
-            ("COHORT_EVENT_ACK_WAIT", "2s".to_owned()),
-            ("COHORT_EVENT_BACKOFF", "50ms,200ms,1s".to_owned()),
-            ("COHORT_EVENT_MAX_ATTEMPTS", "30".to_owned()),
-            ("COHORT_LOG", "warn,cohort::app=info".to_owned()),
-        ]
+        deployment_env(&self.nats, &self.redis.url(), &self.key)
     }
+}
+
+/// The environment of an example-app process on `nats`, the Redis at `redis_url` and `key`. Event
+/// timings are short so that a test sees redeliveries: an event held by an instance that died
+/// comes back after 2 s, and one whose handler fails is retried for about half a minute before it
+/// is dead-lettered, which outlasts any outage a test causes.
+pub fn deployment_env(
+    nats: &impl NatsUrls,
+    redis_url: &str,
+    key: &ClusterKey,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("COHORT_NATS_URL", nats.urls()),
+        ("COHORT_STREAM_REPLICAS", nats.replicas().to_string()),
+        ("COHORT_REDIS_URL", redis_url.to_owned()),
+        ("COHORT_CLUSTER_KEY", key.expose().to_owned()),
+        ("COHORT_EVENT_ACK_WAIT", "2s".to_owned()),
+        ("COHORT_EVENT_BACKOFF", "50ms,200ms,1s".to_owned()),
+        ("COHORT_EVENT_MAX_ATTEMPTS", "30".to_owned()),
+        ("COHORT_LOG", "warn,cohort::app=info".to_owned()),
+    ]
 }

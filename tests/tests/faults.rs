@@ -1,6 +1,6 @@
-//! Effects that add up under faults: the example shop as three real example-app processes on one
-//! NATS and one Redis, under a load of orders, while an instance is killed, NATS or Redis goes
-//! away, or Redis freezes.
+//! Effects that add up under faults: the example shop as real example-app processes on one NATS and
+//! one Redis (or a Redis Cluster), under a load of orders, while an instance is killed, NATS or
+//! Redis goes away, Redis freezes, or the cluster fails a master over to its replica.
 //!
 //! While a fault lasts, every request is answered within seconds, never at a far deadline. Once
 //! it is over, the books balance exactly: every idempotency key the load sent is confirmed as one
@@ -12,15 +12,17 @@
 
 use std::time::{Duration, Instant};
 
+use cohort::ClusterKey;
+use cohort::testing::{NatsServer, RedisCluster};
 use cohort_tests::Client;
 use cohort_tests::books::{orders, unsettled};
 use cohort_tests::faults::{
-    Answers, ORDER_OR_503, SKUS, assert_in_time_and_balanced, load_of_orders, open_books, scene,
-    wait_for_warm_up, warm_load_on_all,
+    Answers, ORDER_OR_503, SKUS, assert_in_time_and_balanced, load_of_orders, open_books,
+    open_books_on, scene, wait_for_warm_up, warm_load_on_all,
 };
 use cohort_tests::load::{Call, Fault, Load, Plan};
 use cohort_tests::process::AppProcess;
-use cohort_tests::servers::Servers;
+use cohort_tests::servers::{Servers, deployment_env};
 use reqwest::Method;
 use serde_json::json;
 use tokio::sync::Mutex;
@@ -45,6 +47,8 @@ const ORDER_OR_KEY_IN_USE: Answers = Answers {
     },
 };
 
+/// A key in the slot of the orders service's state, outbox and markers in a Redis Cluster.
+const ORDERS_SLOT: &str = "{cohort:orders}";
 /// How many orders the events test places.
 const EVENTS: usize = 300;
 
@@ -110,6 +114,32 @@ async fn orders_add_up_when_redis_stops_for_five_seconds() {
         &scene,
     )
     .await;
+}
+
+#[tokio::test]
+async fn orders_add_up_when_the_redis_cluster_master_of_orders_is_killed() {
+    let _turn = TURN.lock().await;
+    let (nats, mut redis) = tokio::join!(NatsServer::start(), RedisCluster::start_with_replicas(3));
+    let env = deployment_env(&nats, &redis.url(), &ClusterKey::random());
+    let instances = AppProcess::start_all(&["c1", "c2"], &env).await;
+    let books = open_books_on(&nats, &instances[0]).await;
+    let load = warm_load_on_all(&books, &instances, Duration::from_secs(10), "failover").await;
+    let master = redis.master_of(ORDERS_SLOT).await;
+    let killed = Instant::now();
+    redis.kill(master).await;
+    let what = "a replica must take over the slot of orders";
+    let taken_over = async || redis.master_of(ORDERS_SLOT).await != master;
+    cohort::testing::eventually(what, Duration::from_secs(30), taken_over).await;
+    redis.until_ok().await;
+    let recovered = Instant::now();
+    let failover = Fault::lasting(killed, recovered);
+    let record = load.finish().await;
+    let scene = format!(
+        "{} (the failover took {:?})",
+        scene("the Redis master of orders was killed", &record, killed),
+        recovered - killed
+    );
+    assert_in_time_and_balanced(&books, &record, &[failover], &ORDER_OR_503, &scene).await;
 }
 
 #[tokio::test]

@@ -39,7 +39,7 @@ const REDIS_ACL: &[&str] = &[
     "orders",
     "on",
     ">redis-pw",
-    "~cohort:*",
+    "~{cohort:*",
     "resetchannels",
     "+@all",
     "-@dangerous",

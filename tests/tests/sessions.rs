@@ -38,7 +38,7 @@ async fn accounts_sign_up_log_in_me_log_out() {
     assert_eq!(reply.body["field"], "username");
 
     let stored = store
-        .get("cohort:accounts:user:alice")
+        .get("{cohort:accounts}:user:alice")
         .await
         .expect("get")
         .expect("stored");

@@ -51,7 +51,7 @@ async fn start_cluster(servers: &Servers, service: &str, ids: &[&str]) -> Vec<Ap
 
 /// The runs of `service`'s task recorded so far.
 async fn runs(store: &RedisStore, service: &str) -> Vec<Run> {
-    let key = format!("cohort:{service}:runs");
+    let key = format!("{{cohort:{service}}}:runs");
     match store.get(&key).await.expect("Redis answers") {
         Some(raw) => serde_json::from_slice(&raw.value).expect("a list of runs"),
         None => Vec::new(),

@@ -133,12 +133,12 @@ async fn a_unit_that_fails_writes_and_emits_nothing() {
         .expect_err("the unit fails");
     assert_eq!(err.code(), "conflict");
     assert_eq!(
-        store.get("cohort:units:ghost").await.expect("get"),
+        store.get("{cohort:units}:ghost").await.expect("get"),
         None,
         "nothing written"
     );
     let outbox = store
-        .outbox("cohort:outbox", Duration::ZERO, 10)
+        .outbox("{cohort:units}:outbox", Duration::ZERO, 10)
         .await
         .expect("outbox");
     assert!(outbox.is_empty(), "nothing emitted: {outbox:?}");
@@ -188,7 +188,7 @@ async fn an_event_its_writer_never_published_is_relayed_by_another_instance() {
         ("cohort.evt.units.noted".to_owned(), message)
     };
     let mut orphan = Commit::default();
-    orphan.outbox = "cohort:outbox".to_owned();
+    orphan.outbox = "{cohort:units}:outbox".to_owned();
     orphan.events = vec![OutboxEvent { subject, message }];
     assert!(matches!(
         store.commit(orphan).await.expect("commit"),

@@ -76,7 +76,8 @@ pub trait StateStore: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), Error>;
 }
 
-/// A unit of work, as [`StateStore::commit`] applies it.
+/// A unit of work, as [`StateStore::commit`] applies it. All its keys (reads, writes, outbox,
+/// marker) share one namespace, whose hash tag keeps them in one slot of a Redis Cluster.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct Commit {

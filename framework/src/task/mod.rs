@@ -58,7 +58,7 @@ fn lease_ttl(period: Duration) -> Duration {
     (period / 2).min(MAX_LEASE)
 }
 
-/// The keys of a task in the store, all under `{prefix}:task:{service}.{name}`.
+/// The keys of a task in the store, all in the namespace `{prefix:task:service.name}`.
 pub(crate) struct Keys {
     base: String,
 }
@@ -66,12 +66,7 @@ pub(crate) struct Keys {
 impl Keys {
     pub(crate) fn new(runtime: &Runtime, task: &TaskDescriptor) -> Keys {
         Keys {
-            base: format!(
-                "{}:task:{}.{}",
-                runtime.subjects.prefix(),
-                task.service,
-                task.name
-            ),
+            base: runtime.namespace(&format!("task:{}.{}", task.service, task.name)),
         }
     }
 

@@ -174,6 +174,11 @@ impl Process {
         Some(status)
     }
 
+    /// Whether the server was started and not stopped since.
+    pub(super) fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// Kills the server, if it runs, and waits for it to exit.
     pub(super) async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

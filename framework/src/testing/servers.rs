@@ -28,7 +28,7 @@ pub(super) const NATS: Binary = Binary {
               https://github.com/nats-io/nats-server/releases",
 };
 
-const REDIS: Binary = Binary {
+pub(super) const REDIS: Binary = Binary {
     name: "redis-server",
     env: "REDIS_SERVER_BIN",
     install: "install it with `apt-get install redis-server` (Debian) or from \
@@ -399,6 +399,11 @@ impl RedisServer {
         self.port
     }
 
+    /// Whether the server runs: started, and not stopped since.
+    pub(super) fn is_running(&self) -> bool {
+        self.process.is_running()
+    }
+
     /// Kills the server (as a crash would) and waits until it is gone. Its directory is kept, but
     /// unless the server is [durable](Self::start_durable), a restart begins empty. Does nothing
     /// when it is already stopped.
@@ -512,7 +517,7 @@ pub(super) fn free_port() -> u16 {
 }
 
 /// `Some` when a server on `port` answers `request` with a reply that starts with `reply`.
-async fn greets(port: u16, request: &[u8], reply: &[u8]) -> Option<()> {
+pub(super) async fn greets(port: u16, request: &[u8], reply: &[u8]) -> Option<()> {
     let exchange = async {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
         if !request.is_empty() {

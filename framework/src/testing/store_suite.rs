@@ -47,9 +47,10 @@ pub async fn run_store_suite(store: Arc<dyn StateStore>) {
     super::commit_suite::run(&*store, &format!("{prefix}:unit")).await;
 }
 
-/// A prefix no other run uses, so that runs sharing a server cannot see each other's keys.
+/// A prefix no other run uses, so that runs sharing a server cannot see each other's keys. A hash
+/// tag, as Cohort's namespaces are: a unit of work's keys must all be in one Redis Cluster slot.
 fn unique_prefix() -> String {
-    format!("store-suite-{}", crate::message::random_hex(8))
+    format!("{{store-suite-{}}}", crate::message::random_hex(8))
 }
 
 async fn missing_keys(store: &dyn StateStore, key: &str) {

@@ -14,13 +14,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{
-    Client, ClientTlsConfig, ConnectionAddr, IntoConnectionInfo, RedisError, Script,
-    TlsCertificates,
+    Client, ClientTlsConfig, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError,
+    Script, TlsCertificates,
 };
 
+mod connection;
 mod unit;
+
+use connection::{Connection, Target, Timeouts};
 
 use super::spi::{Commit, OutboxEntry, Outcome, StateStore, Versioned};
 use crate::error::{Error, STORE_UNAVAILABLE};
@@ -28,15 +32,16 @@ use crate::outage::Outage;
 use crate::redact::mask_urls;
 use crate::tls::{REDIS_TLS, TlsFiles, is_tls_failure, tls_advice};
 
-/// A connection attempt that takes longer than this counts as an outage.
-const CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
-/// A command that gets no answer within this counts as an outage. Every command is one short
-/// script, so a healthy server answers far sooner.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Reconnection attempts per request during an outage. Few, so that callers get a 503 at once
-/// instead of waiting out a long backoff; the next request tries again.
-const RECONNECT_RETRIES: usize = 1;
-const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(100);
+/// The timeouts of every connection: a connection attempt or a command slower than these counts
+/// as an outage (every command is one short script, so a healthy server answers far sooner). Few
+/// retries per request, so that callers get a 503 at once instead of waiting out a long backoff;
+/// the next request tries again.
+const TIMEOUTS: Timeouts = Timeouts {
+    connection: Duration::from_secs(1),
+    response: Duration::from_secs(2),
+    retries: 1,
+    min_delay: Duration::from_millis(100),
+};
 
 /// Writes the value and bumps the version; a put without a TTL makes the key permanent again.
 /// `KEYS[1]` = key; `ARGV[1]` = value, `ARGV[2]` = TTL in milliseconds or "" for none.
@@ -108,13 +113,13 @@ pub struct RedisStore {
 }
 
 struct Inner {
-    client: Client,
+    target: Target,
     /// The URL with any password masked, for messages.
     url: String,
     /// The current connection and its generation. The manager reconnects after a dropped
     /// connection by itself, but not after one that merely stopped answering (a frozen server, a
     /// network that drops packets), so a timeout replaces it with a fresh one.
-    connection: RwLock<(ConnectionManager, u64)>,
+    connection: RwLock<(Connection, u64)>,
     outage: Outage,
     put: Script,
     compare_and_swap: Script,
@@ -125,7 +130,11 @@ struct Inner {
 
 impl RedisStore {
     /// Connects to `url` (`redis://[user:password@]host:port[/db]`, or `rediss://` for TLS trusting
-    /// the system's roots); reconnects by itself after an outage. Fails with
+    /// the system's roots; `redis+cluster://[user:password@]host:port[,host:port...]` or
+    /// `rediss+cluster://` for a Redis Cluster, found from those seed nodes;
+    /// `redis+sentinel://[user:password@]host:port[,host:port...]/master-name[/db]` for the master
+    /// that those Redis Sentinels name, asked again after a failover); reconnects by itself after
+    /// an outage. Fails with
     /// [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) when the URL is malformed or no
     /// Redis answers there.
     pub async fn connect(url: &str) -> Result<RedisStore, Error> {
@@ -137,21 +146,22 @@ impl RedisStore {
     /// setting to fix (without the secret).
     pub async fn connect_with(url: &str, tls: &TlsFiles) -> Result<RedisStore, Error> {
         let shown = mask_urls(url);
-        let client = open_client(url, &shown, tls)?;
-        let mut manager = ConnectionManager::new_with_config(client.clone(), manager_config())
+        let target = open_target(url, &shown, tls)?;
+        let mut connection = target
+            .connect(&TIMEOUTS)
             .await
             .map_err(|e| explain_connect_error(&e, &shown, tls))?;
         // Redis accepts a connection without credentials and refuses its first command: ask one
         // now, so that a missing password stops the start instead of failing every request.
         redis::cmd("PING")
-            .query_async::<()>(&mut manager)
+            .query_async::<()>(&mut connection)
             .await
             .map_err(|e| explain_connect_error(&e, &shown, tls))?;
         Ok(RedisStore {
             inner: Arc::new(Inner {
-                client,
+                target,
                 url: shown.clone(),
-                connection: RwLock::new((manager, 0)),
+                connection: RwLock::new((connection, 0)),
                 outage: Outage::new(format!("the state store (Redis at `{shown}`)")),
                 put: Script::new(PUT),
                 compare_and_swap: Script::new(COMPARE_AND_SWAP),
@@ -162,7 +172,7 @@ impl RedisStore {
         })
     }
 
-    fn connection(&self) -> (ConnectionManager, u64) {
+    fn connection(&self) -> (Connection, u64) {
         // A panic cannot happen while the lock is held (it only clones or swaps), so a poisoned
         // lock still holds a sound value.
         let guard = self
@@ -177,7 +187,7 @@ impl RedisStore {
     /// being done.
     async fn run<T, F, Fut>(&self, doing: impl FnOnce() -> String, request: F) -> Result<T, Error>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Connection) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
         let (connection, generation) = self.connection();
@@ -190,6 +200,11 @@ impl RedisStore {
                 if e.is_timeout() {
                     self.replace_connection(generation);
                 }
+                if self.inner.target.follows_a_master()
+                    && (e.is_io_error() || e.is_timeout() || e.code() == Some("READONLY"))
+                {
+                    self.follow_master(generation);
+                }
                 if e.is_io_error() || e.is_timeout() || e.is_unrecoverable_error() {
                     let consequence = "its operations fail (503) meanwhile";
                     self.inner.outage.lost(&e, consequence);
@@ -201,11 +216,13 @@ impl RedisStore {
 
     /// Swaps in a fresh connection unless a concurrent request already did.
     fn replace_connection(&self, generation: u64) {
-        let Ok(fresh) =
-            ConnectionManager::new_lazy_with_config(self.inner.client.clone(), manager_config())
-        else {
-            return;
-        };
+        if let Some(fresh) = self.inner.target.reconnect(&TIMEOUTS) {
+            self.swap_connection(generation, fresh);
+        }
+    }
+
+    /// Puts `fresh` in place of the connection of `generation`, unless it was replaced already.
+    fn swap_connection(&self, generation: u64, fresh: Connection) {
         let mut guard = self
             .inner
             .connection
@@ -214,6 +231,18 @@ impl RedisStore {
         if guard.1 == generation {
             *guard = (fresh, generation + 1);
         }
+    }
+
+    /// Asks the sentinels for the master again, off the caller's path, and connects to it unless
+    /// a concurrent request already did.
+    fn follow_master(&self, generation: u64) {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let Some(fresh) = store.inner.target.current_master(&TIMEOUTS).await else {
+                return;
+            };
+            store.swap_connection(generation, fresh);
+        });
     }
 
     fn failure(&self, doing: &str, e: &RedisError) -> Error {
@@ -228,20 +257,89 @@ impl RedisStore {
     }
 }
 
-/// A client for `url`, with the TLS files read when the URL asks for TLS.
-fn open_client(url: &str, shown: &str, tls: &TlsFiles) -> Result<Client, Error> {
+/// What `url` points at, with the TLS files read when the URL asks for TLS.
+fn open_target(url: &str, shown: &str, tls: &TlsFiles) -> Result<Target, Error> {
     let invalid = |e: RedisError| {
         Error::unavailable(format!(
             "invalid Redis URL `{shown}`: {e}; set COHORT_REDIS_URL to redis://host:port[/db] \
-             (rediss:// for TLS)"
+             (rediss:// for TLS), redis+cluster://host:port[,host:port...] for a Redis Cluster, \
+             or redis+sentinel://host:port[,host:port...]/master-name for Redis Sentinel"
         ))
         .with_code(STORE_UNAVAILABLE)
     };
-    let info = url.into_connection_info().map_err(invalid)?;
-    let uses_tls = matches!(info.addr(), ConnectionAddr::TcpTls { .. });
-    if tls.is_empty() {
-        return Client::open(info).map_err(invalid);
+    if let Some(sentinel) = connection::sentinel_url(url) {
+        return open_sentinel(sentinel, shown, tls).map_err(invalid);
     }
+    let built = match connection::cluster_nodes(url) {
+        Some(urls) => {
+            let nodes = (urls.iter())
+                .map(|node| node.as_str().into_connection_info())
+                .collect::<Result<Vec<ConnectionInfo>, _>>()
+                .map_err(invalid)?;
+            let mut builder = TIMEOUTS.cluster(ClusterClientBuilder::new(nodes.clone()));
+            if let Some(certificates) = certificates(&nodes, shown, tls)? {
+                builder = builder.certs(certificates);
+            }
+            builder.build().map(Target::Cluster)
+        }
+        None => {
+            let node = url.into_connection_info().map_err(invalid)?;
+            match certificates(std::slice::from_ref(&node), shown, tls)? {
+                Some(certificates) => Client::build_with_tls(node, certificates),
+                None => Client::open(node),
+            }
+            .map(Target::Server)
+        }
+    };
+    built.map_err(|e| match tls.is_empty() {
+        true => invalid(e),
+        false => Error::bad_request(format!(
+            "cannot use the TLS files of {}: {e}; they must be PEM",
+            set_tls_settings(tls)
+        ))
+        .with_code("invalid_config"),
+    })
+}
+
+/// The sentinels of `url`, which name the master. The TLS files are not used with Sentinel yet.
+fn open_sentinel(
+    url: connection::SentinelUrl,
+    shown: &str,
+    tls: &TlsFiles,
+) -> Result<Target, RedisError> {
+    if !tls.is_empty() {
+        return Err(RedisError::from((
+            redis::ErrorKind::InvalidClientConfig,
+            "the TLS files are not supported with Sentinel yet",
+            format!("unset {} for `{shown}`", set_tls_settings(tls)),
+        )));
+    }
+    let master = url.master.as_str().into_connection_info()?;
+    let mut node = SentinelNodeConnectionInfo::default()
+        .set_redis_connection_info(master.redis_settings().clone());
+    if matches!(master.addr(), ConnectionAddr::TcpTls { .. }) {
+        node = node.set_tls_mode(redis::TlsMode::Secure);
+    }
+    let client = SentinelClient::build(
+        url.sentinels,
+        url.master_name,
+        Some(node),
+        SentinelServerType::Master,
+    )?;
+    Ok(Target::Sentinel(tokio::sync::Mutex::new(client)))
+}
+
+/// The certificates of the TLS settings, `None` when none is set; an error when some are set but
+/// the URL does not use TLS.
+fn certificates(
+    nodes: &[ConnectionInfo],
+    shown: &str,
+    tls: &TlsFiles,
+) -> Result<Option<TlsCertificates>, Error> {
+    if tls.is_empty() {
+        return Ok(None);
+    }
+    let uses_tls = (nodes.iter()).all(|node| matches!(node.addr(), ConnectionAddr::TcpTls { .. }));
     if !uses_tls {
         return Err(Error::bad_request(format!(
             "{} is set, but COHORT_REDIS_URL (`{shown}`) does not use TLS: write it as \
@@ -251,20 +349,13 @@ fn open_client(url: &str, shown: &str, tls: &TlsFiles) -> Result<Client, Error> 
         .with_code("invalid_config"));
     }
     let pem = tls.read(REDIS_TLS)?;
-    let certificates = TlsCertificates {
+    Ok(Some(TlsCertificates {
         client_tls: pem.client.map(|(client_cert, client_key)| ClientTlsConfig {
             client_cert,
             client_key,
         }),
         root_cert: pem.ca,
-    };
-    Client::build_with_tls(info, certificates).map_err(|e| {
-        Error::bad_request(format!(
-            "cannot use the TLS files of {}: {e}; they must be PEM",
-            set_tls_settings(tls)
-        ))
-        .with_code("invalid_config")
-    })
+    }))
 }
 
 /// The names of the TLS settings that are set, for messages.
@@ -305,14 +396,6 @@ fn explain_connect_error(e: &RedisError, shown: &str, tls: &TlsFiles) -> Error {
         )
     };
     Error::unavailable(message).with_code(STORE_UNAVAILABLE)
-}
-
-fn manager_config() -> ConnectionManagerConfig {
-    ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(CONNECTION_TIMEOUT))
-        .set_response_timeout(Some(RESPONSE_TIMEOUT))
-        .set_number_of_retries(RECONNECT_RETRIES)
-        .set_min_delay(RECONNECT_MIN_DELAY)
 }
 
 /// The TTL argument of the scripts: whole milliseconds, rounded up so that a sub-millisecond TTL
