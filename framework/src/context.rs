@@ -239,15 +239,6 @@ impl Ctx {
         message::trace_id_of(self.traceparent()).unwrap_or_default()
     }
 
-    /// The trace id of this work if it has one yet: its caller's, or one something asked for.
-    /// Unlike [`Ctx::trace_id`], it never starts a trace.
-    pub(crate) fn trace_id_so_far(&self) -> Option<&str> {
-        self.inner
-            .trace
-            .get()
-            .and_then(|parent| message::trace_id_of(parent))
-    }
-
     /// The W3C `traceparent` of this work: the one it arrived with, or, when its caller had no
     /// trace, one that starts the trace here (made when first asked for, then always the same).
     pub fn traceparent(&self) -> &str {

@@ -20,7 +20,7 @@ use crate::message::{self, Message, Metadata};
 use crate::metrics::{CommandTimer, outcome_of, outcome_of_status};
 use crate::registry::{CommandDescriptor, CommandFn, GuardFn, SubscriptionDescriptor};
 use crate::runtime::{Runtime, Target, problem_reply};
-use crate::spans::{self, Scope, cohort_span};
+use crate::spans::{self, Scope, TraceId, cohort_span};
 use crate::timer::within;
 
 /// One command as this instance serves it.
@@ -30,12 +30,48 @@ struct Served {
     /// Whether this side bounds the command by its deadline. The embedded broker runs the command
     /// inside the caller's own bounded wait, so a second timer there would only cost.
     timed: bool,
-    /// Tells the dashboard about each command, when it is on.
-    observer: Option<Observer>,
-    /// Its durations as this instance runs it, when metrics are on.
-    durations: Option<CommandTimer>,
+    watchers: Watchers,
     /// What its input must be before the handler decodes it.
     rules: Arc<InputRules>,
+}
+
+/// What each run of one command here is reported to, timed once for all of them.
+struct Watchers {
+    /// The dashboard, when it is on.
+    observer: Option<Observer>,
+    /// The command's durations as this instance runs it, when metrics are on.
+    durations: Option<CommandTimer>,
+}
+
+/// One run that is watched: when it started, and its trace for the dashboard.
+struct Watch {
+    started: Instant,
+    trace: Option<TraceId>,
+}
+
+impl Watchers {
+    /// The watch of a run with `meta` starting now, if anything watches it.
+    fn watch(&self, meta: &Metadata) -> Option<Watch> {
+        if self.observer.is_none() && self.durations.is_none() {
+            return None;
+        }
+        let trace = self.observer.as_ref().and(meta.trace_id()).map(TraceId::of);
+        Some(Watch {
+            started: Instant::now(),
+            trace,
+        })
+    }
+
+    /// Reports a watched run that answered `reply`.
+    fn report(&self, watch: Watch, reply: &Message) {
+        let took = watch.started.elapsed();
+        if let Some(durations) = &self.durations {
+            durations.record(outcome_of_status(reply.status()), took);
+        }
+        if let Some(observer) = &self.observer {
+            observer.record(watch.trace, reply, took);
+        }
+    }
 }
 
 /// The broker-facing handler of one command on this instance.
@@ -45,49 +81,48 @@ pub(crate) fn command_handler(
     rules: InputRules,
 ) -> RequestHandler {
     let target = command.target(&runtime.subjects);
-    let observer = (runtime.dashboard.as_ref()).map(|d| d.observer(command, &target.subject));
-    let durations = (runtime.metrics.as_ref()).map(|m| m.command_server(target.command_name()));
+    let watchers = Watchers {
+        observer: (runtime.dashboard.as_ref()).map(|d| d.observer(command, &target.subject)),
+        durations: (runtime.metrics.as_ref()).map(|m| m.command_server(target.command_name())),
+    };
     let served = Arc::new(Served {
         command,
         target,
         timed: runtime.broker.is_distributed(),
-        observer,
-        durations,
+        watchers,
         rules: Arc::new(rules),
     });
     Arc::new(move |mut msg: Message| {
         let traced = command_trace(&runtime, command, &mut msg.meta);
-        let started = served.durations.as_ref().map(|_| Instant::now());
+        let watch = served.watchers.watch(&msg.meta);
         match &msg.meta.idempotency_key {
-            None => measured(
+            None => watched(
                 &served,
-                started,
+                watch,
                 traced.run(execute(runtime.clone(), served.clone(), msg, None)),
             ),
-            Some(_) => measured(
+            Some(_) => watched(
                 &served,
-                started,
+                watch,
                 traced.run(execute_once(runtime.clone(), served.clone(), msg)),
             ),
         }
     })
 }
 
-/// `reply`, boxed, and timed into the command's durations from `started` when metrics are on.
-fn measured(
+/// `reply`, boxed, and reported to the command's watchers when anything watches it.
+fn watched(
     served: &Arc<Served>,
-    started: Option<Instant>,
+    watch: Option<Watch>,
     reply: impl Future<Output = Message> + Send + 'static,
 ) -> BoxFuture<'static, Message> {
-    let (Some(started), Some(_)) = (started, &served.durations) else {
+    let Some(watch) = watch else {
         return reply.boxed();
     };
     let served = served.clone();
     async move {
         let reply = reply.await;
-        if let Some(durations) = &served.durations {
-            durations.observe(outcome_of_status(reply.status()), started);
-        }
+        served.watchers.report(watch, &reply);
         reply
     }
     .boxed()
@@ -138,7 +173,6 @@ fn execute(
     msg: Message,
     scope: Option<String>,
 ) -> impl Future<Output = Message> + Send + 'static {
-    let observed_from = served.observer.as_ref().map(|_| Instant::now());
     let started = start(runtime, &served, msg, scope);
     async move {
         let (ctx, run) = match started {
@@ -168,7 +202,7 @@ fn execute(
         let status = outcome.as_ref().map_or_else(Error::status, |_| 200);
         spans::record("cohort.status", status);
         tracing::debug!(command = served.command.name, status, "command ran");
-        let reply = match outcome {
+        match outcome {
             Ok(body) => {
                 let mut meta = reply_meta(&ctx);
                 meta.status = Some(200);
@@ -178,11 +212,7 @@ fn execute(
                 }
             }
             Err(err) => error_reply(ctx.runtime(), err, Some(&ctx)),
-        };
-        if let (Some(observer), Some(from)) = (&served.observer, observed_from) {
-            observer.record(&ctx, &reply, from.elapsed());
         }
-        reply
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use tracing::field::Empty;
 
 use crate::broker::EXECUTOR_LOST;
@@ -122,14 +123,18 @@ impl Runtime {
     /// The call has its span, a child of the caller's (`meta`'s traceparent), whose id the
     /// command carries: the span of its run is that span's child. When nothing reads spans in
     /// detail ([`spans::detailed`]), the command carries the caller's span id instead.
-    pub(crate) async fn invoke(
-        &self,
-        target: &Target,
+    ///
+    /// Like every step below it, it does at once what needs no waiting and returns a future
+    /// that holds only what lives across the wait: a message held by each step's future would be
+    /// copied into each, on every command.
+    pub(crate) fn invoke<'a>(
+        &'a self,
+        target: &'a Target,
         payload: Bytes,
         mut meta: Metadata,
-    ) -> Result<Message, Error> {
+    ) -> impl Future<Output = Result<Message, Error>> + Send + 'a {
         if !spans::detailed() {
-            return self.send_command(target, payload, meta).await;
+            return Either::Left(self.send_command(target, payload, meta));
         }
         let parent = meta.traceparent.take();
         let (traced, traceparent) = spans::open(
@@ -147,21 +152,22 @@ impl Runtime {
             || format!("call {}.{}", target.service, target.name),
         );
         meta.traceparent = Some(traceparent);
+        let sending = self.send_command(target, payload, meta);
         let call = async move {
-            let reply = self.send_command(target, payload, meta).await;
+            let reply = sending.await;
             let status = reply.as_ref().map_or_else(Error::status, Message::status);
             spans::record("cohort.status", status);
             reply
         };
-        traced.run(call).await
+        Either::Right(traced.run(call))
     }
 
-    async fn send_command(
-        &self,
-        target: &Target,
+    fn send_command<'a>(
+        &'a self,
+        target: &'a Target,
         payload: Bytes,
         mut meta: Metadata,
-    ) -> Result<Message, Error> {
+    ) -> impl Future<Output = Result<Message, Error>> + Send + 'a {
         let now = unix_now();
         let own = target.own_deadline(&self.config, now);
         // A call inside a call never outlives its caller's deadline.
@@ -176,27 +182,31 @@ impl Runtime {
         let msg = Message { meta, payload };
         if target.idempotent || msg.meta.idempotency_key.is_some() {
             // Boxed: rare, and every request's future would otherwise make room for it.
-            return Box::pin(self.send_resending(target, msg, deadline, timeout)).await;
+            return Either::Left(Box::pin(
+                self.send_resending(target, msg, deadline, timeout),
+            ));
         }
-        self.send(target, msg, timeout).await
+        Either::Right(self.send(target, msg, timeout))
     }
 
     /// [`Runtime::invoke`], measured by `timer` (the command's durations as a client) when
     /// metrics are on.
-    pub(crate) async fn invoke_timed(
-        &self,
-        target: &Target,
-        timer: Option<&CommandTimer>,
+    pub(crate) fn invoke_timed<'a>(
+        &'a self,
+        target: &'a Target,
+        timer: Option<&'a CommandTimer>,
         payload: Bytes,
         meta: Metadata,
-    ) -> Result<Message, Error> {
-        // One await of `invoke`, not one a branch: each would take its room in this future.
+    ) -> impl Future<Output = Result<Message, Error>> + Send + 'a {
         let sent = timer.map(|_| Instant::now());
-        let replied = self.invoke(target, payload, meta).await;
-        if let (Some(timer), Some(sent)) = (timer, sent) {
-            timer.observe(outcome_of_reply(&replied), sent);
+        let invoked = self.invoke(target, payload, meta);
+        async move {
+            let replied = invoked.await;
+            if let (Some(timer), Some(sent)) = (timer, sent) {
+                timer.observe(outcome_of_reply(&replied), sent);
+            }
+            replied
         }
-        replied
     }
 
     /// Sends a command that may run twice, and sends it once more when the instance running it
@@ -222,19 +232,20 @@ impl Runtime {
         }
     }
 
-    async fn send(
-        &self,
-        target: &Target,
+    fn send<'a>(
+        &'a self,
+        target: &'a Target,
         msg: Message,
         timeout: Duration,
-    ) -> Result<Message, Error> {
-        if timeout.is_zero() {
-            return Err(target.deadline_passed());
-        }
-        self.broker
-            .request(&target.subject, msg, timeout)
-            .await
-            .map_err(|err| match err.kind() {
+    ) -> impl Future<Output = Result<Message, Error>> + Send + 'a {
+        // The broker takes the message now, into the future it returns.
+        let request =
+            (!timeout.is_zero()).then(|| self.broker.request(&target.subject, msg, timeout));
+        async move {
+            let Some(request) = request else {
+                return Err(target.deadline_passed());
+            };
+            request.await.map_err(|err| match err.kind() {
                 ErrorKind::NoResponders => Error::new(
                     ErrorKind::NoResponders,
                     format!(
@@ -244,6 +255,7 @@ impl Runtime {
                 ),
                 _ => err,
             })
+        }
     }
 
     /// The metadata of a reply this instance gives outside any command's context.

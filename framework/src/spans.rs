@@ -56,18 +56,21 @@ tokio::task_local! {
     static TRACE_ID: TraceId;
 }
 
-/// A trace id in lowercase hex.
+/// A trace id in lowercase hex, kept inline.
 #[derive(Clone, Copy)]
 pub(crate) struct TraceId([u8; 32]);
 
 impl TraceId {
-    fn of(hex: &str) -> TraceId {
+    /// The trace id `hex`, as 32 hex digits are (shorter is padded with `0`, longer cut).
+    pub(crate) fn of(hex: &str) -> TraceId {
         let mut id = [b'0'; 32];
-        id.copy_from_slice(&hex.as_bytes()[..32]);
+        let hex = hex.as_bytes();
+        let n = hex.len().min(id.len());
+        id[..n].copy_from_slice(&hex[..n]);
         TraceId(id)
     }
 
-    fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
 }

@@ -29,6 +29,7 @@ use crate::http::{problem, session_cookie};
 use crate::message::{JSON, Message, Metadata};
 use crate::registry::{CommandDescriptor, SubscriptionDescriptor};
 use crate::runtime::Runtime;
+use crate::spans::TraceId;
 use recent::Recent;
 
 /// Who may see the dashboard, checked on the instance that serves the page.
@@ -100,13 +101,11 @@ pub(crate) struct Observer {
 }
 
 impl Observer {
-    /// Records one command that ran under `ctx`, answered `reply` and took `took`.
-    pub(crate) fn record(&self, ctx: &Ctx, reply: &Message, took: Duration) {
+    /// Records one command that ran in the trace `trace`, answered `reply` and took `took`.
+    pub(crate) fn record(&self, trace: Option<TraceId>, reply: &Message, took: Duration) {
         if let Some(stats) = &self.stats {
             stats.record(reply, took);
         }
-        // A trace made only to be shown here would be found nowhere else: only an existing one.
-        let trace = ctx.trace_id_so_far();
         let (command, status) = (self.command, reply.status());
         let recent = &self.dashboard.recent;
         recent.record(trace, command.service, command.name, status, took);

@@ -7,26 +7,10 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+use crate::spans::TraceId;
+
 /// How many commands the ring keeps.
 pub(crate) const RECENT_CAPACITY: usize = 50;
-
-/// A W3C trace id: 32 hex digits, kept inline.
-#[derive(Clone, Copy)]
-struct TraceId([u8; 32]);
-
-impl TraceId {
-    fn of(id: &str) -> TraceId {
-        let mut bytes = [b'0'; 32];
-        let id = id.as_bytes();
-        let n = id.len().min(32);
-        bytes[..n].copy_from_slice(&id[..n]);
-        TraceId(bytes)
-    }
-
-    fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.0).unwrap_or_default()
-    }
-}
 
 /// One command this instance ran.
 #[derive(Clone, Copy)]
@@ -69,7 +53,7 @@ impl Recent {
     /// Keeps one command, forgetting the oldest when the ring is full.
     pub(crate) fn record(
         &self,
-        trace_id: Option<&str>,
+        trace: Option<TraceId>,
         service: &'static str,
         command: &'static str,
         status: u16,
@@ -77,7 +61,7 @@ impl Recent {
     ) {
         let entry = Entry {
             at: SystemTime::now(),
-            trace: trace_id.map(TraceId::of),
+            trace,
             service,
             command,
             status,
@@ -119,7 +103,7 @@ mod tests {
         let recent = Recent::default();
         for n in 0..RECENT_CAPACITY + 2 {
             let status = 200 + u16::try_from(n).expect("small");
-            let trace = (n % 2 == 1).then_some("4bf92f3577b34da6a3ce929d0e0e4736");
+            let trace = (n % 2 == 1).then(|| TraceId::of("4bf92f3577b34da6a3ce929d0e0e4736"));
             recent.record(trace, "s", "c", status, Duration::ZERO);
         }
         let listed = recent.newest_first();

@@ -16,7 +16,7 @@ use crate::message::{header as meta_header, trace_id_of};
 use crate::metrics::{CommandTimer, RouteTimer};
 use crate::registry::{CommandDescriptor, HttpRoute};
 use crate::runtime::{Runtime, Target};
-use crate::spans::{self, cohort_span};
+use crate::spans::{self, TraceId, cohort_span};
 
 /// The W3C trace context of a request, which its span continues.
 const TRACEPARENT: HeaderName = HeaderName::from_static(meta_header::TRACEPARENT);
@@ -121,7 +121,7 @@ async fn serve(route: &Route, request: Request, traceparent: String) -> Response
         Err(err) => return problem(&route.instance, &err),
     };
     // Kept for the log line of a 500: the metadata itself goes with the command.
-    let trace_id = head.meta.trace_id().map(str::to_owned);
+    let trace_id = head.meta.trace_id().map(TraceId::of);
     let timer = route.timers.as_ref().map(|timers| &timers.command);
     let runtime = &route.runtime;
     match runtime
@@ -130,7 +130,10 @@ async fn serve(route: &Route, request: Request, traceparent: String) -> Response
     {
         Ok(reply) => respond(config, route.status, &route.instance, reply),
         Err(err) => {
-            let err = err.logged(trace_id.as_deref(), "HTTP request failed");
+            let err = err.logged(
+                trace_id.as_ref().map(TraceId::as_str),
+                "HTTP request failed",
+            );
             problem(&route.instance, &err)
         }
     }

@@ -10,7 +10,7 @@ mod scrape;
 mod store;
 
 use std::fmt::Write;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -365,7 +365,12 @@ impl CommandTimer {
 
     /// Records a command that ended with `outcome` and started at `started`.
     pub(crate) fn observe(&self, outcome: &'static str, started: Instant) {
-        let seconds = started.elapsed().as_secs_f64();
+        self.record(outcome, started.elapsed());
+    }
+
+    /// Records a command that ended with `outcome` and took `took`.
+    pub(crate) fn record(&self, outcome: &'static str, took: Duration) {
+        let seconds = took.as_secs_f64();
         if outcome == OK {
             return self.success.observe(seconds);
         }
