@@ -356,8 +356,16 @@ impl Metrics {
                     name: status.name,
                 },
             };
-            let running = self.task_running.get_or_create(&labels);
-            running.set(i64::from(status.running));
+            self.task_running
+                .get_or_create(&labels)
+                .set(i64::from(status.running));
+            // There from the first scrape, so that `rate()` has a beginning.
+            let ok = TaskRunLabels {
+                task: labels.task,
+                outcome: OK,
+            };
+            self.task_runs.get_or_create_owned(&ok);
+            self.task_durations.get_or_create_owned(&labels);
             for (family, at) in [
                 (&self.task_last_run, status.last_run),
                 (&self.task_next_run, status.next_run),
