@@ -46,19 +46,15 @@ pub fn unix_seconds(at: SystemTime) -> f64 {
 /// minute's turn that is nearer, so that a once-a-minute task does not run during a test.
 pub async fn next_minute_at_least(margin: Duration) -> u64 {
     loop {
-        let now = u64::try_from(unix_millis(SystemTime::now())).expect("in range");
-        let next = (now / 60_000 + 1) * 60_000;
-        let left = Duration::from_millis(next - now);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("after the epoch");
+        let next = Duration::from_secs((now.as_secs() / 60 + 1) * 60);
+        let left = next - now;
         if left >= margin {
-            return next;
+            return next.as_secs() * 1000;
         }
         // Waiting for the wall clock itself: there is nothing else to poll.
         tokio::time::sleep(left + Duration::from_millis(1)).await;
     }
-}
-
-fn unix_millis(at: SystemTime) -> u128 {
-    at.duration_since(UNIX_EPOCH)
-        .expect("after the epoch")
-        .as_millis()
 }
