@@ -19,7 +19,7 @@ use crate::error::Error;
 use crate::guard::Guard;
 use crate::http::{ApiInfo, HttpServer};
 use crate::message::Subjects;
-use crate::metrics::{MeteredStore, Metrics, Scraper, SubscriptionName, metrics_router};
+use crate::metrics::{MeteredStore, Metrics, QualifiedName, Scraper, metrics_router};
 use crate::registry::{CommandDescriptor, Registry, SubscriptionDescriptor};
 use crate::running::{Running, shutdown_signal};
 use crate::runtime::Runtime;
@@ -381,7 +381,7 @@ async fn subscribe(
     runtime: &Arc<Runtime>,
     registry: &Registry,
     work: &Work,
-) -> Result<Vec<(SubscriptionName, SubscriptionSpec)>, Error> {
+) -> Result<Vec<(QualifiedName, SubscriptionSpec)>, Error> {
     let mut subscribed = Vec::new();
     for &subscription in registry
         .subscriptions

@@ -14,7 +14,7 @@ use crate::broker::spi::StartPosition;
 use crate::context::Ctx;
 use crate::error::Error;
 use crate::message::Subjects;
-use crate::metrics::SubscriptionName;
+use crate::metrics::QualifiedName;
 use crate::runtime::Target;
 
 /// The type-erased body of a command: decodes the input, runs the function, encodes the output.
@@ -132,8 +132,8 @@ pub struct SubscriptionDescriptor {
 
 impl SubscriptionDescriptor {
     /// The subscription as a metrics label.
-    pub(crate) fn metrics_name(&self) -> SubscriptionName {
-        SubscriptionName {
+    pub(crate) fn metrics_name(&self) -> QualifiedName {
+        QualifiedName {
             service: self.service,
             name: self.name,
         }

@@ -13,6 +13,7 @@ pub mod load;
 pub mod logs;
 pub mod otlp;
 pub mod process;
+pub mod scrape;
 pub mod servers;
 pub mod signing;
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use cohort::prelude::*;
 use cohort::testing::{Cluster, eventually_some};
 use cohort_tests::browser::{dom_of, screenshot, table_rows};
+use cohort_tests::scrape::next_minute_at_least;
 use cohort_tests::{ANY_LOOPBACK_PORT, Client, Nothing, start_embedded};
 use reqwest::Method;
 use schemars::JsonSchema;
@@ -198,6 +199,13 @@ async fn a_browser_sees_both_instances_their_commands_and_the_subscriptions() {
         doomed[5], "2",
         "both doomed events dead-lettered: {doomed:?}"
     );
+    let tasks = table_rows(&dom, "tasks");
+    let snapshot = tasks
+        .iter()
+        .find(|row| row[0] == "audit.take_snapshot")
+        .unwrap_or_else(|| panic!("no audit.take_snapshot row: {tasks:?}"));
+    assert_eq!(snapshot[1], "every 1m", "{snapshot:?}");
+    assert_ne!(snapshot[2], "–", "its next run is known: {snapshot:?}");
     let recent = table_rows(&dom, "recent");
     assert!(
         recent
@@ -332,6 +340,30 @@ async fn an_embedded_instance_counts_its_own_commands() {
         (&echoed["command"], &echoed["status"]),
         (&json!("echo"), &json!(200))
     );
+}
+
+#[tokio::test]
+async fn the_data_lists_the_tasks_this_instance_runs() {
+    let tick = next_minute_at_least(Duration::from_secs(10)).await;
+    let running = start_embedded(|config| config.dashboard = true).await;
+    let client = Client::new(cohort_tests::base_url(&running));
+    let tasks = eventually_some("the next run is known", PATIENCE, async || {
+        let data = client.get("/_cohort/data").await.body;
+        let tasks = data["tasks"].clone();
+        (!tasks[0]["next_run"].is_null()).then_some(tasks)
+    })
+    .await;
+    let snapshot = json!({
+        "task": "audit.take_snapshot",
+        "schedule": "every 1m",
+        "next_run": tick,
+        "last_run": null,
+        "last_outcome": null,
+        "last_error": null,
+        "runs": 0,
+        "running": false,
+    });
+    assert_eq!(tasks, json!([snapshot]));
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@ use std::time::Duration;
 use cohort::prelude::*;
 use cohort::testing::{Cluster, RedisServer, eventually_some};
 use cohort_tests::logs::CapturedLogs;
+use cohort_tests::scrape::{next_minute_at_least, scrape};
 use cohort_tests::{ANY_LOOPBACK_PORT, Client, Nothing, base_url, start_embedded};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -95,39 +96,6 @@ struct LedgerKey {
 #[http(GET, "/metered/ledger/{key}")]
 async fn ledger(ctx: Ctx, input: LedgerKey) -> Result<Option<u64>, Error> {
     ctx.state().get::<u64>(&input.key).await
-}
-
-/// The metrics at `url`, checked to be the Prometheus text format.
-async fn scrape(url: &str) -> Metrics {
-    let response = reqwest::get(url)
-        .await
-        .expect("the scrape reaches the server");
-    assert_eq!(response.status(), 200, "GET {url}");
-    let content_type = response.headers()["content-type"]
-        .to_str()
-        .unwrap_or_default();
-    assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
-    Metrics(response.text().await.expect("the metrics arrive"))
-}
-
-/// A scrape's text.
-#[derive(Debug)]
-struct Metrics(String);
-
-impl Metrics {
-    /// The value of the series written exactly as `series` (name and labels), if it is there.
-    fn value(&self, series: &str) -> Option<f64> {
-        self.0.lines().find_map(|line| {
-            let value = line.strip_prefix(series)?.strip_prefix(' ')?;
-            value.parse().ok()
-        })
-    }
-
-    /// The value of `series`, which must be there.
-    fn of(&self, series: &str) -> f64 {
-        self.value(series)
-            .unwrap_or_else(|| panic!("no series {series} in\n{}", self.0))
-    }
 }
 
 fn requests(method: &str, route: &str, status: u16) -> String {
@@ -402,4 +370,33 @@ async fn a_503_names_what_is_unavailable_and_the_log_has_the_cause() {
     assert_eq!(metrics.of("cohort_state_store_connected"), 0.0);
     let errors = "cohort_state_errors_total{db_operation_name=\"get\",error_type=\"unavailable\"}";
     assert_eq!(metrics.of(errors), 1.0);
+}
+
+/// `series` of the example app's once-a-minute task.
+fn audit_task(metric: &str) -> String {
+    format!("{metric}{{task=\"audit.take_snapshot\"}}")
+}
+
+#[tokio::test]
+async fn a_task_shows_its_next_run_and_nothing_of_runs_it_did_not_make() {
+    let tick = next_minute_at_least(Duration::from_secs(10)).await;
+    let running = start_embedded(|_| {}).await;
+    let url = format!("{}/metrics", base_url(&running));
+    let next = audit_task("cohort_task_next_run_timestamp_seconds");
+    let metrics = eventually_some("the next run must be known", PATIENCE, async || {
+        let metrics = scrape(&url).await;
+        metrics.value(&next).is_some().then_some(metrics)
+    })
+    .await;
+    assert_eq!(metrics.of(&next) * 1000.0, tick as f64);
+    let runs = "cohort_task_runs_total{task=\"audit.take_snapshot\",outcome=\"ok\"}";
+    for (series, value) in [
+        (audit_task("cohort_task_running"), 0.0),
+        (audit_task("cohort_task_duration_seconds_count"), 0.0),
+        (runs.to_owned(), 0.0),
+    ] {
+        assert_eq!(metrics.of(&series), value, "{series}");
+    }
+    let last = audit_task("cohort_task_last_run_timestamp_seconds");
+    assert_eq!(metrics.value(&last), None, "{}", metrics.0);
 }

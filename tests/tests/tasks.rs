@@ -13,8 +13,11 @@ use cohort::state::spi::StateStore;
 use cohort::testing::{eventually, eventually_some};
 use cohort::{App, TaskOutcome};
 use cohort_tests::process::{AppProcess, free_port};
+use cohort_tests::scrape::{scrape, unix_seconds};
 use cohort_tests::servers::Servers;
+use cohort_tests::{ANY_LOOPBACK_PORT, Client, base_url};
 use serde::Deserialize;
+use serde_json::json;
 use tokio::sync::Mutex;
 
 /// Held by the test that runs: the time bounds hold for one deployment at a time.
@@ -358,4 +361,95 @@ async fn a_failed_start_up_task_stops_the_start_and_runs_again_at_the_next() {
         2,
         "run until it succeeded, then never again for this version"
     );
+}
+
+// What an instance shows of its tasks: the metrics and the dashboard.
+
+/// Runs of `chore` so far.
+static CHORES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+/// Holds `chore`'s third run until the test lets it finish.
+static CHORE_GATE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
+
+fn locked_shed() -> Error {
+    Error::unavailable("the shed is locked")
+}
+
+/// Succeeds, then fails, then runs until the test lets it finish.
+#[task(service = "chores", every = "1s")]
+async fn chore(_ctx: Ctx) -> Result<(), Error> {
+    match CHORES.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+        0 => Ok(()),
+        1 => Err(locked_shed()),
+        _ => {
+            let _ = CHORE_GATE.acquire().await;
+            Ok(())
+        }
+    }
+}
+
+fn unix_millis(at: SystemTime) -> u64 {
+    u64::try_from(
+        at.duration_since(UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis(),
+    )
+    .expect("in range")
+}
+
+#[tokio::test]
+async fn a_task_shows_its_runs_in_the_metrics_and_on_the_dashboard() {
+    let running = App::default()
+        .http_addr(ANY_LOOPBACK_PORT)
+        .configure(|c| {
+            c.services = Some(vec!["chores".to_owned()]);
+            c.dashboard = true;
+        })
+        .start()
+        .await
+        .expect("starts");
+    let status = eventually_some("the third run going", Duration::from_secs(10), async || {
+        running
+            .tasks()
+            .into_iter()
+            .find(|t| t.name == "chore" && t.running && t.runs == 2)
+    })
+    .await;
+    let last_run = status.last_run.expect("the second run's start");
+    let next_run = status.next_run.expect("the third run's tick");
+
+    let base = base_url(&running);
+    let metrics = scrape(&format!("{base}/metrics")).await;
+    let series = |metric: &str| format!("{metric}{{task=\"chores.chore\"}}");
+    let runs = |outcome: &str| {
+        format!("cohort_task_runs_total{{task=\"chores.chore\",outcome=\"{outcome}\"}}")
+    };
+    assert_eq!(metrics.of(&runs("ok")), 1.0);
+    assert_eq!(metrics.of(&runs("error")), 1.0);
+    assert_eq!(metrics.value(&runs("lease_lost")), None);
+    assert_eq!(
+        metrics.of(&series("cohort_task_duration_seconds_count")),
+        2.0
+    );
+    assert_eq!(metrics.of(&series("cohort_task_running")), 1.0);
+    let last = series("cohort_task_last_run_timestamp_seconds");
+    assert_eq!(metrics.of(&last), unix_seconds(last_run));
+    let next = series("cohort_task_next_run_timestamp_seconds");
+    assert_eq!(metrics.of(&next), unix_seconds(next_run));
+
+    let data = Client::new(base).get("/_cohort/data").await;
+    assert_eq!(data.status, 200, "{}", data.text);
+    let row = json!({
+        "task": "chores.chore",
+        "schedule": "every 1s",
+        "next_run": unix_millis(next_run),
+        "last_run": unix_millis(last_run),
+        "last_outcome": "error",
+        "last_error": locked_shed().to_string(),
+        "runs": 2,
+        "running": true,
+    });
+    assert_eq!(data.body["tasks"], json!([row]), "{}", data.text);
+
+    CHORE_GATE.add_permits(1);
+    running.shutdown().await.expect("shuts down");
 }

@@ -13,6 +13,9 @@ use super::recent::RecentCommand;
 use super::{Source, lock};
 use crate::broker::spi::{CommandStats, Counts, SubscriptionStats};
 use crate::error::Error;
+use crate::message::unix_millis;
+use crate::metrics::outcome_of_task;
+use crate::task::{TaskOutcome, TaskStatus, run_here};
 
 /// How long `/_cohort/data` waits for the instances' `$SRV.STATS` answers.
 pub(crate) const GATHER_WINDOW: Duration = Duration::from_millis(300);
@@ -30,6 +33,8 @@ pub(super) struct Data {
     instances: Vec<String>,
     commands: Vec<CommandRow>,
     subscriptions: Vec<SubscriptionRow>,
+    /// The tasks this instance runs, as it sees them: each tick runs on one instance only.
+    tasks: Vec<TaskRow>,
     recent: Vec<RecentCommand>,
     /// What the last version drift check found, one line each.
     drift: Vec<String>,
@@ -59,6 +64,45 @@ struct SubscriptionRow {
     error: Option<String>,
 }
 
+/// One task of a service this instance runs.
+#[derive(Debug, PartialEq, Serialize)]
+struct TaskRow {
+    /// `{service}.{name}`
+    task: String,
+    /// `every 1m`, `cron 0 3 * * *` or `on start`.
+    schedule: String,
+    /// The next tick this instance tries, in milliseconds since the Unix epoch.
+    next_run: Option<u64>,
+    /// When the last run on this instance started, in milliseconds since the Unix epoch.
+    last_run: Option<u64>,
+    /// `ok`, `error` or `lease_lost`, as the metrics label it.
+    last_outcome: Option<&'static str>,
+    /// The error of the last run, when it failed.
+    last_error: Option<String>,
+    /// The runs this instance made.
+    runs: u64,
+    running: bool,
+}
+
+impl From<TaskStatus> for TaskRow {
+    fn from(status: TaskStatus) -> TaskRow {
+        let last_error = match &status.last_outcome {
+            Some(TaskOutcome::Failed(error)) => Some(error.clone()),
+            _ => None,
+        };
+        TaskRow {
+            task: format!("{}.{}", status.service, status.name),
+            schedule: status.schedule.to_string(),
+            next_run: status.next_run.map(unix_millis),
+            last_run: status.last_run.map(unix_millis),
+            last_outcome: status.last_outcome.as_ref().map(outcome_of_task),
+            last_error,
+            runs: status.runs,
+            running: status.running,
+        }
+    }
+}
+
 /// The data, as of now.
 pub(super) async fn gather(source: &Source) -> Data {
     let runtime = &source.runtime;
@@ -76,6 +120,7 @@ pub(super) async fn gather(source: &Source) -> Data {
         instances: instances.into_iter().collect(),
         commands,
         subscriptions,
+        tasks: run_here(runtime).into_iter().map(TaskRow::from).collect(),
         recent: source.dashboard.recent.newest_first(),
         drift: runtime
             .drift
@@ -165,5 +210,31 @@ mod tests {
         let json = serde_json::to_value(&row).expect("JSON");
         assert_eq!(json["dead_letters"], 2);
         assert_eq!(json["pending"], 0);
+    }
+
+    #[test]
+    fn a_task_row_has_its_times_in_unix_millis_and_the_error_of_its_last_run() {
+        let at = |ms| std::time::SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+        let status = TaskStatus {
+            service: "audit",
+            name: "sweep",
+            schedule: crate::registry::TaskSchedule::Every { ms: 60_000 },
+            next_run: Some(at(120_000)),
+            last_run: Some(at(60_000)),
+            last_outcome: Some(TaskOutcome::Failed("the ledger is locked".to_owned())),
+            running: false,
+            runs: 3,
+        };
+        let row = TaskRow {
+            task: "audit.sweep".to_owned(),
+            schedule: "every 1m".to_owned(),
+            next_run: Some(120_000),
+            last_run: Some(60_000),
+            last_outcome: Some("error"),
+            last_error: Some("the ledger is locked".to_owned()),
+            runs: 3,
+            running: false,
+        };
+        assert_eq!(TaskRow::from(status), row);
     }
 }

@@ -37,6 +37,10 @@ pub(super) fn render(instance: &str, broker: &str) -> String {
 <table id="subscriptions"><thead><tr><th>Subscription</th><th>Event</th><th>Pending</th><th>In flight</th><th>Redelivered</th><th>Dead letters</th></tr></thead><tbody></tbody></table>
 </section>
 <section>
+<h2>Tasks as {instance} sees them</h2>
+<table id="tasks"><thead><tr><th>Task</th><th>Schedule</th><th>Next run</th><th>Last run</th><th>Last outcome</th><th>Runs here</th><th>Running now</th></tr></thead><tbody></tbody></table>
+</section>
+<section>
 <h2>Recent commands on {instance}</h2>
 <table id="recent"><thead><tr><th>Finished</th><th>Trace id</th><th>Command</th><th>Status</th><th>Duration</th></tr></thead><tbody></tbody></table>
 </section>
@@ -100,6 +104,11 @@ function fill(id, items, columns, render) {
 
 function ms(value) {
   return value === null ? "–" : value.toFixed(value < 10 ? 2 : 1) + " ms";
+}
+
+// A time in milliseconds since the Unix epoch, or a dash when there is none.
+function time(millis) {
+  return millis === null ? "–" : new Date(millis).toLocaleString();
 }
 
 function perSecond(value) {
@@ -169,6 +178,15 @@ function render(data, at) {
     }
     for (const count of [s.pending, s.in_flight, s.redelivered]) cell(row, count === undefined ? "–" : String(count), "n");
     cell(row, s.dead_letters === undefined ? "–" : String(s.dead_letters), s.dead_letters > 0 ? "n bad" : "n");
+  });
+  fill("tasks", data.tasks, 7, (row, t) => {
+    cell(row, t.task);
+    cell(row, t.schedule);
+    for (const at of [t.next_run, t.last_run]) cell(row, time(at));
+    const outcome = t.last_error ? t.last_outcome + ": " + t.last_error : t.last_outcome || "–";
+    cell(row, outcome, t.last_outcome && t.last_outcome !== "ok" ? "bad" : "");
+    cell(row, String(t.runs), "n");
+    cell(row, t.running ? "yes" : "no");
   });
   fill("recent", data.recent, 5, (row, r) => {
     cell(row, new Date(r.at).toLocaleTimeString());

@@ -10,7 +10,8 @@ mod scrape;
 mod store;
 
 use std::fmt::Write;
-use std::time::{Duration, Instant};
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant, SystemTime};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -26,6 +27,7 @@ pub(crate) use store::MeteredStore;
 use crate::drift::Finding;
 use crate::error::{Error, ErrorKind};
 use crate::message::Message;
+use crate::task::{TaskOutcome, TaskStatus};
 
 /// The upper bounds of every duration histogram, in seconds: OpenTelemetry's advice for HTTP
 /// server durations, below a millisecond finer, where most commands finish.
@@ -64,14 +66,14 @@ impl EncodeLabelValue for CommandName {
     }
 }
 
-/// A subscription as a label value: `{service}.{name}`.
+/// A subscription or a task as a label value: `{service}.{name}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct SubscriptionName {
+pub(crate) struct QualifiedName {
     pub(crate) service: &'static str,
     pub(crate) name: &'static str,
 }
 
-impl EncodeLabelValue for SubscriptionName {
+impl EncodeLabelValue for QualifiedName {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
         write!(encoder, "{}.{}", self.service, self.name)
     }
@@ -98,14 +100,28 @@ struct DriftLabels {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct SubscriptionLabels {
-    subscription: SubscriptionName,
+    subscription: QualifiedName,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct EventLabels {
-    subscription: SubscriptionName,
+    subscription: QualifiedName,
     outcome: &'static str,
 }
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TaskLabels {
+    task: QualifiedName,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TaskRunLabels {
+    task: QualifiedName,
+    outcome: &'static str,
+}
+
+/// A gauge of unix seconds.
+type Timestamps = Family<TaskLabels, Gauge<f64, AtomicU64>>;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct StoreLabels {
@@ -133,6 +149,11 @@ pub(crate) struct Metrics {
     broker_connected: Gauge,
     store_connected: Gauge,
     drift: Family<DriftLabels, Gauge>,
+    task_runs: Family<TaskRunLabels, Counter>,
+    task_durations: Durations<TaskLabels>,
+    task_last_run: Timestamps,
+    task_next_run: Timestamps,
+    task_running: Family<TaskLabels, Gauge>,
 }
 
 impl Metrics {
@@ -152,6 +173,11 @@ impl Metrics {
             broker_connected: Gauge::default(),
             store_connected: Gauge::default(),
             drift: Family::default(),
+            task_runs: Family::default(),
+            task_durations: durations(),
+            task_last_run: Family::default(),
+            task_next_run: Family::default(),
+            task_running: Family::default(),
         };
         metrics.registered(instance_id)
     }
@@ -219,6 +245,31 @@ impl Metrics {
              when no instance serves it (kind missing), as of the last drift check",
             self.drift.clone(),
         );
+        registry.register(
+            "cohort_task_runs",
+            "Runs of the task this instance made, by outcome",
+            self.task_runs.clone(),
+        );
+        registry.register(
+            "cohort_task_duration_seconds",
+            "Duration of the task's runs on this instance",
+            self.task_durations.clone(),
+        );
+        registry.register(
+            "cohort_task_last_run_timestamp_seconds",
+            "When the task's last finished run on this instance started, in Unix seconds",
+            self.task_last_run.clone(),
+        );
+        registry.register(
+            "cohort_task_next_run_timestamp_seconds",
+            "The next tick at which this instance tries to run the task, in Unix seconds",
+            self.task_next_run.clone(),
+        );
+        registry.register(
+            "cohort_task_running",
+            "1 while the task runs on this instance, else 0",
+            self.task_running.clone(),
+        );
         let build = Info::new(vec![
             ("version", env!("CARGO_PKG_VERSION").to_owned()),
             ("instance_id", instance_id.to_owned()),
@@ -257,7 +308,7 @@ impl Metrics {
     }
 
     /// The counts of `subscription`'s deliveries on this instance.
-    pub(crate) fn subscription(&self, subscription: SubscriptionName) -> SubscriptionCounters {
+    pub(crate) fn subscription(&self, subscription: QualifiedName) -> SubscriptionCounters {
         let labels = SubscriptionLabels { subscription };
         let processed = EventLabels {
             subscription,
@@ -281,6 +332,48 @@ impl Metrics {
                 kind: finding.kind(),
             };
             self.drift.get_or_create(&labels).inc();
+        }
+    }
+
+    /// Counts a run of `task` that ended with `outcome` after `took`.
+    pub(crate) fn task_ran(&self, task: QualifiedName, outcome: &TaskOutcome, took: Duration) {
+        let runs = TaskRunLabels {
+            task,
+            outcome: outcome_of_task(outcome),
+        };
+        self.task_runs.get_or_create(&runs).inc();
+        let labels = TaskLabels { task };
+        let seconds = took.as_secs_f64();
+        self.task_durations.get_or_create(&labels).observe(seconds);
+    }
+
+    /// Shows the times and state of `tasks`; a time not known yet stays absent.
+    pub(crate) fn show_tasks(&self, tasks: &[TaskStatus]) {
+        for status in tasks {
+            let labels = TaskLabels {
+                task: QualifiedName {
+                    service: status.service,
+                    name: status.name,
+                },
+            };
+            self.task_running
+                .get_or_create(&labels)
+                .set(i64::from(status.running));
+            // There from the first scrape, so that `rate()` has a beginning.
+            let ok = TaskRunLabels {
+                task: labels.task,
+                outcome: OK,
+            };
+            self.task_runs.get_or_create_owned(&ok);
+            self.task_durations.get_or_create_owned(&labels);
+            for (family, at) in [
+                (&self.task_last_run, status.last_run),
+                (&self.task_next_run, status.next_run),
+            ] {
+                if let Some(at) = at {
+                    family.get_or_create(&labels).set(unix_seconds(at));
+                }
+            }
         }
     }
 
@@ -316,6 +409,20 @@ pub(crate) fn outcome_of<T>(result: &Result<T, Error>) -> &'static str {
         Ok(_) => OK,
         Err(err) => err.kind().code(),
     }
+}
+
+/// The outcome label of a task's run: `ok`, `error` or `lease_lost`.
+pub(crate) fn outcome_of_task(outcome: &TaskOutcome) -> &'static str {
+    match outcome {
+        TaskOutcome::Succeeded => OK,
+        TaskOutcome::Failed(_) => "error",
+        TaskOutcome::LeaseLost => "lease_lost",
+    }
+}
+
+fn unix_seconds(at: SystemTime) -> f64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |since| since.as_secs_f64())
 }
 
 /// The durations of one HTTP route.
@@ -389,7 +496,7 @@ pub(crate) struct SubscriptionCounters {
     events: Family<EventLabels, Counter>,
     pub(crate) redelivered: Counter,
     pub(crate) dead_lettered: Counter,
-    subscription: SubscriptionName,
+    subscription: QualifiedName,
 }
 
 impl SubscriptionCounters {
@@ -467,6 +574,42 @@ mod tests {
             env!("CARGO_PKG_VERSION")
         );
         assert!(text.contains(&info), "{text}");
+    }
+
+    #[test]
+    fn a_task_shows_its_runs_by_outcome_and_only_the_times_it_knows() {
+        let metrics = metrics();
+        let task = QualifiedName {
+            service: "audit",
+            name: "sweep",
+        };
+        metrics.task_ran(task, &TaskOutcome::Succeeded, Duration::from_millis(3));
+        metrics.task_ran(task, &TaskOutcome::Failed("no".to_owned()), Duration::ZERO);
+        let status = TaskStatus {
+            service: "audit",
+            name: "sweep",
+            schedule: crate::registry::TaskSchedule::Every { ms: 60_000 },
+            next_run: Some(SystemTime::UNIX_EPOCH + Duration::from_millis(90_500)),
+            last_run: None,
+            last_outcome: None,
+            running: true,
+            runs: 2,
+        };
+        metrics.show_tasks(&[status]);
+        let text = metrics.encode();
+        for series in [
+            "cohort_task_runs_total{task=\"audit.sweep\",outcome=\"ok\"} 1",
+            "cohort_task_runs_total{task=\"audit.sweep\",outcome=\"error\"} 1",
+            "cohort_task_duration_seconds_count{task=\"audit.sweep\"} 2",
+            "cohort_task_next_run_timestamp_seconds{task=\"audit.sweep\"} 90.5",
+            "cohort_task_running{task=\"audit.sweep\"} 1",
+        ] {
+            assert!(text.contains(series), "{series} in\n{text}");
+        }
+        assert!(
+            !text.contains("cohort_task_last_run_timestamp_seconds{"),
+            "{text}"
+        );
     }
 
     #[test]

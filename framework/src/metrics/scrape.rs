@@ -1,4 +1,5 @@
-//! `GET /metrics`: the gauges read at scrape time (connections, pending events), then the text.
+//! `GET /metrics`: the gauges read at scrape time (connections, pending events, tasks), then the
+//! text.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use futures_util::future::join_all;
 use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 use tokio::time::timeout;
 
-use super::{Metrics, SubscriptionLabels, SubscriptionName};
+use super::{Metrics, QualifiedName, SubscriptionLabels};
 use crate::broker::spi::{SubscriptionSpec, SubscriptionStats};
 use crate::runtime::Runtime;
 
@@ -23,13 +24,13 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// subscriptions it runs, whose pending events the broker knows.
 pub(crate) struct Scraper {
     runtime: Arc<Runtime>,
-    subscriptions: Vec<(SubscriptionName, SubscriptionSpec)>,
+    subscriptions: Vec<(QualifiedName, SubscriptionSpec)>,
 }
 
 impl Scraper {
     pub(crate) fn new(
         runtime: Arc<Runtime>,
-        subscriptions: Vec<(SubscriptionName, SubscriptionSpec)>,
+        subscriptions: Vec<(QualifiedName, SubscriptionSpec)>,
     ) -> Scraper {
         Scraper {
             runtime,
@@ -45,8 +46,9 @@ impl Scraper {
         ([(header::CONTENT_TYPE, CONTENT_TYPE)], metrics.encode()).into_response()
     }
 
-    /// Reads the gauges that only the broker and the store know, all at once.
+    /// Reads the tasks' gauges, and those that only the broker and the store know, all at once.
     async fn refresh(&self, metrics: &Metrics) {
+        metrics.show_tasks(&crate::task::run_here(&self.runtime));
         let broker = &self.runtime.broker;
         let connected = broker.is_ready();
         metrics.broker_connected.set(i64::from(connected));

@@ -14,13 +14,14 @@ mod status;
 mod timing;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::context::Ctx;
 use crate::error::Error;
 use crate::message::{Metadata, new_traceparent, unix_millis};
+use crate::metrics::QualifiedName;
 use crate::registry::TaskDescriptor;
 use crate::runtime::Runtime;
 use lease::Lease;
@@ -161,9 +162,9 @@ async fn run_tick(
         lease.release().await;
         return Ok(());
     }
-    let outcome = run(runtime, task, &mut lease, tick).await;
+    let (started, outcome) = run(runtime, task, &mut lease, tick).await;
     lease.release().await;
-    runtime.tasks.update(task, |s| s.record(outcome));
+    record(runtime, task, started, outcome);
     Ok(())
 }
 
@@ -187,15 +188,52 @@ async fn claim_tick(runtime: &Runtime, key: &str, tick: u64) -> Result<bool, Err
         .is_some())
 }
 
+/// When a run started, by the wall clock (to show) and the monotonic one (to time it).
+struct Started {
+    at: SystemTime,
+    clock: Instant,
+}
+
+/// Marks `task` running from now.
+fn start(runtime: &Runtime, task: &TaskDescriptor) -> Started {
+    runtime.tasks.update(task, |s| s.running = true);
+    Started {
+        at: SystemTime::now(),
+        clock: Instant::now(),
+    }
+}
+
+/// Tells the task board and the metrics how a run of `task` ended.
+fn record(runtime: &Runtime, task: &TaskDescriptor, started: Started, outcome: TaskOutcome) {
+    if let Some(metrics) = &runtime.metrics {
+        let name = QualifiedName {
+            service: task.service,
+            name: task.name,
+        };
+        metrics.task_ran(name, &outcome, started.clock.elapsed());
+    }
+    runtime
+        .tasks
+        .update(task, |s| s.record((started.at, outcome)));
+}
+
+/// The tasks of the services this instance runs, as it sees them, sorted by name: what its
+/// metrics and dashboard show.
+pub(crate) fn run_here(runtime: &Runtime) -> Vec<TaskStatus> {
+    let mut tasks = runtime.tasks.snapshot();
+    tasks.retain(|t| runtime.config.runs_service(t.service));
+    tasks.sort_by_key(|t| (t.service, t.name));
+    tasks
+}
+
 /// Runs the function under `lease` and says how it went.
 async fn run(
     runtime: &Arc<Runtime>,
     task: &'static TaskDescriptor,
     lease: &mut Lease,
     tick: u64,
-) -> (SystemTime, TaskOutcome) {
-    let started = SystemTime::now();
-    runtime.tasks.update(task, |s| s.running = true);
+) -> (Started, TaskOutcome) {
+    let started = start(runtime, task);
     let token = lease.token;
     tracing::debug!(task = %name(task), tick, token, "running the task");
     let outcome = match lease.hold(run_fenced(runtime, task, token)).await {

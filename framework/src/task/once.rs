@@ -5,7 +5,7 @@
 //! it is restarted.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use super::lease::{Lease, LeaseLost};
 use super::{Keys, name, now_millis, run_fenced};
@@ -89,15 +89,14 @@ async fn run_holding(
         return Ok(());
     }
     tracing::info!(task = %name(task), version, token = lease.token, "running the start-up task");
-    let started = SystemTime::now();
-    runtime.tasks.update(task, |s| s.running = true);
+    let started = super::start(runtime, task);
     let result = lease.hold(run_fenced(runtime, task, lease.token)).await;
     let outcome = match &result {
         Ok(Ok(())) => super::TaskOutcome::Succeeded,
         Ok(Err(e)) => super::TaskOutcome::Failed(e.to_string()),
         Err(LeaseLost) => super::TaskOutcome::LeaseLost,
     };
-    runtime.tasks.update(task, |s| s.record((started, outcome)));
+    super::record(runtime, task, started, outcome);
     let failed = match result {
         Ok(Ok(())) => {
             let proof = crate::state::encode(&serde_json::json!({
