@@ -26,7 +26,7 @@ use crate::runtime::Runtime;
 use crate::settings::{AppSettings, Settings, SharedVars};
 use crate::setup::{
     check_not_empty, check_state_is_shared, connect_broker, connect_store, validate_instance_id,
-    validate_services,
+    validate_services, validate_subject_prefix,
 };
 use crate::state::spi::StateStore;
 
@@ -188,6 +188,7 @@ impl App {
         let config = self.config;
         check_not_empty(&config, &registry)?;
         validate_instance_id(&config.instance_id)?;
+        validate_subject_prefix(&config.subject_prefix)?;
         validate_services(&config, &registry)?;
         let subjects = Subjects::new(config.subject_prefix.clone());
         let broker = match self.broker {

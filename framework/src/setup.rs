@@ -28,15 +28,25 @@ pub(crate) fn check_not_empty(config: &Config, registry: &Registry) -> Result<()
 }
 
 pub(crate) fn validate_instance_id(id: &str) -> Result<(), Error> {
-    let valid = !id.is_empty()
-        && id
+    validate_name("COHORT_INSTANCE_ID", id)
+}
+
+/// The prefix is a NATS subject token and a Redis hash tag's first part, so `.`, `*`, `>`, `{`
+/// and `}` would change what subscribes to what and which keys share a slot.
+pub(crate) fn validate_subject_prefix(prefix: &str) -> Result<(), Error> {
+    validate_name("COHORT_SUBJECT_PREFIX", prefix)
+}
+
+fn validate_name(setting: &str, value: &str) -> Result<(), Error> {
+    let valid = !value.is_empty()
+        && value
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if valid {
         Ok(())
     } else {
         Err(Error::bad_request(format!(
-            "COHORT_INSTANCE_ID={id:?} is not valid: use letters, digits, `-` and `_`"
+            "{setting}={value:?} is not valid: use letters, digits, `-` and `_`"
         ))
         .with_code("invalid_config"))
     }
@@ -169,4 +179,19 @@ pub(crate) fn check_state_is_shared(
          COHORT_ALLOW_LOCAL_STATE=true if you really run a single instance.",
     )
     .with_code("local_state_with_distributed_broker"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prefix_is_one_subject_token_outside_any_hash_tag() {
+        assert!(validate_subject_prefix("shop-eu_1").is_ok());
+        for bad in ["", "a.b", "a*", ">", "{cohort}", "a b"] {
+            let err = validate_subject_prefix(bad).expect_err(bad);
+            assert_eq!(err.code(), "invalid_config");
+            assert!(err.message().contains("COHORT_SUBJECT_PREFIX"), "{bad}");
+        }
+    }
 }
