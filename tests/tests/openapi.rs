@@ -27,11 +27,19 @@ async fn the_document_types_parameters_and_sends_bodies_only_where_read() {
     assert_eq!(
         get_order["parameters"],
         json!([{"name": "id", "in": "path", "required": true, "schema":
-            {"type": "integer", "format": "uint64", "minimum": 0, "maximum": u64::MAX}}])
+            {"type": "integer", "format": "uint64", "minimum": 0, "maximum": u64::MAX}},
+            {"$ref": "#/components/parameters/IdempotencyKey"}])
     );
     let log_out = &doc["paths"]["/sessions"]["delete"];
     assert!(log_out.get("requestBody").is_none(), "{log_out}");
-    assert!(log_out.get("parameters").is_none(), "{log_out}");
+    assert_eq!(
+        log_out["parameters"],
+        json!([{"$ref": "#/components/parameters/IdempotencyKey"}])
+    );
+    assert_eq!(
+        doc["components"]["parameters"]["IdempotencyKey"]["schema"],
+        json!({"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"})
+    );
     assert!(
         log_out["responses"]["204"].get("content").is_none(),
         "{log_out}"

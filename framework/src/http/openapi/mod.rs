@@ -17,6 +17,9 @@ use schemas::Components;
 /// The security scheme of a guarded route: the session cookie.
 const COOKIE_AUTH: &str = "cookieAuth";
 
+/// The `components/parameters` entry of the `Idempotency-Key` header every route accepts.
+const IDEMPOTENCY_KEY: &str = "IdempotencyKey";
+
 /// The problem responses the framework itself gives, each a `components/responses` entry:
 /// (status, name, when).
 const PROBLEMS: &[(u16, &str, &str)] = &[
@@ -28,6 +31,11 @@ const PROBLEMS: &[(u16, &str, &str)] = &[
     (401, "Unauthorized", "not signed in"),
     (403, "Forbidden", "signed in without the right to this"),
     (408, "RequestTimeout", "the body did not arrive in time"),
+    (
+        409,
+        "IdempotencyKeyInUse",
+        "a request with the same `Idempotency-Key` is still running",
+    ),
     (413, "PayloadTooLarge", "the body is larger than the limit"),
     (
         422,
@@ -79,6 +87,7 @@ pub(super) fn openapi(commands: &[&'static CommandDescriptor], info: &ApiInfo) -
         "components": {
             "schemas": components.into_map(),
             "responses": responses,
+            "parameters": {IDEMPOTENCY_KEY: idempotency_key_parameter()},
             "securitySchemes": {
                 COOKIE_AUTH: {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE},
             },
@@ -117,9 +126,8 @@ fn operation(command: &CommandDescriptor, http: HttpRoute, components: &mut Comp
                 .map(|name| input.parameter(name, "query")),
         );
     }
-    if !parameters.is_empty() {
-        operation["parameters"] = parameters.into();
-    }
+    parameters.push(json!({"$ref": format!("#/components/parameters/{IDEMPOTENCY_KEY}")}));
+    operation["parameters"] = parameters.into();
     if command.guard.is_some() {
         operation["security"] = json!([{COOKIE_AUTH: []}]);
     }
@@ -257,6 +265,17 @@ fn responses(command: &CommandDescriptor, http: HttpRoute, output: Value) -> Val
     let other = "an error the command returns (`code` says which)";
     responses.insert("default".to_owned(), problem_response(other));
     responses.into()
+}
+
+/// The `Idempotency-Key` header as `http::request` accepts it: 1 to 255 visible ASCII characters.
+fn idempotency_key_parameter() -> Value {
+    json!({
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": false,
+        "description": "Retry safely: a repeat with the same key and body gets the first response.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
+    })
 }
 
 fn problem_response(description: &str) -> Value {

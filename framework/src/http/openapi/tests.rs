@@ -95,6 +95,7 @@ fn get_takes_scalar_fields_from_the_query_and_no_body() {
         .as_array()
         .into_iter()
         .flatten()
+        .filter(|p| p.get("$ref").is_none())
         .map(|p| {
             (
                 p["name"].as_str(),
@@ -203,4 +204,23 @@ fn the_info_names_the_package_of_the_routes_unless_the_app_does() {
     let read = &doc["paths"]["/lines/{sku}"]["get"];
     assert_eq!(read["summary"], "Does it.");
     assert_eq!(read["description"], "At length.");
+}
+
+#[test]
+fn every_route_takes_the_idempotency_key_header_and_may_answer_409() {
+    let doc = document();
+    let header = &doc["components"]["parameters"]["IdempotencyKey"];
+    assert_eq!(header["name"], "Idempotency-Key");
+    assert_eq!(header["in"], "header");
+    assert_eq!(header["required"], false);
+    assert_eq!(header["schema"]["maxLength"], 255);
+    for operation in ["get", "put"].map(|m| &doc["paths"]["/lines/{sku}"][m]) {
+        let parameters = operation["parameters"].as_array().expect("parameters");
+        let reference = json!({"$ref": "#/components/parameters/IdempotencyKey"});
+        assert!(parameters.contains(&reference), "{operation}");
+        assert_eq!(
+            operation["responses"]["409"]["$ref"],
+            "#/components/responses/IdempotencyKeyInUse"
+        );
+    }
 }
