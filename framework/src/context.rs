@@ -6,6 +6,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use tracing::field::Empty;
+use tracing::{Instrument, Span};
 
 use crate::contract::{Command, Event};
 use crate::error::Error;
@@ -14,6 +16,7 @@ use crate::message::{self, Message, Metadata};
 use crate::runtime::{Runtime, Target, reply_result};
 use crate::session::{Session, SessionCell};
 use crate::settings::Settings;
+use crate::spans::{self, Scope, cohort_span};
 use crate::state::State;
 
 /// The context of one command or event delivery. Cheap to clone.
@@ -132,12 +135,20 @@ impl Ctx {
     /// Inside a unit of work, emit with [`Tx::emit`](crate::Tx::emit) instead, so that the event goes out exactly
     /// when the unit commits.
     pub async fn emit<E: Event>(&self, event: &E) -> Result<(), Error> {
-        let (subject, message) = self.event_message(event)?;
-        self.inner.runtime.broker.publish(&subject, message).await
+        let (subject, message, producer) = self.event_message(event)?;
+        let publish = self.inner.runtime.broker.publish(&subject, message);
+        match producer {
+            Some(span) => publish.instrument(span).await,
+            None => publish.await,
+        }
     }
 
-    /// The subject and message of `event`, emitted as this handler's service.
-    pub(crate) fn event_message<E: Event>(&self, event: &E) -> Result<(String, Message), Error> {
+    /// The subject and message of `event`, emitted as this handler's service, and the event's
+    /// producer span when spans are read in detail: its deliveries are that span's children.
+    pub(crate) fn event_message<E: Event>(
+        &self,
+        event: &E,
+    ) -> Result<(String, Message, Option<Span>), Error> {
         let payload = serde_json::to_vec(event)
             .map_err(|e| Error::internal(format!("cannot encode event `{}`: {e}", E::NAME)))?;
         let mut meta = self.outgoing_meta();
@@ -148,11 +159,39 @@ impl Ctx {
             .runtime
             .subjects
             .event(self.inner.service, E::NAME);
+        let producer = spans::detailed().then(|| {
+            let (span, traceparent) = self.producer_span(E::NAME, meta.traceparent.as_deref());
+            meta.traceparent = Some(traceparent);
+            span
+        });
         let message = Message {
             meta,
             payload: Bytes::from(payload),
         };
-        Ok((subject, message))
+        Ok((subject, message, producer))
+    }
+
+    /// The producer span of an event named `event` emitted under `parent`, and its traceparent.
+    fn producer_span(&self, event: &'static str, parent: Option<&str>) -> (Span, String) {
+        let (scope, traceparent) = spans::open(
+            parent,
+            |trace_id| {
+                cohort_span!(
+                    "emit",
+                    trace_id,
+                    otel.name = Empty,
+                    otel.kind = "producer",
+                    cohort.event = event,
+                    cohort.instance = self.instance_id(),
+                )
+            },
+            || format!("emit {}.{event}", self.inner.service),
+        );
+        let span = match scope {
+            Scope::Span(span) => span,
+            Scope::Trace(_) => Span::none(),
+        };
+        (span, traceparent)
     }
 
     /// The full key of the marker of the next unit of work this work starts, if its units apply

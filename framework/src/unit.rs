@@ -157,7 +157,8 @@ impl Tx {
 
     /// Emits `event` when the unit commits, as this handler's service.
     pub fn emit<E: Event>(&self, event: &E) -> Result<(), Error> {
-        let (subject, message) = self.ctx.event_message(event)?;
+        // The producer span closes here: the event leaves with the unit's commit.
+        let (subject, message, _producer) = self.ctx.event_message(event)?;
         self.pending().events.push(OutboxEvent { subject, message });
         Ok(())
     }

@@ -24,7 +24,7 @@ pub struct ReceivedSpan {
     /// Empty for a root span.
     pub parent_span_id: String,
     pub name: String,
-    /// OTLP's `SpanKind`: 2 server, 3 client, 5 consumer.
+    /// OTLP's `SpanKind`: 2 server, 3 client, 4 producer, 5 consumer.
     pub kind: i32,
     pub attributes: BTreeMap<String, String>,
     /// The attributes of the resource that exported it (`service.name`, `service.instance.id`).

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 /// OTLP's span kinds.
 const SERVER: i32 = 2;
 const CLIENT: i32 = 3;
+const PRODUCER: i32 = 4;
 const CONSUMER: i32 = 5;
 
 /// The environment of a process of `servers` with `extra` settings, which replace the defaults.
@@ -66,6 +67,7 @@ async fn one_request_across_two_instances_is_one_exported_trace() {
         "POST /orders",
         "call orders.place_order",
         "orders.place_order",
+        "emit orders.order_placed",
         "audit.count_order",
         "audit.hear_order",
     ];
@@ -95,12 +97,18 @@ async fn one_request_across_two_instances_is_one_exported_trace() {
         span("call orders.place_order"),
         span("orders.place_order"),
     );
-    // The links: caller -> HTTP server span -> its call -> the command's run -> each delivery.
+    // The links: caller -> HTTP server span -> its call -> the command's run -> the event it
+    // emits -> each delivery.
     assert_eq!(http.parent_span_id, caller_span);
     assert_eq!(call.parent_span_id, http.span_id);
     assert_eq!(command.parent_span_id, call.span_id);
+    let emit = span("emit orders.order_placed");
+    assert_eq!(emit.parent_span_id, command.span_id);
+    assert_eq!(emit.kind, PRODUCER);
+    assert_eq!(emit.attributes["cohort.instance"], "tb");
+    assert_eq!(emit.attributes["cohort.event"], "order_placed");
     for delivery in ["audit.count_order", "audit.hear_order"] {
-        assert_eq!(span(delivery).parent_span_id, command.span_id, "{delivery}");
+        assert_eq!(span(delivery).parent_span_id, emit.span_id, "{delivery}");
         assert_eq!(span(delivery).kind, CONSUMER, "{delivery}");
     }
     assert_eq!(
