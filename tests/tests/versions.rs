@@ -1,6 +1,6 @@
 //! Versions side by side, and version drift: two builds serving `pricing.v1.quote` through a
 //! rolling deploy that moves `POST /quote` to `pricing.v2.quote`, and an instance that finds
-//! another schema and a command nobody serves in its cluster.
+//! another schema of a command or an event, and a command nobody serves, in its cluster.
 
 #[path = "../src/bin/quote-v1/quote.rs"]
 mod quote;
@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use cohort::prelude::*;
 use cohort::testing::{eventually, eventually_some};
 use cohort::{App, Config, Running};
@@ -17,6 +18,7 @@ use cohort_tests::logs::CapturedLogs;
 use cohort_tests::process::AppProcess;
 use cohort_tests::servers::Servers;
 use cohort_tests::{ANY_LOOPBACK_PORT, Client, config_from};
+use futures_util::StreamExt;
 use quote::{PriceV1, QuoteV1, price_v1};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -62,6 +64,35 @@ async fn charge(ctx: Ctx, input: QuoteV1) -> Result<PriceV1, Error> {
     Ok(price_v1(&ctx, &input))
 }
 
+/// A price that changed: its schema is compared (`JsonSchema`).
+#[derive(Debug, Serialize, Deserialize, JsonSchema, Event)]
+struct PriceChanged {
+    sku: String,
+    cents: u64,
+}
+
+#[subscription(service = "pricing")]
+async fn track_price(_ctx: Ctx, _event: PriceChanged) -> Result<(), Error> {
+    Ok(())
+}
+
+/// A quote that was given, which no subscription of this build consumes.
+#[derive(Debug, Serialize, Deserialize, JsonSchema, Event)]
+struct QuoteGiven {
+    cents: u64,
+}
+
+/// A price someone looked at: no `JsonSchema`, so its schema is not compared.
+#[derive(Debug, Serialize, Deserialize, Event)]
+struct PriceSeen {
+    sku: String,
+}
+
+#[subscription(service = "pricing")]
+async fn note_price(_ctx: Ctx, _event: PriceSeen) -> Result<(), Error> {
+    Ok(())
+}
+
 /// How long an instance may take to find what it is looking for.
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -94,7 +125,8 @@ async fn drift_checked(logs: &CapturedLogs, id: &str) {
         PATIENCE,
         async || {
             logs.text().lines().any(|l| {
-                l.contains("compared the commands with the cluster's") && l.contains(&compared)
+                l.contains("compared the commands and events with the cluster's")
+                    && l.contains(&compared)
             })
         },
     )
@@ -182,6 +214,145 @@ async fn another_schema_and_a_command_nobody_serves_are_reported_not_fatal() {
     assert_eq!(
         warned.iter().filter(|l| l.contains(missing)).count(),
         1,
+        "{warned:#?}"
+    );
+    running.shutdown().await.expect("shuts down");
+}
+
+/// The `$SRV.INFO` answer of the service `service` of instance `id`, as `nats micro info` shows it.
+async fn micro_info(nats: &async_nats::Client, service: &str, id: &str) -> serde_json::Value {
+    let what = format!("instance {id} answers $SRV.INFO.{service}");
+    eventually_some(&what, PATIENCE, async || {
+        let inbox = nats.new_inbox();
+        let mut answers = nats.subscribe(inbox.clone()).await.ok()?;
+        let asked = format!("$SRV.INFO.{service}");
+        nats.publish_with_reply(asked, inbox, Bytes::new())
+            .await
+            .ok()?;
+        let window = Duration::from_millis(500);
+        while let Ok(Some(answer)) = tokio::time::timeout(window, answers.next()).await {
+            let info: serde_json::Value = serde_json::from_slice(&answer.payload).ok()?;
+            if info["metadata"]["cohort.instance"] == id {
+                return Some(info);
+            }
+        }
+        None
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_event_with_another_schema_where_one_side_consumes_it_is_reported() {
+    let (logs, _guard) = CapturedLogs::start();
+    let servers = Servers::start().await;
+    // An old build, announced like Cohort does: it emits `price_changed` with another schema,
+    // consumes `quote_given` with another, and `price_seen`, whose schema this build does not know.
+    let old_events = json!([
+        {"subject": "cohort.evt.*.price_changed", "schema": "0123456789abcdef"},
+        {"subject": "cohort.evt.*.quote_given", "schema": "fedcba9876543210",
+         "subscriptions": ["billing.invoice"]},
+        {"subject": "cohort.evt.*.price_seen", "schema": "00000000ffffffff",
+         "subscriptions": ["audit.log"]},
+    ]);
+    let nats = async_nats::connect(servers.nats.url()).await.expect("NATS");
+    let _old = async_nats::service::ServiceExt::service_builder(&nats)
+        .metadata(HashMap::from([
+            ("cohort.instance".into(), "old".into()),
+            ("cohort.events".into(), old_events.to_string()),
+        ]))
+        .start("CohortEvents", "1.0.0")
+        .await
+        .expect("the micro service starts");
+
+    // Every service of the binary, so that no command is missing.
+    let running = start_new_build(&servers, "new", |c| c.dashboard = true).await;
+    drift_checked(&logs, "new").await;
+
+    let info = micro_info(&nats, "CohortEvents", "new").await;
+    let announced: Vec<serde_json::Value> = info["metadata"]["cohort.events"]
+        .as_str()
+        .and_then(|json| serde_json::from_str(json).ok())
+        .unwrap_or_else(|| panic!("cohort.events in {info}"));
+    let entry = |event: &str| {
+        let subject = format!("cohort.evt.*.{event}");
+        let mut of_event = announced.iter().filter(|e| e["subject"] == subject);
+        let entry = of_event.next().cloned();
+        assert_eq!(of_event.next(), None, "{event} once in {announced:?}");
+        entry
+    };
+    assert_eq!(
+        entry("price_seen"),
+        None,
+        "an event without a schema is not announced"
+    );
+    let hash_of = |event: &str| {
+        let entry = entry(event).unwrap_or_else(|| panic!("{event} in {announced:?}"));
+        let hash = entry["schema"].as_str().unwrap_or_default().to_owned();
+        assert!(
+            hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{entry}"
+        );
+        (entry, hash)
+    };
+    let ((changed_entry, changed), (given_entry, given)) =
+        (hash_of("price_changed"), hash_of("quote_given"));
+    assert_eq!(
+        changed_entry["subscriptions"],
+        json!(["pricing.track_price"])
+    );
+    assert_eq!(
+        given_entry["subscriptions"],
+        json!([]),
+        "a type nothing here consumes"
+    );
+
+    let client = http(&running);
+    let ready = client.get("/readyz").await;
+    assert_eq!(ready.status, 200, "drift is a warning: {}", ready.text);
+    let consumed_here = format!(
+        "schema drift: event `price_changed` has schema 0123456789abcdef on instance `old` \
+         (producer) but {changed} on instance `new` (subscription `pricing.track_price`)"
+    );
+    let consumed_there = format!(
+        "schema drift: event `quote_given` has schema fedcba9876543210 on instance `old` \
+         (subscription `billing.invoice`) but {given} on instance `new` (producer)"
+    );
+    assert_eq!(
+        ready.body,
+        json!({"status": "ok", "warnings": [&consumed_here, &consumed_there]}),
+        "{}",
+        ready.text
+    );
+    let dashboard = client.get("/_cohort/data").await;
+    assert_eq!(dashboard.body["drift"], ready.body["warnings"]);
+
+    let metrics = client.get("/metrics").await.text;
+    let mut series: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("cohort_schema_drift{"))
+        .collect();
+    series.sort_unstable();
+    assert_eq!(
+        series,
+        [
+            r#"cohort_schema_drift{event="price_changed",kind="event"} 1"#,
+            r#"cohort_schema_drift{event="quote_given",kind="event"} 1"#,
+        ]
+    );
+
+    let log = logs.text();
+    let warned: Vec<&str> = log.lines().filter(|l| l.contains(" WARN ")).collect();
+    for finding in [&consumed_here, &consumed_there] {
+        let times = warned
+            .iter()
+            .filter(|l| l.contains(finding.as_str()))
+            .count();
+        assert_eq!(times, 1, "{finding} in {warned:#?}");
+    }
+    assert!(
+        warned
+            .iter()
+            .any(|l| l.contains(r#"event="price_changed" kind="event""#)),
         "{warned:#?}"
     );
     running.shutdown().await.expect("shuts down");
