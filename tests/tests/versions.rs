@@ -10,15 +10,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use cohort::prelude::*;
 use cohort::testing::{eventually, eventually_some};
 use cohort::{App, Config, Running};
+use cohort_tests::drift::{announced_events, drift_checked};
 use cohort_tests::logs::CapturedLogs;
 use cohort_tests::process::AppProcess;
 use cohort_tests::servers::Servers;
 use cohort_tests::{ANY_LOOPBACK_PORT, Client, config_from};
-use futures_util::StreamExt;
 use quote::{PriceV1, QuoteV1, price_v1};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -117,22 +116,6 @@ fn http(running: &Running) -> Client {
     Client::new(format!("http://{addr}"))
 }
 
-/// Waits until the drift check of the in-process instance `id` has compared its table.
-async fn drift_checked(logs: &CapturedLogs, id: &str) {
-    let compared = format!("instance={id} ");
-    eventually(
-        &format!("{id} compares its commands"),
-        PATIENCE,
-        async || {
-            logs.text().lines().any(|l| {
-                l.contains("compared the commands and events with the cluster's")
-                    && l.contains(&compared)
-            })
-        },
-    )
-    .await;
-}
-
 #[tokio::test]
 async fn another_schema_and_a_command_nobody_serves_are_reported_not_fatal() {
     let (logs, _guard) = CapturedLogs::start();
@@ -219,28 +202,6 @@ async fn another_schema_and_a_command_nobody_serves_are_reported_not_fatal() {
     running.shutdown().await.expect("shuts down");
 }
 
-/// The `$SRV.INFO` answer of the service `service` of instance `id`, as `nats micro info` shows it.
-async fn micro_info(nats: &async_nats::Client, service: &str, id: &str) -> serde_json::Value {
-    let what = format!("instance {id} answers $SRV.INFO.{service}");
-    eventually_some(&what, PATIENCE, async || {
-        let inbox = nats.new_inbox();
-        let mut answers = nats.subscribe(inbox.clone()).await.ok()?;
-        let asked = format!("$SRV.INFO.{service}");
-        nats.publish_with_reply(asked, inbox, Bytes::new())
-            .await
-            .ok()?;
-        let window = Duration::from_millis(500);
-        while let Ok(Some(answer)) = tokio::time::timeout(window, answers.next()).await {
-            let info: serde_json::Value = serde_json::from_slice(&answer.payload).ok()?;
-            if info["metadata"]["cohort.instance"] == id {
-                return Some(info);
-            }
-        }
-        None
-    })
-    .await
-}
-
 #[tokio::test]
 async fn an_event_with_another_schema_where_one_side_consumes_it_is_reported() {
     let (logs, _guard) = CapturedLogs::start();
@@ -268,11 +229,7 @@ async fn an_event_with_another_schema_where_one_side_consumes_it_is_reported() {
     let running = start_new_build(&servers, "new", |c| c.dashboard = true).await;
     drift_checked(&logs, "new").await;
 
-    let info = micro_info(&nats, "CohortEvents", "new").await;
-    let announced: Vec<serde_json::Value> = info["metadata"]["cohort.events"]
-        .as_str()
-        .and_then(|json| serde_json::from_str(json).ok())
-        .unwrap_or_else(|| panic!("cohort.events in {info}"));
+    let announced = announced_events(&nats, "new").await;
     let entry = |event: &str| {
         let subject = format!("cohort.evt.*.{event}");
         let mut of_event = announced.iter().filter(|e| e["subject"] == subject);
