@@ -51,8 +51,9 @@ pub struct OrderId {
     pub id: u64,
 }
 
-/// Published when an order has been placed.
-#[derive(Debug, Clone, Deserialize, Serialize, Event)]
+/// Published when an order has been placed. `JsonSchema` gives it a schema hash, which the
+/// instances compare to find a build that changed it.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, Event)]
 #[event(name = "order_placed")]
 pub struct OrderPlaced {
     pub id: u64,

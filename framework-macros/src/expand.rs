@@ -69,7 +69,7 @@ pub fn event(input: TokenStream) -> TokenStream {
     };
     let expanded = Event::from_syn(&input).and_then(|event| {
         let name = event.validate()?;
-        Ok(event_impl(&input.ident, &name))
+        Ok(event_tokens(&input.ident, &name))
     });
     expanded.unwrap_or_else(|error| fallback::derive(error, salvaged_event_impl(&input)))
 }
@@ -114,6 +114,31 @@ fn event_impl(ident: &Ident, name: &str) -> TokenStream {
     quote! {
         impl ::cohort::Event for #ident {
             const NAME: &'static str = #name;
+        }
+    }
+}
+
+/// The `Event` impl with the type's schema when it implements `JsonSchema` (found by autoref
+/// specialization on the concrete type), and the type registered for the drift check.
+fn event_tokens(ident: &Ident, name: &str) -> TokenStream {
+    // Written twice rather than naming `<T as Event>::schema`, which would repeat every error of
+    // an impl that does not hold (a type that is not `Serialize`).
+    let schema = quote! {{
+        use ::cohort::__private::{WithSchema as _, WithoutSchema as _};
+        (&::cohort::__private::SchemaProbe::<#ident>::NEW).event_schema()
+    }};
+    quote! {
+        impl ::cohort::Event for #ident {
+            const NAME: &'static str = #name;
+
+            fn schema() -> ::core::option::Option<::cohort::__private::schemars::Schema> #schema
+        }
+
+        ::cohort::__private::inventory::submit! {
+            ::cohort::__private::EventDescriptor {
+                name: #name,
+                schema: || #schema,
+            }
         }
     }
 }
@@ -293,6 +318,7 @@ fn subscription_tokens(handler: &Handler, spec: &SubscriptionSpec) -> TokenStrea
     } = spec;
     let start = start_tokens(*start);
     let event_name = quote_spanned!(event_span=> <#event as ::cohort::Event>::NAME);
+    let event_schema = quote_spanned!(event_span=> <#event as ::cohort::Event>::schema);
     let location = location(ident);
 
     quote! {
@@ -305,6 +331,7 @@ fn subscription_tokens(handler: &Handler, spec: &SubscriptionSpec) -> TokenStrea
                     service: #service,
                     name: #name,
                     event: #event_name,
+                    event_schema: #event_schema,
                     every_instance: #every_instance,
                     start: #start,
                     handler: #run,

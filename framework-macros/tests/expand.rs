@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use cohort::__private::{CommandDescriptor, StartPosition, SubscriptionDescriptor, inventory};
+use cohort::__private::{
+    CommandDescriptor, EventDescriptor, StartPosition, SubscriptionDescriptor, inventory,
+};
 use cohort::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -68,6 +70,17 @@ pub struct HTTPRequest {}
 
 #[derive(Serialize, Deserialize, Event)]
 pub struct HTTPRequestSeen {}
+
+/// Stock ran low.
+#[derive(Serialize, Deserialize, JsonSchema, Event)]
+pub struct StockLow {
+    pub sku: String,
+}
+
+#[subscription(service = "stock")]
+async fn reorder(_ctx: Ctx, _event: StockLow) -> Result<(), Error> {
+    Ok(())
+}
 
 #[subscription(service = "audit", every_instance)]
 async fn record_order(_ctx: Ctx, event: OrderPlaced) -> Result<(), Error> {
@@ -209,6 +222,31 @@ fn subscriptions_register_their_event() {
     assert!(line_at(record.location).contains("async fn record_order"));
     let log = subscription("log-request");
     assert_eq!((log.event, log.every_instance), ("request_seen", false));
+}
+
+fn event(name: &str) -> &'static EventDescriptor {
+    inventory::iter::<EventDescriptor>
+        .into_iter()
+        .find(|event| event.name == name)
+        .unwrap_or_else(|| panic!("no event `{name}` is registered"))
+}
+
+#[test]
+fn an_event_has_a_schema_when_its_type_implements_json_schema() {
+    let schema = <StockLow as cohort::Event>::schema().expect("StockLow derives JsonSchema");
+    assert_eq!(schema.get("title"), Some(&"StockLow".into()));
+    assert!(
+        schema
+            .get("properties")
+            .and_then(|p| p.get("sku"))
+            .is_some()
+    );
+    assert_eq!((event("stock_low").schema)(), Some(schema.clone()));
+    assert_eq!((subscription("reorder").event_schema)(), Some(schema));
+
+    assert_eq!(<OrderPlaced as cohort::Event>::schema(), None);
+    assert_eq!((event("order_placed").schema)(), None);
+    assert_eq!((subscription("record_order").event_schema)(), None);
 }
 
 #[test]

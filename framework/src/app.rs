@@ -239,9 +239,15 @@ impl App {
             work.stop.clone(),
         ));
         crate::task::spawn_periodic(&runtime, &registry.tasks, &work.tasks, &work.stop);
+        let events = crate::drift::event_table(&runtime, &registry);
+        runtime
+            .broker
+            .announce_events(events.clone(), &work)
+            .await?;
         work.tasks.spawn(crate::drift::watch(
             runtime.clone(),
             registry.commands.clone(),
+            events,
             work.stop.clone(),
         ));
         let mut router =

@@ -1,6 +1,9 @@
 //! What `#[command]` and `#[derive(Event)]` implement on a user's types, so that calls and events
 //! are checked at compile time.
 
+use std::marker::PhantomData;
+
+use schemars::JsonSchema;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -39,4 +42,46 @@ pub trait Command: 'static {
 pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The name in event subjects: `{prefix}.evt.{service}.{NAME}`.
     const NAME: &'static str;
+
+    /// The JSON schema of the event, whose hash instances compare to find version drift; `None`
+    /// leaves the event out of the comparison. `#[derive(Event)]` gives the schema of a type
+    /// that also implements `schemars::JsonSchema`, and `None` for any other.
+    fn schema() -> Option<schemars::Schema> {
+        None
+    }
+}
+
+/// How `#[derive(Event)]` finds an event's schema without requiring `JsonSchema`: it calls
+/// `(&SchemaProbe::<T>::NEW).event_schema()` for its concrete type with both traits below in
+/// scope. Method lookup tries the receiver `&SchemaProbe<T>` before `&&SchemaProbe<T>`, so
+/// [`WithSchema`] answers when `T: JsonSchema` and [`WithoutSchema`] otherwise.
+pub struct SchemaProbe<T>(PhantomData<T>);
+
+impl<T> SchemaProbe<T> {
+    /// The probe of `T`.
+    pub const NEW: SchemaProbe<T> = SchemaProbe(PhantomData);
+}
+
+/// An event type that implements `JsonSchema`: its schema.
+pub trait WithSchema {
+    /// The root schema of the type.
+    fn event_schema(&self) -> Option<schemars::Schema>;
+}
+
+impl<T: JsonSchema> WithSchema for SchemaProbe<T> {
+    fn event_schema(&self) -> Option<schemars::Schema> {
+        Some(crate::__private::schema_for::<T>())
+    }
+}
+
+/// Any other event type: no schema.
+pub trait WithoutSchema {
+    /// `None`.
+    fn event_schema(&self) -> Option<schemars::Schema>;
+}
+
+impl<T> WithoutSchema for &SchemaProbe<T> {
+    fn event_schema(&self) -> Option<schemars::Schema> {
+        None
+    }
 }

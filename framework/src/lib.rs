@@ -132,13 +132,14 @@ pub mod __private {
     pub use serde;
 
     pub use crate::broker::spi::StartPosition;
+    pub use crate::contract::{SchemaProbe, WithSchema, WithoutSchema};
     pub use crate::input::{
         Decode, Describe, Encode, IntoError, decode_input, encode_output, into_event_result,
         no_input,
     };
     pub use crate::registry::{
-        CommandDescriptor, GuardFn, HttpRoute, Location, Package, SubscriptionDescriptor,
-        TaskDescriptor, TaskSchedule,
+        CommandDescriptor, EventDescriptor, GuardFn, HttpRoute, Location, Package,
+        SubscriptionDescriptor, TaskDescriptor, TaskSchedule,
     };
     pub use crate::settings::Registration as SettingsRegistration;
 

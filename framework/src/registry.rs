@@ -120,6 +120,8 @@ pub struct SubscriptionDescriptor {
     pub name: &'static str,
     /// The name of the event type it consumes ([`Event::NAME`](crate::Event::NAME)).
     pub event: &'static str,
+    /// The JSON schema of that type ([`Event::schema`](crate::Event::schema)).
+    pub event_schema: fn() -> Option<schemars::Schema>,
     /// Every instance gets every event, instead of one instance each event.
     pub every_instance: bool,
     /// Where an every-instance subscription starts at each start of its instance.
@@ -138,6 +140,15 @@ impl SubscriptionDescriptor {
             name: self.name,
         }
     }
+}
+
+/// An event type, as `#[derive(Event)]` registers it: every type the binary can emit or consume.
+#[derive(Debug)]
+pub struct EventDescriptor {
+    /// Its name ([`Event::NAME`](crate::Event::NAME)).
+    pub name: &'static str,
+    /// Its JSON schema ([`Event::schema`](crate::Event::schema)).
+    pub schema: fn() -> Option<schemars::Schema>,
 }
 
 /// When a task runs, as `#[task]` wrote it (checked at compile time).
@@ -193,6 +204,7 @@ pub struct TaskDescriptor {
 
 inventory::collect!(CommandDescriptor);
 inventory::collect!(SubscriptionDescriptor);
+inventory::collect!(EventDescriptor);
 inventory::collect!(TaskDescriptor);
 
 /// The validated dispatch table of the binary.
@@ -200,6 +212,7 @@ inventory::collect!(TaskDescriptor);
 pub(crate) struct Registry {
     pub(crate) commands: Vec<&'static CommandDescriptor>,
     pub(crate) subscriptions: Vec<&'static SubscriptionDescriptor>,
+    pub(crate) events: Vec<&'static EventDescriptor>,
     pub(crate) tasks: Vec<&'static TaskDescriptor>,
 }
 
@@ -211,6 +224,7 @@ impl Registry {
             subscriptions: inventory::iter::<SubscriptionDescriptor>
                 .into_iter()
                 .collect(),
+            events: inventory::iter::<EventDescriptor>.into_iter().collect(),
             tasks: inventory::iter::<TaskDescriptor>.into_iter().collect(),
         };
         registry.validate()?;
@@ -390,6 +404,7 @@ mod tests {
         Registry {
             commands: leaked,
             subscriptions: vec![],
+            events: vec![],
             tasks: vec![],
         }
         .validate()

@@ -5,6 +5,7 @@
 pub mod books;
 pub mod browser;
 pub mod certs;
+pub mod drift;
 pub mod faults;
 mod in_process;
 pub mod jetstream;

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use cohort::testing::{Cluster, eventually};
 use cohort::{App, Config};
+use cohort_tests::drift::{announced_events, drift_checked};
+use cohort_tests::logs::CapturedLogs;
 use cohort_tests::{Client, wait_for_audit};
 use futures_util::future::join_all;
 use serde_json::{Value, json};
@@ -122,6 +124,31 @@ async fn concurrent_orders_never_oversell() {
     assert_eq!(ids.len(), 100, "every order has its own id");
     let stock = clients[1].get("/stock/widget").await;
     assert_eq!(stock.body["qty"], 0, "{}", stock.text);
+}
+
+#[tokio::test]
+async fn the_instances_announce_the_order_event_and_agree_on_its_schema() {
+    let (logs, _guard) = CapturedLogs::start();
+    let cluster = cluster(2).await;
+    drift_checked(&logs, "i1").await;
+    let nats = async_nats::connect(cluster.nats.url()).await.expect("NATS");
+    let (first, second) = (
+        announced_events(&nats, "i0").await,
+        announced_events(&nats, "i1").await,
+    );
+    assert_eq!(first, second, "one build, one table");
+    let placed = first
+        .iter()
+        .find(|e| e["subject"] == "cohort.evt.*.order_placed")
+        .unwrap_or_else(|| panic!("order_placed in {first:?}"));
+    let mut consumers: Vec<&str> = placed["subscriptions"]
+        .as_array()
+        .map(|s| s.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    consumers.sort_unstable();
+    assert_eq!(consumers, ["audit.count_order", "audit.hear_order"]);
+    let ready = Client::new(cluster.http(1)).get("/readyz").await;
+    assert_eq!(ready.text, r#"{"status":"ok"}"#, "no drift between the two");
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 //! Versions side by side, and version drift: two builds serving `pricing.v1.quote` through a
 //! rolling deploy that moves `POST /quote` to `pricing.v2.quote`, and an instance that finds
-//! another schema and a command nobody serves in its cluster.
+//! another schema of a command or an event, and a command nobody serves, in its cluster.
 
 #[path = "../src/bin/quote-v1/quote.rs"]
 mod quote;
@@ -13,6 +13,7 @@ use std::time::Duration;
 use cohort::prelude::*;
 use cohort::testing::{eventually, eventually_some};
 use cohort::{App, Config, Running};
+use cohort_tests::drift::{announced_events, drift_checked};
 use cohort_tests::logs::CapturedLogs;
 use cohort_tests::process::AppProcess;
 use cohort_tests::servers::Servers;
@@ -62,6 +63,35 @@ async fn charge(ctx: Ctx, input: QuoteV1) -> Result<PriceV1, Error> {
     Ok(price_v1(&ctx, &input))
 }
 
+/// A price that changed: its schema is compared (`JsonSchema`).
+#[derive(Debug, Serialize, Deserialize, JsonSchema, Event)]
+struct PriceChanged {
+    sku: String,
+    cents: u64,
+}
+
+#[subscription(service = "pricing")]
+async fn track_price(_ctx: Ctx, _event: PriceChanged) -> Result<(), Error> {
+    Ok(())
+}
+
+/// A quote that was given, which no subscription of this build consumes.
+#[derive(Debug, Serialize, Deserialize, JsonSchema, Event)]
+struct QuoteGiven {
+    cents: u64,
+}
+
+/// A price someone looked at: no `JsonSchema`, so its schema is not compared.
+#[derive(Debug, Serialize, Deserialize, Event)]
+struct PriceSeen {
+    sku: String,
+}
+
+#[subscription(service = "pricing")]
+async fn note_price(_ctx: Ctx, _event: PriceSeen) -> Result<(), Error> {
+    Ok(())
+}
+
 /// How long an instance may take to find what it is looking for.
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -84,21 +114,6 @@ async fn start_new_build(
 fn http(running: &Running) -> Client {
     let addr = running.http_addr().expect("the instance serves HTTP");
     Client::new(format!("http://{addr}"))
-}
-
-/// Waits until the drift check of the in-process instance `id` has compared its table.
-async fn drift_checked(logs: &CapturedLogs, id: &str) {
-    let compared = format!("instance={id} ");
-    eventually(
-        &format!("{id} compares its commands"),
-        PATIENCE,
-        async || {
-            logs.text().lines().any(|l| {
-                l.contains("compared the commands with the cluster's") && l.contains(&compared)
-            })
-        },
-    )
-    .await;
 }
 
 #[tokio::test]
@@ -182,6 +197,119 @@ async fn another_schema_and_a_command_nobody_serves_are_reported_not_fatal() {
     assert_eq!(
         warned.iter().filter(|l| l.contains(missing)).count(),
         1,
+        "{warned:#?}"
+    );
+    running.shutdown().await.expect("shuts down");
+}
+
+#[tokio::test]
+async fn an_event_with_another_schema_where_one_side_consumes_it_is_reported() {
+    let (logs, _guard) = CapturedLogs::start();
+    let servers = Servers::start().await;
+    // An old build, announced like Cohort does: it emits `price_changed` with another schema,
+    // consumes `quote_given` with another, and `price_seen`, whose schema this build does not know.
+    let old_events = json!([
+        {"subject": "cohort.evt.*.price_changed", "schema": "0123456789abcdef"},
+        {"subject": "cohort.evt.*.quote_given", "schema": "fedcba9876543210",
+         "subscriptions": ["billing.invoice"]},
+        {"subject": "cohort.evt.*.price_seen", "schema": "00000000ffffffff",
+         "subscriptions": ["audit.log"]},
+    ]);
+    let nats = async_nats::connect(servers.nats.url()).await.expect("NATS");
+    let _old = async_nats::service::ServiceExt::service_builder(&nats)
+        .metadata(HashMap::from([
+            ("cohort.instance".into(), "old".into()),
+            ("cohort.events".into(), old_events.to_string()),
+        ]))
+        .start("CohortEvents", "1.0.0")
+        .await
+        .expect("the micro service starts");
+
+    // Every service of the binary, so that no command is missing.
+    let running = start_new_build(&servers, "new", |c| c.dashboard = true).await;
+    drift_checked(&logs, "new").await;
+
+    let announced = announced_events(&nats, "new").await;
+    let entry = |event: &str| {
+        let subject = format!("cohort.evt.*.{event}");
+        let mut of_event = announced.iter().filter(|e| e["subject"] == subject);
+        let entry = of_event.next().cloned();
+        assert_eq!(of_event.next(), None, "{event} once in {announced:?}");
+        entry
+    };
+    assert_eq!(
+        entry("price_seen"),
+        None,
+        "an event without a schema is not announced"
+    );
+    let hash_of = |event: &str| {
+        let entry = entry(event).unwrap_or_else(|| panic!("{event} in {announced:?}"));
+        let hash = entry["schema"].as_str().unwrap_or_default().to_owned();
+        assert!(
+            hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{entry}"
+        );
+        (entry, hash)
+    };
+    let ((changed_entry, changed), (given_entry, given)) =
+        (hash_of("price_changed"), hash_of("quote_given"));
+    assert_eq!(
+        changed_entry["subscriptions"],
+        json!(["pricing.track_price"])
+    );
+    assert_eq!(
+        given_entry["subscriptions"],
+        json!([]),
+        "a type nothing here consumes"
+    );
+
+    let client = http(&running);
+    let ready = client.get("/readyz").await;
+    assert_eq!(ready.status, 200, "drift is a warning: {}", ready.text);
+    let consumed_here = format!(
+        "schema drift: event `price_changed` has schema 0123456789abcdef on instance `old` \
+         (producer) but {changed} on instance `new` (subscription `pricing.track_price`)"
+    );
+    let consumed_there = format!(
+        "schema drift: event `quote_given` has schema fedcba9876543210 on instance `old` \
+         (subscription `billing.invoice`) but {given} on instance `new` (producer)"
+    );
+    assert_eq!(
+        ready.body,
+        json!({"status": "ok", "warnings": [&consumed_here, &consumed_there]}),
+        "{}",
+        ready.text
+    );
+    let dashboard = client.get("/_cohort/data").await;
+    assert_eq!(dashboard.body["drift"], ready.body["warnings"]);
+
+    let metrics = client.get("/metrics").await.text;
+    let mut series: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("cohort_schema_drift{"))
+        .collect();
+    series.sort_unstable();
+    assert_eq!(
+        series,
+        [
+            r#"cohort_schema_drift{event="price_changed",kind="event"} 1"#,
+            r#"cohort_schema_drift{event="quote_given",kind="event"} 1"#,
+        ]
+    );
+
+    let log = logs.text();
+    let warned: Vec<&str> = log.lines().filter(|l| l.contains(" WARN ")).collect();
+    for finding in [&consumed_here, &consumed_there] {
+        let times = warned
+            .iter()
+            .filter(|l| l.contains(finding.as_str()))
+            .count();
+        assert_eq!(times, 1, "{finding} in {warned:#?}");
+    }
+    assert!(
+        warned
+            .iter()
+            .any(|l| l.contains(r#"event="price_changed" kind="event""#)),
         "{warned:#?}"
     );
     running.shutdown().await.expect("shuts down");

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -86,6 +87,58 @@ impl Announced {
             schema: schema.map(str::to_owned),
         }
     }
+}
+
+/// An event as an instance announces it for the drift check: the hash of its JSON schema, and
+/// which of the instance's subscriptions consume it (none when its binary only has the type, to
+/// emit it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct EventSchema {
+    /// `{prefix}.evt.*.{event}`: the subjects of the event, whichever service emits it.
+    pub subject: String,
+    /// The hash of its JSON schema.
+    pub schema: String,
+    /// The subscriptions of the instance that consume it, as `{service}.{subscription}`.
+    #[serde(default)]
+    pub subscriptions: Vec<String>,
+}
+
+impl EventSchema {
+    /// The event of subjects `subject` with the schema of hash `schema`, consumed by
+    /// `subscriptions`.
+    pub fn new(subject: &str, schema: &str, subscriptions: &[&str]) -> EventSchema {
+        EventSchema {
+            subject: subject.to_owned(),
+            schema: schema.to_owned(),
+            subscriptions: subscriptions.iter().map(|&s| s.to_owned()).collect(),
+        }
+    }
+
+    /// The event's name: the last token of its subjects.
+    pub fn event(&self) -> &str {
+        self.subject.rsplit('.').next().unwrap_or_default()
+    }
+}
+
+/// An event as another instance announces it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AnnouncedEvent {
+    /// The instance that announces it, named like [`Announced::instance`].
+    pub instance: String,
+    /// The event.
+    pub event: EventSchema,
+}
+
+/// What every instance announces about its commands and events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Announcements {
+    /// Every command every instance serves.
+    pub commands: Vec<Announced>,
+    /// Every event every instance knows or consumes, with a schema.
+    pub events: Vec<AnnouncedEvent>,
 }
 
 /// How a subscription consumes events.
@@ -271,12 +324,19 @@ pub trait Broker: Send + Sync + 'static {
         Ok(Vec::new())
     }
 
-    /// The commands every instance on this broker announces, this one included, gathered for at
-    /// most `window`. Empty for a broker of one instance (the embedded one), where versions
-    /// cannot drift apart.
-    async fn announced(&self, window: Duration) -> Result<Vec<Announced>, Error> {
+    /// Tells the other instances, until `work.stop` is cancelled, which events this instance
+    /// knows and consumes, and their schema hashes. Nothing to do for a broker of one instance
+    /// (the embedded one), where versions cannot drift apart.
+    async fn announce_events(&self, events: Vec<EventSchema>, work: &Work) -> Result<(), Error> {
+        let _ = (events, work);
+        Ok(())
+    }
+
+    /// The commands and events every instance on this broker announces, this one included,
+    /// gathered for at most `window`. Empty for a broker of one instance (the embedded one).
+    async fn announced(&self, window: Duration) -> Result<Announcements, Error> {
         let _ = window;
-        Ok(Vec::new())
+        Ok(Announcements::default())
     }
 
     /// The backlog and dead letters of `spec`'s consumer; `None` for a broker that does not keep

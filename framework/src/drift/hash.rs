@@ -1,4 +1,4 @@
-//! The schema hash of a command: what instances compare to find version drift.
+//! The schema hash of a command or an event: what instances compare to find version drift.
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -10,15 +10,23 @@ use crate::registry::CommandDescriptor;
 /// every build.
 pub(crate) fn schema_hash(command: &CommandDescriptor) -> String {
     let (input, output) = ((command.input_schema)(), (command.output_schema)());
-    hash_schemas(input.as_value(), output.as_value())
+    hash_schemas(&[input.as_value(), output.as_value()])
 }
 
-fn hash_schemas(input: &Value, output: &Value) -> String {
+/// The hash of an event's schema, made like a command's; `None` for an event without one.
+pub(crate) fn event_schema_hash(schema: fn() -> Option<schemars::Schema>) -> Option<String> {
+    schema().map(|schema| hash_schemas(&[schema.as_value()]))
+}
+
+fn hash_schemas(schemas: &[&Value]) -> String {
     let mut canonical = String::new();
-    write_canonical(input, &mut canonical);
-    // Not a character of JSON text: input and output cannot trade bytes.
-    canonical.push('\n');
-    write_canonical(output, &mut canonical);
+    for (i, schema) in schemas.iter().enumerate() {
+        if i > 0 {
+            // Not a character of JSON text: two schemas cannot trade bytes.
+            canonical.push('\n');
+        }
+        write_canonical(schema, &mut canonical);
+    }
     Sha256::digest(canonical.as_bytes())
         .iter()
         .take(8)
@@ -73,8 +81,8 @@ mod tests {
         b.insert("type".into(), json!("object"));
         let unit = json!({"type": "null"});
         assert_eq!(
-            hash_schemas(&a, &unit),
-            hash_schemas(&Value::Object(b), &unit)
+            hash_schemas(&[&a, &unit]),
+            hash_schemas(&[&Value::Object(b), &unit])
         );
     }
 
@@ -83,14 +91,22 @@ mod tests {
         let v1 = json!({"properties": {"sku": {"type": "string"}}});
         let v2 = json!({"properties": {"sku": {"type": "integer"}}});
         let out = json!({"type": "string"});
-        let hash = hash_schemas(&v1, &out);
+        let hash = hash_schemas(&[&v1, &out]);
         assert_eq!(hash.len(), 16);
         assert!(hash.bytes().all(|b| b.is_ascii_hexdigit()));
-        assert_ne!(hash, hash_schemas(&v2, &out));
+        assert_ne!(hash, hash_schemas(&[&v2, &out]));
         assert_ne!(
             hash,
-            hash_schemas(&out, &v1),
+            hash_schemas(&[&out, &v1]),
             "input and output are told apart"
         );
+    }
+
+    #[test]
+    fn an_event_is_hashed_like_a_command_of_one_schema_or_not_at_all() {
+        let event = || Some(schemars::json_schema!({"properties": {"sku": {"type": "string"}}}));
+        let schema = json!({"properties": {"sku": {"type": "string"}}});
+        assert_eq!(event_schema_hash(event), Some(hash_schemas(&[&schema])));
+        assert_eq!(event_schema_hash(|| None), None);
     }
 }

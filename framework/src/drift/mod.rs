@@ -1,8 +1,10 @@
 //! Version drift: each instance announces the hash of every command's schemas (the micro
-//! endpoint metadata `cohort.schema`), and compares its own table with what the others announce,
-//! at start and every [`PERIOD`]. The same command version served with other schemas, or a command
-//! of its table that no instance serves, is a finding: logged once as a WARN, counted in the
-//! metric `cohort_schema_drift`, and listed by `/readyz` and the dashboard until it is gone.
+//! endpoint metadata `cohort.schema`) and of every event's schema (the metadata `cohort.events`
+//! of its micro service `CohortEvents`), and compares its own table with what the others
+//! announce, at start and every [`PERIOD`]. The same command version served with other schemas, a
+//! command of its table that no instance serves, or an event with another schema where one side
+//! consumes it, is a finding: logged once as a WARN, counted in the metric `cohort_schema_drift`,
+//! and listed by `/readyz` and the dashboard until it is gone.
 //!
 //! A finding is a warning, not a failure: during a rolling deploy that changes a command without
 //! a new version, old and new instances disagree until the last old one stops, and taking them
@@ -17,11 +19,13 @@ use std::time::Duration;
 use tokio::time::{MissedTickBehavior, interval};
 use tokio_util::sync::CancellationToken;
 
-pub(crate) use compare::Finding;
-use compare::{Known, compare};
+pub(crate) use compare::{About, Finding};
+use compare::{Known, compare, compare_events};
+use hash::event_schema_hash;
 pub(crate) use hash::schema_hash;
 
-use crate::registry::CommandDescriptor;
+use crate::broker::spi::EventSchema;
+use crate::registry::{CommandDescriptor, Registry};
 use crate::runtime::Runtime;
 
 /// The endpoint metadata key of a command's schema hash.
@@ -73,6 +77,7 @@ impl DriftBoard {
 pub(crate) async fn watch(
     runtime: Arc<Runtime>,
     commands: Vec<&'static CommandDescriptor>,
+    events: Vec<EventSchema>,
     stop: CancellationToken,
 ) {
     if !runtime.broker.is_distributed() {
@@ -85,10 +90,35 @@ pub(crate) async fn watch(
     let checks = async {
         loop {
             ticks.tick().await;
-            check(&runtime, &known).await;
+            check(&runtime, &known, &events).await;
         }
     };
     stop.run_until_cancelled(checks).await;
+}
+
+/// The events this instance announces: every event type of the binary that has a schema, once
+/// per schema, each with the subscriptions of this instance that consume it.
+pub(crate) fn event_table(runtime: &Runtime, registry: &Registry) -> Vec<EventSchema> {
+    let types = (registry.events.iter()).map(|event| (event.name, event.schema, None));
+    let consumed = (registry.subscriptions.iter())
+        .filter(|s| runtime.config.runs_service(s.service))
+        .map(|s| (s.event, s.event_schema, Some(s.metrics_name().to_string())));
+    let mut table: Vec<EventSchema> = Vec::new();
+    for (name, schema, subscription) in types.chain(consumed) {
+        let Some(schema) = event_schema_hash(schema) else {
+            continue;
+        };
+        let subject = runtime.subjects.event_filter(name);
+        let listed = table
+            .iter()
+            .position(|e| e.subject == subject && e.schema == schema);
+        let index = listed.unwrap_or_else(|| {
+            table.push(EventSchema::new(&subject, &schema, &[]));
+            table.len() - 1
+        });
+        table[index].subscriptions.extend(subscription);
+    }
+    table
 }
 
 /// Every command of the binary: any of them can be called from here.
@@ -107,32 +137,45 @@ fn table(runtime: &Runtime, commands: &[&'static CommandDescriptor]) -> Vec<Know
         .collect()
 }
 
-async fn check(runtime: &Runtime, known: &[Known]) {
+async fn check(runtime: &Runtime, known: &[Known], events: &[EventSchema]) {
     let announced = match runtime.broker.announced(WINDOW).await {
         Ok(announced) => announced,
         Err(err) => {
-            tracing::debug!(error = %err, "cannot compare the commands with the other instances'");
+            tracing::debug!(error = %err, "cannot compare the commands and events with the other instances'");
             return;
         }
     };
-    let findings = compare(known, &runtime.instance_id, &announced);
+    let here = &runtime.instance_id;
+    let mut findings = compare(known, here, &announced.commands);
+    findings.extend(compare_events(events, here, &announced.events));
     tracing::debug!(
-        instance = %runtime.instance_id,
-        announced = announced.len(),
+        instance = %here,
+        announced = announced.commands.len() + announced.events.len(),
         findings = findings.len(),
-        "compared the commands with the cluster's"
+        "compared the commands and events with the cluster's"
     );
     if let Some(metrics) = &runtime.metrics {
         metrics.show_drift(&findings);
     }
     let (new, gone) = runtime.drift.replace(findings);
     for finding in new {
-        let command = finding.command();
-        tracing::warn!(%command, kind = finding.kind(), "{finding}");
+        let (command, event) = labels(&finding);
+        let (command, event) = (command.as_deref(), event.as_deref());
+        tracing::warn!(command, event, kind = finding.kind(), "{finding}");
     }
     for finding in gone {
-        let command = finding.command();
-        tracing::info!(%command, kind = finding.kind(), "resolved: {finding}");
+        let (command, event) = labels(&finding);
+        let (command, event) = (command.as_deref(), event.as_deref());
+        tracing::info!(command, event, kind = finding.kind(), "resolved: {finding}");
+    }
+}
+
+/// The command or the event a finding is about, as the log's fields and the metric's labels name
+/// them.
+fn labels(finding: &Finding) -> (Option<String>, Option<String>) {
+    match finding.about() {
+        About::Command(command) => (Some(command.to_string()), None),
+        About::Event(event) => (None, Some(event)),
     }
 }
 

@@ -13,7 +13,9 @@ use std::fmt::Write;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant, SystemTime};
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::encoding::{
+    EncodeLabelSet, EncodeLabelValue, LabelSetEncoder, LabelValueEncoder,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -24,7 +26,7 @@ use prometheus_client::registry::Registry;
 pub(crate) use scrape::{Scraper, router as metrics_router};
 pub(crate) use store::MeteredStore;
 
-use crate::drift::Finding;
+use crate::drift::{About, Finding};
 use crate::error::{Error, ErrorKind};
 use crate::message::Message;
 use crate::task::{TaskOutcome, TaskStatus};
@@ -73,9 +75,15 @@ pub(crate) struct QualifiedName {
     pub(crate) name: &'static str,
 }
 
+impl std::fmt::Display for QualifiedName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.service, self.name)
+    }
+}
+
 impl EncodeLabelValue for QualifiedName {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
-        write!(encoder, "{}.{}", self.service, self.name)
+        write!(encoder, "{self}")
     }
 }
 
@@ -92,10 +100,26 @@ struct CommandLabels {
     outcome: &'static str,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct DriftLabels {
-    command: CommandName,
+    about: About,
     kind: &'static str,
+}
+
+impl EncodeLabelSet for DriftLabels {
+    /// `command="..."` or `event="..."`, then `kind`: each finding has the label of what it is
+    /// about and no empty other one.
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        let about = match &self.about {
+            About::Command(_) => "command",
+            About::Event(_) => "event",
+        };
+        [
+            (about, self.about.to_string()),
+            ("kind", self.kind.to_owned()),
+        ]
+        .encode(encoder)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -242,7 +266,9 @@ impl Metrics {
         registry.register(
             "cohort_schema_drift",
             "Instances that serve a command of this one with other schemas (kind schema), or 1 \
-             when no instance serves it (kind missing), as of the last drift check",
+             when no instance serves it (kind missing); schemas of an event of this one that \
+             other instances have, where one side consumes it (kind event); as of the last drift \
+             check",
             self.drift.clone(),
         );
         registry.register(
@@ -328,7 +354,7 @@ impl Metrics {
         self.drift.clear();
         for finding in findings {
             let labels = DriftLabels {
-                command: finding.command(),
+                about: finding.about(),
                 kind: finding.kind(),
             };
             self.drift.get_or_create(&labels).inc();

@@ -1,5 +1,6 @@
 //! The NATS micro protocol: `$SRV.PING`, `$SRV.INFO` and `$SRV.STATS` answered for each service
-//! this instance serves, so that `nats micro ls` and other tools find Cohort's commands.
+//! this instance serves, so that `nats micro ls` and other tools find Cohort's commands, and for
+//! one service without endpoints, `CohortEvents`, whose metadata lists the instance's events.
 //!
 //! Cohort answers them itself instead of through async-nats' service layer, to keep that layer's
 //! per-request bookkeeping (client and string clones, a shutdown poll, a stats mutex) off every
@@ -17,11 +18,11 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::spi::{Announced, Endpoint};
+use crate::broker::spi::{Announced, AnnouncedEvent, Announcements, Endpoint, EventSchema};
 use crate::broker::stats::{CommandStats, Counts, EndpointStats};
 use crate::drift::SCHEMA_KEY;
 use crate::error::Error;
-use crate::message::random_hex;
+use crate::message::{Subjects, random_hex};
 
 /// One service of this instance, as the micro protocol shows it.
 pub(super) struct Service {
@@ -79,6 +80,17 @@ impl Service {
             started: SystemTime::now(),
             endpoints: Vec::new(),
         }
+    }
+
+    /// The service without endpoints that announces the events of the instance `instance_id`.
+    pub(super) fn events(instance_id: &str, events: &[EventSchema]) -> Service {
+        let mut service = Service::new(EVENTS_SERVICE, instance_id);
+        service.description = format!(
+            "The events of Cohort instance `{instance_id}`, with the hashes of their schemas"
+        );
+        let listed = serde_json::to_string(events).unwrap_or_default();
+        service.metadata.insert(EVENTS_KEY.to_owned(), listed);
+        service
     }
 
     /// Announces `endpoint` and returns the counts its requests go to.
@@ -204,6 +216,13 @@ impl Discovery {
 /// The metadata key under which a service names the Cohort instance it runs in.
 const INSTANCE_KEY: &str = "cohort.instance";
 
+/// The name of the service that announces an instance's events: not a Cohort service name,
+/// which cannot have an upper-case letter.
+const EVENTS_SERVICE: &str = "CohortEvents";
+
+/// The metadata key of an instance's events: a JSON array of [`EventSchema`].
+const EVENTS_KEY: &str = "cohort.events";
+
 /// A `$SRV.STATS` answer, as any micro service gives it.
 #[derive(Deserialize)]
 struct StatsReport {
@@ -240,6 +259,14 @@ impl InfoReport {
             Some(instance) => instance.clone(),
             None => format!("{}/{}", self.name, self.id),
         }
+    }
+
+    /// The events it announces; none when it lists none, or a list that does not parse.
+    fn events(&self) -> Vec<EventSchema> {
+        let listed = self.metadata.as_ref().and_then(|m| m.get(EVENTS_KEY));
+        listed
+            .and_then(|json| serde_json::from_str(json).ok())
+            .unwrap_or_default()
     }
 }
 
@@ -292,25 +319,39 @@ pub(super) async fn gather_stats(
 }
 
 /// The `$SRV.INFO` of every micro service, Cohort's or not, gathered for `window`: the endpoints
-/// whose subjects start with `commands`, with their schema hashes.
+/// whose subjects start with `commands` (this deployment's), with their schema hashes, and the
+/// events of this deployment's `subjects`.
 pub(super) async fn gather_announced(
     client: &Client,
     commands: &str,
+    subjects: &Subjects,
     window: Duration,
-) -> Result<Vec<Announced>, Error> {
+) -> Result<Announcements, Error> {
     let reports = ask_all::<InfoReport>(client, "INFO", window).await?;
-    let announced = reports.iter().flat_map(|report| {
+    let mut announced = Announcements::default();
+    for report in &reports {
         let instance = report.instance();
-        report
-            .endpoints
-            .iter()
-            .filter(|e| e.subject.starts_with(commands))
-            .map(move |e| {
-                let schema = e.metadata.as_ref().and_then(|m| m.get(SCHEMA_KEY));
-                Announced::new(&instance, &e.subject, schema.map(String::as_str))
-            })
-    });
-    Ok(announced.collect())
+        let endpoints = report.endpoints.iter();
+        announced.commands.extend(
+            endpoints
+                .filter(|e| e.subject.starts_with(commands))
+                .map(|e| {
+                    let schema = e.metadata.as_ref().and_then(|m| m.get(SCHEMA_KEY));
+                    Announced::new(&instance, &e.subject, schema.map(String::as_str))
+                }),
+        );
+        announced.events.extend(
+            report
+                .events()
+                .into_iter()
+                .filter(|e| e.subject == subjects.event_filter(e.event()))
+                .map(|event| AnnouncedEvent {
+                    instance: instance.clone(),
+                    event,
+                }),
+        );
+    }
+    Ok(announced)
 }
 
 fn counts_of(endpoint: &endpoint::Stats) -> Counts {
@@ -417,6 +458,25 @@ mod tests {
             serde_json::from_str(r#"{"name":"pricing","id":"x1","metadata":null,"endpoints":[]}"#)
                 .expect("a service without metadata");
         assert_eq!(foreign.instance(), "pricing/x1");
+    }
+
+    #[test]
+    fn the_events_service_lists_the_events_in_its_metadata() {
+        let placed = EventSchema::new("cohort.evt.*.order_placed", "0123456789abcdef", &["a.b"]);
+        let service = Service::events("i-1", std::slice::from_ref(&placed));
+        let info = answer(&service, "INFO");
+        assert_eq!(info["name"], "CohortEvents");
+        assert_eq!(info["endpoints"], serde_json::json!([]));
+        assert_eq!(
+            info["metadata"]["cohort.events"],
+            r#"[{"subject":"cohort.evt.*.order_placed","schema":"0123456789abcdef","subscriptions":["a.b"]}]"#
+        );
+        let report: InfoReport =
+            serde_json::from_slice(&service.answer("INFO").expect("INFO")).expect("parses");
+        assert_eq!(report.events(), [placed]);
+        let garbled: InfoReport =
+            serde_json::from_str(r#"{"metadata":{"cohort.events":"[{"}}"#).expect("parses");
+        assert_eq!(garbled.events(), []);
     }
 
     #[test]

@@ -38,8 +38,8 @@ use self::options::{explain_connect_error, parse_servers};
 use self::replies::{Delivering, Replies};
 use self::signing::Signer;
 use super::spi::{
-    Announced, Broker, CommandStats, Endpoint, EventHandler, Message, RequestHandler, Subjects,
-    SubscriptionSpec, SubscriptionStats, Work,
+    Announcements, Broker, CommandStats, Endpoint, EventHandler, EventSchema, Message,
+    RequestHandler, Subjects, SubscriptionSpec, SubscriptionStats, Work,
 };
 use crate::config::StreamStorage;
 use crate::error::Error;
@@ -287,11 +287,25 @@ impl Broker for NatsBroker {
         micro::gather_stats(&self.inner.client, &commands, window).await
     }
 
-    async fn announced(&self, window: Duration) -> Result<Vec<Announced>, Error> {
-        let commands = self
-            .inner
-            .discoverable("ask the instances for their commands")?;
-        micro::gather_announced(&self.inner.client, &commands, window).await
+    async fn announce_events(&self, events: Vec<EventSchema>, work: &Work) -> Result<(), Error> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let inner = &self.inner;
+        let service = micro::Service::events(&inner.instance_id, &events);
+        let discovery = service.listen(&inner.client).await?;
+        if !server_caught_up(&inner.client).await {
+            tracing::warn!(nats = %inner.urls, "NATS did not confirm the events' announcement in time");
+        }
+        work.tasks
+            .spawn(discovery.answer(inner.client.clone(), work.stop.clone()));
+        Ok(())
+    }
+
+    async fn announced(&self, window: Duration) -> Result<Announcements, Error> {
+        let inner = &self.inner;
+        let commands = inner.discoverable("ask the instances what they announce")?;
+        micro::gather_announced(&inner.client, &commands, &inner.subjects, window).await
     }
 
     async fn subscription_stats(
