@@ -268,9 +268,12 @@ async fn take_requests(mut requests: Subscriber, served: Arc<Served>, work: Work
     // client counts from the start: `leave` needs the two counts to agree.
     let connections = served.client.statistics().connects.load(Ordering::Relaxed);
     let counts_agree = connections == served.subscribed_on;
-    leave(&mut requests, counts_agree.then_some(taken), |request| {
-        intake.start(request, &served, &work)
-    })
+    leave(
+        &served.client,
+        &mut requests,
+        counts_agree.then_some(taken),
+        |request| intake.start(request, &served, &work),
+    )
     .await;
     // The work ends once the server has seen the unsubscribe: a caller told that this instance
     // stopped must not have its next request routed here, where nothing takes it any more.
@@ -293,12 +296,14 @@ const LEAVING_QUIET: Duration = Duration::from_millis(100);
 /// before the server confirms too. So the endpoint asks the server to stop after
 /// `LEAVING_ALLOWANCE` more requests: the client keeps the subscription until exactly those have
 /// arrived, and under load they arrive within milliseconds. Without load that may not happen;
-/// after `LEAVING_QUIET` without a request nothing is on its way, and it unsubscribes.
+/// after `LEAVING_QUIET` without a request, and an echo from the server that brought none either,
+/// nothing is on its way, and it unsubscribes.
 ///
 /// `taken` is the number of requests taken from the subscription, `None` when the client and the
 /// server count differently (after a reconnection): then the endpoint drains, which narrows the
 /// window in which a request can be lost but does not close it.
 async fn leave(
+    client: &Client,
     requests: &mut Subscriber,
     taken: Option<u64>,
     mut start: impl FnMut(async_nats::Message),
@@ -314,7 +319,16 @@ async fn leave(
         match timeout(LEAVING_QUIET, requests.next()).await {
             Ok(Some(request)) => start(request),
             Ok(None) => return,
-            Err(_quiet) => break,
+            // A starved process sees a quiet that is not one: what the server sent before an echo
+            // of its own is in the subscription once the echo is back.
+            Err(_quiet) => {
+                server_caught_up(client).await;
+                match requests.next().now_or_never() {
+                    Some(Some(request)) => start(request),
+                    Some(None) => return,
+                    None => break,
+                }
+            }
         }
     }
     if let Err(err) = requests.unsubscribe().await {
