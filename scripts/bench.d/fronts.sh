@@ -9,11 +9,11 @@
 FRONT_LABELS=(A B C)
 FRONT_URLS=()
 
-# front_connections — the echo scenario's connections (wrk's -cN in WRK_ARGS) split over the
-# fronts, the first ones taking the remainder: 64 → 22 21 21.
+# front_connections WRK_ARGS... — the connections of those arguments (-cN) split over the fronts,
+# the first ones taking the remainder: 64 → 22 21 21.
 front_connections() {
     local total i
-    total=$(printf '%s\n' "${WRK_ARGS[@]}" | sed -n 's/^-c//p')
+    total=$(printf '%s\n' "$@" | sed -n 's/^-c//p')
     for i in "${!FRONT_LABELS[@]}"; do
         echo $((total / ${#FRONT_LABELS[@]} + (i < total % ${#FRONT_LABELS[@]} ? 1 : 0)))
     done
@@ -82,7 +82,7 @@ wrk_fronts() {
     shift 2
     # ARGS carry the echo scenario's -tN -cN: each front gets one thread and its connections.
     for i in "$@"; do [[ $i == -t* || $i == -c* ]] || args+=("$i"); done
-    mapfile -t conns < <(front_connections)
+    mapfile -t conns < <(front_connections "$@")
     for i in "${!FRONT_URLS[@]}"; do
         if [[ $out == /dev/null ]]; then outs+=(/dev/null); else outs+=("${out%.txt}-${FRONT_LABELS[$i]}.txt"); fi
         spawn "${outs[$i]}" wrk -t1 -c"${conns[$i]}" "${args[@]}" -s "$WORK/echo.lua" "${FRONT_URLS[$i]}/echo"
@@ -124,7 +124,7 @@ fronts_report() {
     echo
     echo "### Three fronts: POST /echo on three processes serving HTTP, a wrk on each"
     echo
-    echo "wrk -t1 on each front, connections $(front_connections | paste -sd+) (the echo scenario's" \
+    echo "wrk -t1 on each front, connections $(front_connections "${WRK_ARGS[@]}" | paste -sd+) (the echo scenario's" \
         "total), rate summed, p50 and p99 the worst front's; $(conditions)"
     echo
     echo "| contender | req/s (sum) | ratio | p50 | p99 | errors |"
