@@ -18,7 +18,7 @@ SOAK_SECS=${BENCH_SOAK_SECS:-600}
 [[ $SOAK_SECS =~ ^[0-9]+$ && $SOAK_SECS -ge 10 ]] || die "BENCH_SOAK_SECS must be an integer of at least 10"
 if ((SOAK_SECS >= 300)); then SOAK_WINDOW=60; else SOAK_WINDOW=$((SOAK_SECS / 5)); fi
 SOAK_WINDOWS=$((SOAK_SECS / SOAK_WINDOW))
-SKUS[soak]=100
+SKUS["soak"]=100
 # Per instance: the three streams' wrk threads and connections, 21 connections in all, so that
 # the three instances together carry about the echo scenario's 64.
 SOAK_STREAMS=(echo orders sessions)
@@ -100,7 +100,7 @@ EOF
 # in $RESULTS/soak.* (soak.failed: why it failed).
 soak() {
     local w
-    URL="" PIDS=() LABELS=() LOGS=() STARTUP_MS="-" IDLE_KB=() FAIL_REASON="" EXTRA_COLUMNS=""
+    URL="" PIDS=() LABELS=() FAIL_REASON=""
     log "${TITLE[soak]}: ${SOAK_SECS}s of mixed load, windows of ${SOAK_WINDOW}s, the first the warm-up"
     write_sessions_lua
     if ! start_fronts-cluster 1 soak || ! soak_ready || ! soak_quiet; then
@@ -257,11 +257,11 @@ rss_span() {
 # the audit (orders recorded, events the counting subscription processed, events each instance's
 # every-instance subscription processed) and the session commands each instance ran (summed).
 soak_books() {
-    local audit left id command
+    local audit left id command line
     audit=$(curl -s --max-time 5 "$URL/audit")
     left=$(stock_left soak)
     [[ -n $left && -n $audit ]] || return 1
-    local line="$left $(jq -r '"\(.orders_recorded) \(.orders_seen)"' <<<"$audit")"
+    line="$left $(jq -r '"\(.orders_recorded) \(.orders_seen)"' <<<"$audit")"
     for id in "${SOAK_IDS[@]}"; do line+=" $(jq -r --arg id "$id" '.heard_by_instance[$id] // 0' <<<"$audit")"; done
     for command in log_in me log_out; do line+=" $(commands_run "accounts.v1.$command")"; done
     echo "$line"
