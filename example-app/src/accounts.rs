@@ -12,6 +12,8 @@ use argon2::password_hash::{
 use cohort::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use std::sync::OnceLock;
+use tokio::sync::Semaphore;
 
 use crate::settings::ShopConfig;
 
@@ -156,19 +158,53 @@ async fn verify_password(password: String, hash: String) -> Result<bool, Error> 
     .await
 }
 
-/// Runs `work` off the async threads.
+/// Runs `work` off the async threads, one at a time a core: each Argon2 run holds 19 MiB, and
+/// more at once would not finish sooner, so a burst of log-ins waits instead of growing memory.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Error> {
+    static PERMITS: OnceLock<Semaphore> = OnceLock::new();
+    let permits = PERMITS.get_or_init(|| Semaphore::new(hashes_at_once()));
+    let _permit = permits
+        .acquire()
+        .await
+        .map_err(|e| Error::internal(format!("password hashing stopped: {e}")))?;
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| Error::internal(format!("password hashing failed: {e}")))?
+}
+
+/// How many passwords are hashed at once: one a core.
+fn hashes_at_once() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use argon2::{Algorithm, Params};
+
+    #[tokio::test]
+    async fn no_more_passwords_are_hashed_at_once_than_there_are_cores() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let mut hashes = tokio::task::JoinSet::new();
+        for _ in 0..hashes_at_once() * 3 {
+            let (running, most) = (running.clone(), most.clone());
+            hashes.spawn(blocking(move || {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                running.fetch_sub(1, Ordering::SeqCst);
+                Ok(())
+            }));
+        }
+        while let Some(result) = hashes.join_next().await {
+            result.expect("runs").expect("runs");
+        }
+        assert_eq!(most.load(Ordering::SeqCst), hashes_at_once());
+    }
 
     #[test]
     fn the_dummy_hash_costs_what_a_real_one_does() {
