@@ -1,7 +1,8 @@
 # scripts/bench.d/connections.sh — the connections scenario of scripts/bench (sourced by it, not
-# run): POST /echo over 2,000 keep-alive connections on raw axum (conn-raw), Cohort embedded
-# (conn-embedded) and the Cohort cluster's HTTP instance A (conn-cluster), run back to back; the
-# memory of the process serving HTTP at the peak of the load and once the connections are gone.
+# run): POST /echo over 2,000 keep-alive connections on raw axum (conn-raw) and Cohort embedded
+# (conn-embedded), then on the echo baseline's HTTP process A (conn-baseline) and the Cohort
+# cluster's (conn-cluster), each pair back to back; the memory of the process serving HTTP at the
+# peak of the load and once the connections are gone.
 
 # File descriptors wrk and each server need: the connections, and some to spare.
 CONNECTIONS_FDS=4096
@@ -71,4 +72,6 @@ connections_report() {
         ratio=$(div "$(metric "$key" 5)" "$raw_peak")
         check "${TITLE[$key]} peak RSS / raw axum's" "$ratio" "<=" 1.2
     done
+    ratio=$(div "$(metric conn-cluster 5)" "$(metric conn-baseline 5)")
+    [[ $ratio == - ]] || echo "- ${TITLE[conn-cluster]} peak RSS / ${TITLE[conn-baseline]}: $ratio (no target: the same shape, 2,000 NATS requests in flight)"
 }

@@ -45,7 +45,8 @@ const SESSION_TTL_SECS: u64 = 24 * 3600;
 const MAX_QTY: u64 = 1000;
 
 /// The unit of an order, atomic on the server. `KEYS`: the stock, the id sequence, the count of
-/// orders, the outbox; `ARGV`: qty, sku, the user as a JSON string, the event's subject.
+/// orders, the outbox; `ARGV`: qty, sku, the user as a JSON string, the event's subject, its
+/// headers as JSON.
 /// Returns `{id, outbox entry id}`, or `{0}` when the stock is short (nothing written).
 const PLACE_ORDER: &str = r#"
 local qty = tonumber(ARGV[1])
@@ -56,7 +57,7 @@ local order = '{"id":' .. id .. ',"sku":"' .. ARGV[2] .. '","qty":' .. qty .. ',
 redis.call('SET', 'order:' .. id, order)
 redis.call('INCR', KEYS[3])
 local event = '{"id":' .. id .. ',"sku":"' .. ARGV[2] .. '","qty":' .. qty .. '}'
-local entry = redis.call('XADD', KEYS[4], '*', 's', ARGV[4], 'h', '{"user":' .. ARGV[3] .. '}', 'p', event)
+local entry = redis.call('XADD', KEYS[4], '*', 's', ARGV[4], 'h', ARGV[5], 'p', event)
 return {id, entry}
 "#;
 
@@ -106,6 +107,7 @@ struct Shared {
     redis: ConnectionManager,
     place_order: Arc<Script>,
     admins: Arc<Vec<String>>,
+    instance: Arc<str>,
 }
 
 fn valid_sku(sku: &str) -> bool {
@@ -160,7 +162,9 @@ async fn place_order(shared: &Shared, request: &OrderRequest) -> Bytes {
         Err(_) => return error_reply(StatusCode::SERVICE_UNAVAILABLE, "redis unavailable"),
     };
     let PlaceOrder { sku, qty } = &request.order;
-    let Ok(user_json) = serde_json::to_string(&user) else {
+    let headers = event_headers(shared, &user, &request.session);
+    let (Ok(user_json), Ok(headers_json)) = (serde_json::to_string(&user), headers_json(&headers))
+    else {
         return error_reply(StatusCode::INTERNAL_SERVER_ERROR, "encode failed");
     };
     let mut redis = shared.redis.clone();
@@ -174,6 +178,7 @@ async fn place_order(shared: &Shared, request: &OrderRequest) -> Bytes {
         .arg(sku)
         .arg(user_json)
         .arg(EVENT_SUBJECT)
+        .arg(headers_json)
         .invoke_async(&mut redis)
         .await;
     let (id, entry) = match placed {
@@ -182,7 +187,7 @@ async fn place_order(shared: &Shared, request: &OrderRequest) -> Bytes {
         Err(_) => return error_reply(StatusCode::SERVICE_UNAVAILABLE, "redis unavailable"),
     };
     let event = serde_json::json!({ "id": id, "sku": sku, "qty": qty }).to_string();
-    relay(shared, entry, event).await;
+    relay(shared, entry, headers, event).await;
     let order = Order {
         id,
         sku: sku.as_str(),
@@ -195,10 +200,42 @@ async fn place_order(shared: &Shared, request: &OrderRequest) -> Bytes {
     }
 }
 
+/// The headers of an event, the same Cohort's carry (so the outbox entries and the stream's
+/// messages have the same size): a message id, the deadline, the instance, who placed it and
+/// from which session, the service and the trace.
+fn event_headers(shared: &Shared, user: &str, session: &str) -> HeaderMap {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let deadline = (now + Duration::from_secs(30)).as_millis().to_string();
+    let trace = format!(
+        "00-{:032x}-{:016x}-01",
+        rand::random::<u128>(),
+        rand::random::<u64>()
+    );
+    let mut headers = HeaderMap::new();
+    let message_id = format!("{:024x}", rand::random::<u128>() >> 32);
+    headers.insert("Cohort-Deadline", deadline.as_str());
+    headers.insert("Cohort-Instance", shared.instance.as_ref());
+    headers.insert("Cohort-Message-Id", message_id.as_str());
+    headers.insert("Cohort-Principal", user);
+    headers.insert("Cohort-Service", "orders");
+    headers.insert("Cohort-Session", session);
+    headers.insert("traceparent", trace.as_str());
+    headers
+}
+
+fn headers_json(headers: &HeaderMap) -> serde_json::Result<String> {
+    let map: serde_json::Map<String, serde_json::Value> = headers
+        .iter()
+        .filter_map(|(name, values)| Some((name.to_string(), values.first()?.as_str().into())))
+        .collect();
+    serde_json::to_string(&map)
+}
+
 /// Publishes the outbox entry's event to JetStream, waits until it is stored, and removes the
 /// entry off the caller's path. An entry whose publish failed stays in the outbox.
-async fn relay(shared: &Shared, entry: String, event: String) {
-    let mut headers = HeaderMap::new();
+async fn relay(shared: &Shared, entry: String, mut headers: HeaderMap, event: String) {
     headers.insert("Nats-Msg-Id", entry.as_str());
     let stored = match shared
         .jetstream
@@ -312,7 +349,11 @@ async fn post_session(State(shared): State<Shared>, body: Bytes) -> Response {
     let Ok(credentials) = serde_json::from_slice::<Credentials>(&body) else {
         return json_error(StatusCode::BAD_REQUEST, "malformed credentials");
     };
-    let id = format!("{:032x}", rand::random::<u128>());
+    let id = format!(
+        "{:032x}{:032x}",
+        rand::random::<u128>(),
+        rand::random::<u128>()
+    );
     let Ok(record) = serde_json::to_vec(&Principal {
         name: credentials.username,
     }) else {
@@ -451,6 +492,7 @@ async fn main() -> Result<(), BoxError> {
         redis,
         place_order: Arc::new(Script::new(PLACE_ORDER)),
         admins: Arc::new(admins),
+        instance: instance.as_str().into(),
     };
 
     let responder = tokio::spawn(run_responder(shared.clone(), instance.clone()));
