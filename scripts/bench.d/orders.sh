@@ -1,0 +1,189 @@
+# scripts/bench.d/orders.sh — the orders scenario of scripts/bench (sourced by it, not run):
+# POST /orders on the Cohort cluster (orders-hot, orders-spread) and on its hand-written twin,
+# bench/src/bin/orders_baseline.rs (orders-hot-baseline, orders-spread-baseline), each pair back
+# to back; the books checked after every run on both.
+
+# The orders baseline: two processes on the NATS and Redis of the Cohort cluster, in its shape (A
+# serves HTTP and sends each order as a NATS request, A and B both run orders).
+start_orders_baseline() {
+    local name=$2 port
+    local log_a=$LOG_DIR/$name-A-run$1.log log_b=$LOG_DIR/$name-B-run$1.log
+    local urls=(BENCH_NATS_URL="nats://127.0.0.1:$NATS_PORT" BENCH_REDIS_URL="redis://127.0.0.1:$REDIS_PORT")
+    port=$(free_port)
+    URL="http://127.0.0.1:$port"
+    spawn "$log_b" env "${urls[@]}" BENCH_ADDR=off BENCH_INSTANCE=B "${PROFILER[@]}" "$BIN_DIR/orders_baseline"
+    PIDS=("$SPAWNED_PID") LABELS=("B") LOGS=("$log_b")
+    wait_log "$SPAWNED_PID" "$log_b" 'responder ready' 10 || { FAIL_REASON="orders baseline B exited"; return 1; }
+    spawn "$log_a" env "${urls[@]}" BENCH_ADDR="127.0.0.1:$port" BENCH_INSTANCE=A "${PROFILER[@]}" "$BIN_DIR/orders_baseline"
+    PIDS=("$SPAWNED_PID" "${PIDS[@]}") LABELS=("A" "${LABELS[@]}") LOGS=("$log_a" "${LOGS[@]}")
+    wait_http "$SPAWNED_PID" GET "$URL/audit" || { FAIL_REASON="orders baseline A did not answer GET /audit"; return 1; }
+}
+
+# How long GET /audit may take to count every order wrk got a 201 for, and those it cut off.
+ORDERS_SETTLE_SECS=10
+ORDERS_BEFORE=""   # "stock_left orders_recorded" right before the measured load
+
+# The admin of the orders benchmark: the example app gives it the admin role (SHOP_ADMINS), which
+# setting the stock needs; it places the orders too, as placing one needs a signed-in user.
+BENCH_ADMIN=bench-admin
+export SHOP_ADMINS=$BENCH_ADMIN
+SESSION_COOKIE=""  # "cohort_session=..." of the admin, once signed in
+
+# Creates the admin's account (it may exist) and signs it in: sets SESSION_COOKIE.
+sign_in_admin() {
+    local credentials="{\"username\":\"$BENCH_ADMIN\",\"password\":\"bench-secret\"}"
+    curl -s -o /dev/null --max-time 30 -H 'Content-Type: application/json' \
+        --data-binary "$credentials" "$URL/accounts" || true
+    SESSION_COOKIE=$(curl -s -D - -o /dev/null --max-time 30 -H 'Content-Type: application/json' \
+        --data-binary "$credentials" "$URL/sessions" | grep -o 'cohort_session=[0-9a-f]*' | head -n 1 || true)
+    [[ -n $SESSION_COOKIE ]] || { FAIL_REASON="POST /sessions did not sign $BENCH_ADMIN in"; return 1; }
+}
+
+# Signs the admin in and sets the stock of every SKU of the variant; then one order must be accepted.
+ready_orders() {
+    local n=${SKUS[$1]} codes code
+    sign_in_admin || return 1
+    codes=$(curl -s -o /dev/null -w '%{http_code}\n' --max-time 30 -X PUT -H 'Content-Type: application/json' \
+        -H "Cookie: $SESSION_COOKIE" --data-binary "{\"qty\":$ORDER_STOCK}" "$URL/stock/sku-[1-$n]" || true)
+    if [[ $(grep -c '^200$' <<<"$codes") != "$n" ]]; then
+        FAIL_REASON="PUT /stock/{sku} did not answer 200 for all $n SKUs: $(sort <<<"$codes" | uniq -c | xargs)"
+        return 1
+    fi
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 -H 'Content-Type: application/json' \
+        -H "Cookie: $SESSION_COOKIE" --data-binary '{"sku":"sku-1","qty":1}' "$URL/orders" || true)
+    [[ $code == 201 ]] || { FAIL_REASON="POST /orders answered $code, not 201"; return 1; }
+}
+
+# The stock left and the orders recorded, once the warm-up's last orders are in.
+before_orders() {
+    local left
+    settle_orders 0 || { FAIL_REASON="GET /audit: orders_recorded did not settle after the warm-up"; return 1; }
+    left=$(stock_left "$1")
+    [[ -n $left ]] || { FAIL_REASON="GET /stock/{sku} did not answer for every SKU"; return 1; }
+    ORDERS_BEFORE="$left $RECORDED"
+}
+
+# parse_orders WRK_OUTPUT — "orders/s p50_ms p99_ms errors": wrk's requests per second times the
+# share of them answered 201; errors are the other answers and the socket errors.
+parse_orders() {
+    local parsed rps p50 p99 created answered
+    parsed=$(parse_wrk "$1") || return 1
+    read -r rps p50 p99 _ <<<"$parsed"
+    created=$(status_count "$1" 201) answered=$(status_count "$1")
+    ((answered > 0)) || return 1
+    echo "$(awk -v r="$rps" -v c="$created" -v a="$answered" 'BEGIN { printf "%.2f", r * c / a }') $p50 $p99" \
+        "$((answered - created + $(socket_errors "$1")))"
+}
+
+# The stock taken and the orders recorded must equal the 201s. wrk's stop cuts off the requests
+# in flight, which the cluster may still commit: up to that many more are no mismatch. Sets
+# EXTRA_COLUMNS to "cut_off committed_of_them".
+verify_orders() {
+    local key=$1 out=$2 stock0 recorded0 created answered sent cut_off left taken recorded
+    read -r stock0 recorded0 <<<"$ORDERS_BEFORE"
+    created=$(status_count "$out" 201) answered=$(status_count "$out")
+    sent=$(awk '$1 == "orders:" && $2 == "sent" { print $3 }' "$out")
+    cut_off=$((${sent:-0} - answered))
+    if ! settle_orders $((recorded0 + created)); then
+        FAIL_REASON="GET /audit: orders_recorded went from $recorded0 to ${RECORDED:-?}, not on to $created more within ${ORDERS_SETTLE_SECS}s"
+        return 1
+    fi
+    left=$(stock_left "$key")
+    [[ -n $left ]] || { FAIL_REASON="GET /stock/{sku} did not answer for every SKU"; return 1; }
+    taken=$((stock0 - left)) recorded=$((RECORDED - recorded0))
+    if ((taken != recorded || taken < created || taken > created + cut_off)); then
+        FAIL_REASON="stock taken $taken, orders recorded $recorded, 201 answers $created ($cut_off more cut off by wrk's stop)"
+        return 1
+    fi
+    log "${TITLE[$key]}: stock taken = orders recorded = $taken: $created answered 201, $((taken - created)) of the $cut_off cut off by wrk's stop"
+    EXTRA_COLUMNS="$cut_off $((taken - created))"
+}
+
+# settle_orders MIN — until GET /audit's orders_recorded is at least MIN and the same 200 ms later
+# (the orders in flight when wrk stopped still commit), for up to ORDERS_SETTLE_SECS. Sets RECORDED.
+RECORDED=""
+settle_orders() {
+    local min=$1 deadline=$(($(now_us) + ORDERS_SETTLE_SECS * 1000000)) last=""
+    while (($(now_us) < deadline)); do
+        RECORDED=$(curl -s --max-time 2 "$URL/audit" | grep -o '"orders_recorded":[0-9]*' | cut -d: -f2 || true)
+        [[ -n $RECORDED && $RECORDED == "$last" && $RECORDED -ge $min ]] && return 0
+        last=$RECORDED
+        sleep 0.2
+    done
+    return 1
+}
+
+# stock_left KEY — the stock left, summed over the variant's SKUs; nothing if one did not answer.
+stock_left() {
+    local n=${SKUS[$1]}
+    curl -s --max-time 30 -w '\n' "$URL/stock/sku-[1-$n]" 2>/dev/null | grep -o '"qty":[0-9]*' |
+        awk -F: -v n="$n" '{ s += $2; c++ } END { if (c == n) printf "%.0f\n", s }' || true
+}
+
+# status_count WRK_OUTPUT [STATUS] — the answers with STATUS (default: all) that orders.lua counted.
+status_count() {
+    awk -v s="${2:-}" '$1 == "orders:" && $2 == "status" && (s == "" || $3 == s) { n += $4 } END { print n + 0 }' "$1"
+}
+
+# non201_cell KEY — the answers other than 201 by status, and the socket errors, over KEY's runs.
+non201_cell() {
+    local run files=()
+    for run in $(awk '{ print $10 }' "$RESULTS/$1"); do files+=("$LOG_DIR/wrk-$1-run$run.txt"); done
+    awk '$1 == "orders:" && $2 == "status" && $3 != 201 { print $3, $4 }
+        /Socket errors:/ { for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) { sub(",", "", $i); s[$(i - 1)] += $i } }
+        END { for (k in s) if (s[k] > 0) print "socket-" k, s[k] }' "${files[@]}" |
+        sort | awk '{ n[$1] += $2; if (!($1 in seen)) { seen[$1]; order[++k] = $1 } }
+            END { for (i = 1; i <= k; i++) out = out (i > 1 ? ", " : "") order[i] ": " n[order[i]]; print (k ? out : "none") }'
+}
+
+# The Cohort variants and their hand-written twins: "cohort baseline" pairs.
+ORDER_TWINS=("orders-hot orders-hot-baseline" "orders-spread orders-spread-baseline")
+
+orders_report() {
+    local key pair cohort twin
+    echo
+    echo "### Orders: POST /orders, the Cohort cluster against the hand-written program"
+    echo
+    echo "{\"sku\": \"sku-<n>\", \"qty\": 1}, 201 expected, $(conditions)"
+    echo
+    echo "| variant | orders/s | ratio | p50 | p99 | other answers and socket errors (all runs) | peak RSS (MB, per process) |"
+    echo "|---|---:|---:|---:|---:|---|---|"
+    for key in "${ORDER_VARIANTS[@]}"; do
+        selected "$key" || continue
+        if [[ ! -s $RESULTS/$key ]]; then
+            echo "| ${TITLE[$key]} | FAILED | - | - | - | - | - |"
+            continue
+        fi
+        echo "| ${TITLE[$key]} | $(num "$(metric "$key" 1)" 0) | $(num "$(twin_ratio "$key")" 2) |" \
+            "$(num "$(metric "$key" 2)" 2) ms | $(num "$(metric "$key" 3)" 2) ms | $(non201_cell "$key") | $(peak_cell "$key") |"
+    done
+    cpu_report "${ORDER_VARIANTS[@]}"
+    echo
+    echo "Targets:"
+    echo
+    for pair in "${ORDER_TWINS[@]}"; do
+        read -r cohort twin <<<"$pair"
+        any_selected "$cohort" "$twin" || continue
+        check "${TITLE[$cohort]} / ${TITLE[$twin]} orders/s" "$(twin_ratio "$cohort")" ">=" 0.85
+        per_run_ratios "$cohort" "$twin"
+    done
+    local measured=0
+    for key in "${ORDER_VARIANTS[@]}"; do [[ -s $RESULTS/$key ]] && measured=1; done
+    ((measured)) || return 0
+    echo
+    echo "Checked after every run: the stock taken (GET /stock/{sku} before and after) equals the"
+    echo "orders recorded (GET /audit) and the 201 answers, give or take the requests in flight when wrk"
+    echo "stopped, which the servers may still commit:"
+    echo
+    for key in "${ORDER_VARIANTS[@]}"; do
+        [[ -s $RESULTS/$key ]] || continue
+        awk -v t="${TITLE[$key]}" '{ cut += $11; done += $12 }
+            END { printf "- %s: %d cut off, %d of them committed (all runs)\n", t, cut, done }' "$RESULTS/$key"
+    done
+}
+
+# twin_ratio KEY — the Cohort variant KEY's orders/s over its twin's ("-" for a twin or unmeasured).
+twin_ratio() {
+    [[ $1 == *-baseline ]] && { echo "-"; return; }
+    div "$(metric "$1" 1)" "$(metric "$1-baseline" 1)"
+}
