@@ -152,6 +152,9 @@ impl Ctx {
         let payload = serde_json::to_vec(event)
             .map_err(|e| Error::internal(format!("cannot encode event `{}`: {e}", E::NAME)))?;
         let mut meta = self.outgoing_meta();
+        // An event is kept in the stream for its whole retention, and its handlers act for no
+        // caller's session: the session id, a bearer secret, stays out of it.
+        meta.session = None;
         meta.message_id = Some(message::random_hex(12));
         meta.instance = Some(self.instance_id().to_owned());
         let subject = self

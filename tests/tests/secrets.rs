@@ -1,10 +1,14 @@
 //! Secrets never reach the log: an instance logging at trace level, through a sign-up, a log-in
-//! and a log-out that cross NATS, writes neither the password nor the session id.
+//! and a log-out that cross NATS, writes neither the password nor the session id. Nor do they
+//! reach the event stream: an event a signed-in caller causes keeps its principal, not its session.
 
 use cohort_tests::Client;
 use cohort_tests::process::AppProcess;
 use cohort_tests::servers::Servers;
 use serde_json::json;
+
+use cohort::testing::eventually_some;
+use std::time::Duration;
 
 const PASSWORD: &str = "correct-horse-battery-staple-7f3a";
 
@@ -51,4 +55,39 @@ async fn a_trace_level_log_holds_no_password_and_no_session_id() {
             process.id
         );
     }
+}
+
+#[tokio::test]
+async fn an_event_a_signed_in_caller_causes_is_stored_without_its_session_id() {
+    let servers = Servers::start().await;
+    let shop = AppProcess::start("shop", true, &servers.env()).await;
+    let client = Client::new(shop.url());
+    client.sign_in_admin().await;
+    let session_id = client.cookie().expect("a session cookie");
+    let session_id = session_id.trim_start_matches("cohort_session=");
+    assert_eq!(
+        client.put("/stock/bolt", json!({"qty": 5})).await.status,
+        200
+    );
+    let order = client
+        .post("/orders", json!({"sku": "bolt", "qty": 1}))
+        .await;
+    assert_eq!(order.status, 201, "{}", order.text);
+
+    let nats = async_nats::connect(servers.nats.url()).await.expect("NATS");
+    let js = async_nats::jetstream::new(nats);
+    let stored = eventually_some("the event is stored", Duration::from_secs(10), async || {
+        js.get_stream("COHORT_EVENTS")
+            .await
+            .ok()?
+            .get_last_raw_message_by_subject("cohort.evt.orders.order_placed")
+            .await
+            .ok()
+    })
+    .await;
+    let headers = &stored.headers;
+    assert!(headers.get("Cohort-Principal").is_some(), "{headers:?}");
+    assert!(headers.get("Cohort-Session").is_none(), "{headers:?}");
+    let raw = format!("{headers:?}{}", String::from_utf8_lossy(&stored.payload));
+    assert!(!raw.contains(session_id), "the session id is stored: {raw}");
 }
