@@ -203,14 +203,11 @@ fn execute(
         spans::record("cohort.status", status);
         tracing::debug!(command = served.command.name, status, "command ran");
         match outcome {
-            Ok(body) => {
-                let mut meta = reply_meta(&ctx);
-                meta.status = Some(200);
-                Message {
-                    meta,
-                    payload: body,
-                }
-            }
+            // A success goes without a status: absent means 200, one header less on the wire.
+            Ok(body) => Message {
+                meta: reply_meta(&ctx),
+                payload: body,
+            },
             Err(err) => error_reply(ctx.runtime(), err, Some(&ctx)),
         }
     }

@@ -11,10 +11,10 @@
 //! task per message would only add scheduling),
 //! `BENCH_SUBJECT` (default `bench.echo`; its queue group is the subject and
 //! `.q`) so that several baselines can share one NATS server,
-//! `BENCH_HEADERS=1` to answer with the headers Cohort's replies carry
-//! (`Cohort-Status`, `Cohort-Instance`; a request without a trace and with the
-//! default deadline carries none): the cost of Cohort's wire protocol, without
-//! the rest of Cohort.
+//! `BENCH_HEADERS=1` to answer with the header every Cohort reply carries
+//! (`Cohort-Instance`; a success has no `Cohort-Status`, and a request without
+//! a trace and with the default deadline carries none): the cost of Cohort's
+//! wire protocol, without the rest of Cohort.
 
 use std::time::Duration;
 
@@ -39,7 +39,6 @@ async fn respond(client: &Client, instance: &str, headers: bool, msg: Message) {
         .unwrap_or_default();
     let sent = if headers {
         let mut headers = HeaderMap::new();
-        headers.insert("Cohort-Status", "200");
         headers.insert("Cohort-Instance", instance);
         client
             .publish_with_headers(reply, headers, out.into())

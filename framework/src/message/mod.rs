@@ -35,8 +35,8 @@ pub mod header {
     pub const SERVICE: &str = "Cohort-Service";
     /// `application/problem+json` on an error reply; absent means `application/json`.
     pub const CONTENT_TYPE: &str = "Content-Type";
-    /// The HTTP-like status of a reply; `100` on a progress message, which tells a caller that
-    /// asked for progress that its command still runs.
+    /// The HTTP-like status of a reply, absent on a success (200); `100` on a progress message,
+    /// which tells a caller that asked for progress that its command still runs.
     pub const STATUS: &str = "Cohort-Status";
     /// On a reply: the session id the HTTP layer must now send as its cookie.
     pub const SESSION_SET: &str = "Cohort-Session-Set";

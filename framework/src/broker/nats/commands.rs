@@ -217,8 +217,9 @@ struct Served {
     subscribed_on: u64,
 }
 
-/// The metadata of nearly every reply, a success from this instance with no session change, and
-/// its headers built once: cloning them skips hashing and checking each header again.
+/// The metadata of nearly every reply, a success from this instance with no session change (no
+/// status: absent means 200), and its headers built once: cloning them skips hashing and checking
+/// each header again.
 struct PlainSuccess {
     meta: Metadata,
     headers: HeaderMap,
@@ -227,7 +228,6 @@ struct PlainSuccess {
 impl PlainSuccess {
     fn of(instance_id: &str) -> PlainSuccess {
         let meta = Metadata {
-            status: Some(200),
             instance: Some(instance_id.to_owned()),
             ..Metadata::default()
         };

@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_nats::{Client, Subject, SubscribeError, Subscriber};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::StreamExt;
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
@@ -61,7 +63,7 @@ impl Replies {
         client: &Client,
         signer: Signer,
     ) -> Result<(Arc<Replies>, Delivering), SubscribeError> {
-        let prefix = format!("{}.", client.new_inbox());
+        let prefix = format!("{}.", shortened(client.new_inbox()));
         let subscription = client
             .subscribe(format!("{prefix}*.{PROGRESS_TOKEN}"))
             .await?;
@@ -144,6 +146,19 @@ impl Replies {
     fn heard(&self, token: u64) -> Option<Instant> {
         self.lock().get(&token).and_then(|waiting| waiting.heard)
     }
+}
+
+/// The inbox `inbox` (the client's inbox prefix, `.` and a 22-character NUID) with 72 random bits
+/// in 12 characters for its NUID: a reply subject is signed twice per command and sent twice
+/// (with the request, and as the reply's subject), and the shorter one keeps a plain reply's
+/// signed form within three SHA-256 blocks.
+fn shortened(inbox: String) -> String {
+    let prefix = inbox
+        .rsplit_once('.')
+        .map_or(inbox.as_str(), |(prefix, _nuid)| prefix);
+    let mut id = [0u8; 9];
+    rand::Rng::fill_bytes(&mut rand::rng(), &mut id);
+    format!("{prefix}.{}", URL_SAFE_NO_PAD.encode(id))
 }
 
 /// Delivers the messages of `subscription` until the connection closes; then every request still
@@ -369,5 +384,27 @@ mod tests {
         assert_eq!(first.as_str(), "_INBOX.test.0.cohort-progress");
         assert_eq!(second.as_str(), "_INBOX.test.1.cohort-progress");
         assert!(super::super::wire::asks_for_progress(&first));
+    }
+
+    #[test]
+    fn a_shortened_inbox_keeps_its_prefix_and_is_new_each_time() {
+        let nuid = "X".repeat(22);
+        let one = shortened(format!("_INBOX.{nuid}"));
+        let two = shortened(format!("_INBOX.{nuid}"));
+        assert_eq!(one.len(), "_INBOX.".len() + 12, "{one}");
+        assert!(one.starts_with("_INBOX.") && !one.contains(&nuid), "{one}");
+        assert_ne!(one, two);
+        let custom = shortened(format!("_I.shop.{nuid}"));
+        assert!(
+            custom.starts_with("_I.shop.") && custom.len() == 20,
+            "{custom}"
+        );
+        let token = &one["_INBOX.".len()..];
+        assert!(
+            token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "one subject token: {token}"
+        );
     }
 }
