@@ -1,7 +1,15 @@
 # scripts/bench.d/orders.sh — the orders scenario of scripts/bench (sourced by it, not run):
 # POST /orders on the Cohort cluster (orders-hot, orders-spread) and on its hand-written twin,
 # bench/src/bin/orders_baseline.rs (orders-hot-baseline, orders-spread-baseline), each pair back
-# to back; the books checked after every run on both.
+# to back; orders-hot once more with the example app's audit on (orders-audit); the books checked
+# after every run on all.
+
+# The Cohort cluster of the orders variants. It runs only the services an order needs (sign-in,
+# stock and orders), as the twin does: the example app's audit subscriptions take three deliveries
+# an order, each a unit of work, which the twin has no counterpart for. orders-audit runs them all.
+start_orders_cluster() {
+    if [[ $2 == orders-audit ]]; then start_cluster "$@"; else COHORT_SERVICES=orders,accounts start_cluster "$@"; fi
+}
 
 # The orders baseline: two processes on the NATS and Redis of the Cohort cluster, in its shape (A
 # serves HTTP and sends each order as a NATS request, A and B both run orders).
@@ -19,9 +27,9 @@ start_orders_baseline() {
     wait_http "$SPAWNED_PID" GET "$URL/audit" || { FAIL_REASON="orders baseline A did not answer GET /audit"; return 1; }
 }
 
-# How long GET /audit may take to count every order wrk got a 201 for, and those it cut off.
+# How long the stock may take to stand still once wrk stopped (the orders it cut off still commit).
 ORDERS_SETTLE_SECS=10
-ORDERS_BEFORE=""   # "stock_left orders_recorded" right before the measured load
+ORDERS_BEFORE=""   # "stock_left marker_id" right before the measured load
 
 # The admin of the orders benchmark: the example app gives it the admin role (SHOP_ADMINS), which
 # setting the stock needs; it places the orders too, as placing one needs a signed-in user.
@@ -54,13 +62,11 @@ ready_orders() {
     [[ $code == 201 ]] || { FAIL_REASON="POST /orders answered $code, not 201"; return 1; }
 }
 
-# The stock left and the orders recorded, once the warm-up's last orders are in.
+# Once the warm-up's last orders are in: a marker order, then the stock left.
 before_orders() {
     local left
-    settle_orders 0 || { FAIL_REASON="GET /audit: orders_recorded did not settle after the warm-up"; return 1; }
-    left=$(stock_left "$1")
-    [[ -n $left ]] || { FAIL_REASON="GET /stock/{sku} did not answer for every SKU"; return 1; }
-    ORDERS_BEFORE="$left $RECORDED"
+    mark_orders "$1" && left=$STOCK_LEFT || return 1
+    ORDERS_BEFORE="$left $MARKER_ID"
 }
 
 # parse_orders WRK_OUTPUT — "orders/s p50_ms p99_ms errors": wrk's requests per second times the
@@ -75,42 +81,48 @@ parse_orders() {
         "$((answered - created + $(socket_errors "$1")))"
 }
 
-# The stock taken and the orders recorded must equal the 201s. wrk's stop cuts off the requests
-# in flight, which the cluster may still commit: up to that many more are no mismatch. Sets
-# EXTRA_COLUMNS to "cut_off committed_of_them".
+# The stock taken must equal the orders committed between two marker orders (their ids are drawn
+# from one sequence: the difference less one) and the 201s. wrk's stop cuts off the requests in
+# flight, which the cluster may still commit: up to that many more are no mismatch. An id drawn
+# for an order that was not committed (Cohort draws it before the unit) must have an answer
+# other than 201 or be cut off. Sets EXTRA_COLUMNS to "cut_off committed_of_them".
 verify_orders() {
-    local key=$1 out=$2 stock0 recorded0 created answered sent cut_off left taken recorded
-    read -r stock0 recorded0 <<<"$ORDERS_BEFORE"
+    local key=$1 out=$2 stock0 id0 created answered sent cut_off taken ids
+    read -r stock0 id0 <<<"$ORDERS_BEFORE"
     created=$(status_count "$out" 201) answered=$(status_count "$out")
     sent=$(awk '$1 == "orders:" && $2 == "sent" { print $3 }' "$out")
     cut_off=$((${sent:-0} - answered))
-    if ! settle_orders $((recorded0 + created)); then
-        FAIL_REASON="GET /audit: orders_recorded went from $recorded0 to ${RECORDED:-?}, not on to $created more within ${ORDERS_SETTLE_SECS}s"
+    mark_orders "$key" $((stock0 - created)) || return 1
+    taken=$((stock0 - STOCK_LEFT - 1)) ids=$((MARKER_ID - id0 - 1))
+    if ((taken < created || taken > created + cut_off || ids < taken || ids > taken + answered - created + cut_off)); then
+        FAIL_REASON="stock taken $taken, order ids drawn $ids, 201 answers $created of $answered ($cut_off more cut off by wrk's stop)"
         return 1
     fi
-    left=$(stock_left "$key")
-    [[ -n $left ]] || { FAIL_REASON="GET /stock/{sku} did not answer for every SKU"; return 1; }
-    taken=$((stock0 - left)) recorded=$((RECORDED - recorded0))
-    if ((taken != recorded || taken < created || taken > created + cut_off)); then
-        FAIL_REASON="stock taken $taken, orders recorded $recorded, 201 answers $created ($cut_off more cut off by wrk's stop)"
-        return 1
-    fi
-    log "${TITLE[$key]}: stock taken = orders recorded = $taken: $created answered 201, $((taken - created)) of the $cut_off cut off by wrk's stop"
+    log "${TITLE[$key]}: stock taken = $taken orders, $ids ids drawn: $created answered 201, $((taken - created)) of the $cut_off cut off by wrk's stop"
     EXTRA_COLUMNS="$cut_off $((taken - created))"
 }
 
-# settle_orders MIN — until GET /audit's orders_recorded is at least MIN and the same 200 ms later
-# (the orders in flight when wrk stopped still commit), for up to ORDERS_SETTLE_SECS. Sets RECORDED.
-RECORDED=""
-settle_orders() {
-    local min=$1 deadline=$(($(now_us) + ORDERS_SETTLE_SECS * 1000000)) last=""
+# mark_orders KEY [MAX_LEFT] — once the stock of KEY's SKUs is at most MAX_LEFT and the same 200 ms
+# later (for up to ORDERS_SETTLE_SECS), places a marker order on sku-1 and reads the stock it
+# left. Sets MARKER_ID and STOCK_LEFT.
+MARKER_ID="" STOCK_LEFT=""
+mark_orders() {
+    local key=$1 max_left=${2:-$((ORDER_STOCK * SKUS[$1]))} deadline=$(($(now_us) + ORDERS_SETTLE_SECS * 1000000)) left="" last=""
     while (($(now_us) < deadline)); do
-        RECORDED=$(curl -s --max-time 2 "$URL/audit" | grep -o '"orders_recorded":[0-9]*' | cut -d: -f2 || true)
-        [[ -n $RECORDED && $RECORDED == "$last" && $RECORDED -ge $min ]] && return 0
-        last=$RECORDED
+        left=$(stock_left "$key")
+        [[ -n $left && $left == "$last" && $left -le $max_left ]] && break
+        last=$left
         sleep 0.2
     done
-    return 1
+    if [[ -z $left || $left != "$last" || $left -gt $max_left ]]; then
+        FAIL_REASON="GET /stock/{sku}: the stock left (${left:-no answer}) did not settle at or below $max_left within ${ORDERS_SETTLE_SECS}s"
+        return 1
+    fi
+    MARKER_ID=$(curl -s --max-time 5 -H 'Content-Type: application/json' -H "Cookie: $SESSION_COOKIE" \
+        --data-binary '{"sku":"sku-1","qty":1}' "$URL/orders" | grep -o '"id":[0-9]*' | cut -d: -f2 || true)
+    [[ -n $MARKER_ID ]] || { FAIL_REASON="the marker order got no order id from POST /orders"; return 1; }
+    STOCK_LEFT=$(stock_left "$key")
+    [[ -n $STOCK_LEFT ]] || { FAIL_REASON="GET /stock/{sku} did not answer for every SKU"; return 1; }
 }
 
 # stock_left KEY — the stock left, summed over the variant's SKUs; nothing if one did not answer.
@@ -136,8 +148,10 @@ non201_cell() {
             END { for (i = 1; i <= k; i++) out = out (i > 1 ? ", " : "") order[i] ": " n[order[i]]; print (k ? out : "none") }'
 }
 
-# The Cohort variants and their hand-written twins: "cohort baseline" pairs.
+# The Cohort variants and their hand-written twins: "cohort baseline" pairs, the targets.
 ORDER_TWINS=("orders-hot orders-hot-baseline" "orders-spread orders-spread-baseline")
+# The twin of a variant that is no target: what its ratio is taken against.
+declare -A ORDER_TWIN_OF=([orders-audit]=orders-hot-baseline)
 
 orders_report() {
     local key pair cohort twin
@@ -172,8 +186,8 @@ orders_report() {
     ((measured)) || return 0
     echo
     echo "Checked after every run: the stock taken (GET /stock/{sku} before and after) equals the"
-    echo "orders recorded (GET /audit) and the 201 answers, give or take the requests in flight when wrk"
-    echo "stopped, which the servers may still commit:"
+    echo "orders committed (the ids of a marker order placed before and after) and the 201 answers, give"
+    echo "or take the requests in flight when wrk stopped, which the servers may still commit:"
     echo
     for key in "${ORDER_VARIANTS[@]}"; do
         [[ -s $RESULTS/$key ]] || continue
@@ -185,5 +199,5 @@ orders_report() {
 # twin_ratio KEY — the Cohort variant KEY's orders/s over its twin's ("-" for a twin or unmeasured).
 twin_ratio() {
     [[ $1 == *-baseline ]] && { echo "-"; return; }
-    div "$(metric "$1" 1)" "$(metric "$1-baseline" 1)"
+    div "$(metric "$1" 1)" "$(metric "${ORDER_TWIN_OF[$1]:-$1-baseline}" 1)"
 }
