@@ -1,6 +1,8 @@
 //! Shared pieces of the benchmark contenders: the echo payloads and the
 //! small helpers both binaries use, so raw axum and the baseline do exactly
-//! the same JSON work per request.
+//! the same JSON work per request; and the events scenario's ([`events`]).
+
+pub mod events;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};

@@ -211,7 +211,8 @@ impl Ctx {
     /// - An `Err` from `work` ends it at once, with nothing written.
     /// - In a subscription, a unit is applied once per event: a redelivered event (a lost ack,
     ///   a crash, a timeout) gets the result the unit had the first time instead of applying it
-    ///   again. That is why the result must be serializable.
+    ///   again (`work` runs again, but its commit finds the event applied). That is why the result
+    ///   must be serializable.
     pub async fn transaction<T, F>(&self, work: F) -> Result<T, Error>
     where
         F: AsyncFnMut(&Tx) -> Result<T, Error>,
@@ -228,16 +229,15 @@ where
     T: Serialize + DeserializeOwned,
 {
     let runtime = ctx.runtime();
+    // The commit checks the marker itself: a redelivery that reaches it gets the first result.
     let marker_key = ctx.next_unit_marker();
-    if let Some(key) = &marker_key
-        && let Some(applied) = runtime.store.get(key).await?
-    {
-        return replay(&applied.value);
-    }
     let mut backoff = FIRST_BACKOFF;
     for attempt in 1.. {
         let tx = Tx::new(ctx);
-        let result = work(&tx).await?;
+        let result = match work(&tx).await {
+            Ok(result) => result,
+            Err(err) => return applied_before(runtime, marker_key.as_deref(), err).await,
+        };
         let marker = match &marker_key {
             Some(key) => Some(Marker {
                 key: key.clone(),
@@ -277,6 +277,22 @@ where
         }
     }
     unreachable!("the attempts above end in a return")
+}
+
+/// The result the unit had when its event was first delivered, or `err` when it was not applied
+/// then: on a redelivery, `work` may fail on what the first delivery changed.
+async fn applied_before<T: DeserializeOwned>(
+    runtime: &Runtime,
+    marker_key: Option<&str>,
+    err: Error,
+) -> Result<T, Error> {
+    match marker_key {
+        Some(key) => match runtime.store.get(key).await? {
+            Some(applied) => replay(&applied.value),
+            None => Err(err),
+        },
+        None => Err(err),
+    }
 }
 
 /// The error the bounded add at `index` of the writes fails its unit with.

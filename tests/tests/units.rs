@@ -169,6 +169,70 @@ async fn a_redelivered_event_does_not_apply_its_unit_twice() {
     );
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+struct Claimed {
+    n: u64,
+}
+
+/// Deliveries of `Claimed`, and those that succeeded.
+static CLAIM_DELIVERIES: AtomicUsize = AtomicUsize::new(0);
+static CLAIMS_DONE: AtomicUsize = AtomicUsize::new(0);
+
+/// Claims `claim:{n}` in a unit whose work refuses a claim already taken, so that it fails when
+/// it runs again. The first delivery fails after its commit, as if its ack were lost: the
+/// redelivery must get the unit's first result, not the refusal.
+#[subscription(service = "units")]
+async fn claim_once(ctx: Ctx, event: Claimed) -> Result<(), Error> {
+    let first = CLAIM_DELIVERIES.fetch_add(1, Ordering::SeqCst) == 0;
+    let key = format!("claim:{}", event.n);
+    let claimed = ctx
+        .transaction(async move |tx| {
+            if tx.get::<u64>(&key).await?.is_some() {
+                return Err(Error::conflict("already claimed"));
+            }
+            tx.put(&key, &event.n)?;
+            Ok(event.n)
+        })
+        .await?;
+    if first {
+        return Err(Error::unavailable("the ack is lost"));
+    }
+    assert_eq!(claimed, event.n, "the first result");
+    CLAIMS_DONE.fetch_add(1, Ordering::SeqCst);
+    Ok(())
+}
+
+/// Emits `Claimed`.
+#[command(service = "units")]
+async fn emit_claimed(ctx: Ctx, input: Emit) -> Result<(), Error> {
+    ctx.emit(&Claimed { n: input.n }).await
+}
+
+#[tokio::test]
+async fn a_redelivered_event_gets_its_first_result_though_its_work_now_fails() {
+    let running = App::default()
+        .http_addr(None)
+        .configure(|c| c.event_backoff = vec![Duration::from_millis(20)])
+        .start()
+        .await
+        .expect("starts");
+    running
+        .call::<emit_claimed>(Emit { n: 9 })
+        .await
+        .expect("emitted");
+    eventually(
+        "the redelivery succeeds",
+        Duration::from_secs(10),
+        async || CLAIMS_DONE.load(Ordering::SeqCst) == 1,
+    )
+    .await;
+    assert_eq!(
+        CLAIM_DELIVERIES.load(Ordering::SeqCst),
+        2,
+        "delivered twice, then acknowledged"
+    );
+}
+
 #[tokio::test]
 async fn an_event_its_writer_never_published_is_relayed_by_another_instance() {
     let broker = MemoryBroker::new();
