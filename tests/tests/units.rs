@@ -144,14 +144,19 @@ async fn a_unit_that_fails_writes_and_emits_nothing() {
     assert!(outbox.is_empty(), "nothing emitted: {outbox:?}");
 }
 
-#[tokio::test]
-async fn a_redelivered_event_does_not_apply_its_unit_twice() {
-    let running = App::default()
+/// An embedded instance that redelivers a failed event after 20 ms.
+async fn redelivering_quickly() -> Running {
+    App::default()
         .http_addr(None)
         .configure(|c| c.event_backoff = vec![Duration::from_millis(20)])
         .start()
         .await
-        .expect("starts");
+        .expect("starts")
+}
+
+#[tokio::test]
+async fn a_redelivered_event_does_not_apply_its_unit_twice() {
+    let running = redelivering_quickly().await;
     running
         .call::<emit_noted>(Emit { n: LOST_ACK })
         .await
@@ -210,12 +215,7 @@ async fn emit_claimed(ctx: Ctx, input: Emit) -> Result<(), Error> {
 
 #[tokio::test]
 async fn a_redelivered_event_gets_its_first_result_though_its_work_now_fails() {
-    let running = App::default()
-        .http_addr(None)
-        .configure(|c| c.event_backoff = vec![Duration::from_millis(20)])
-        .start()
-        .await
-        .expect("starts");
+    let running = redelivering_quickly().await;
     running
         .call::<emit_claimed>(Emit { n: 9 })
         .await
