@@ -56,11 +56,7 @@ connections_report() {
     echo "| contender | req/s | p99 | socket errors | RSS before (MB) | peak RSS (MB) | RSS ${CONNECTIONS_SETTLE_SECS} s after (MB) | peak ÷ raw axum's |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|"
     for key in "${CONNECTION_CONTENDERS[@]}"; do
-        selected "$key" || continue
-        if [[ ! -s $RESULTS/$key ]]; then
-            echo "| ${TITLE[$key]} | FAILED | - | - | - | - | - | - |"
-            continue
-        fi
+        row_due "$key" 8 || continue
         echo "| ${TITLE[$key]} | $(num "$(metric "$key" 1)" 0) | $(num "$(metric "$key" 3)" 2) ms | $(metric "$key" 4) |" \
             "$(mb_cell "$key" 7) | $(mb_cell "$key" 5) | $(mb_cell "$key" 11) | $(num "$(div "$(metric "$key" 5)" "$raw_peak")" 2) |"
     done

@@ -198,11 +198,7 @@ events_report() {
     echo "| contender | events/s at saturation | ratio | p50 / p99 at saturation | p50 / p99 at $EVENTS_RATE/s | events checked (all runs) |"
     echo "|---|---:|---:|---:|---:|---|"
     for key in "${EVENT_CONTENDERS[@]}"; do
-        selected "$key" || continue
-        if [[ ! -s $RESULTS/$key ]]; then
-            echo "| ${TITLE[$key]} | FAILED | - | - | - | - |"
-            continue
-        fi
+        row_due "$key" 6 || continue
         echo "| ${TITLE[$key]} | $(num "$(metric "$key" 1)" 0) | $(num "$(div "$(metric "$key" 1)" "$hand")" 2) |" \
             "$(num "$(metric "$key" 2)" 2) / $(num "$(metric "$key" 3)" 2) ms |" \
             "$(num "$(metric "$key" 5)" 2) / $(num "$(metric "$key" 6)" 2) ms |" \

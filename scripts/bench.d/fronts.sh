@@ -130,11 +130,7 @@ fronts_report() {
     echo "| contender | req/s (sum) | ratio | p50 | p99 | errors |"
     echo "|---|---:|---:|---:|---:|---:|"
     for key in "${FRONT_CONTENDERS[@]}"; do
-        selected "$key" || continue
-        if [[ ! -s $RESULTS/$key ]]; then
-            echo "| ${TITLE[$key]} | FAILED | - | - | - | - |"
-            continue
-        fi
+        row_due "$key" 6 || continue
         echo "| ${TITLE[$key]} | $(num "$(metric "$key" 1)" 0) | $(num "$(div "$(metric "$key" 1)" "$base_rps")" 2) |" \
             "$(num "$(metric "$key" 2)" 2) ms | $(num "$(metric "$key" 3)" 2) ms | $(metric "$key" 4) |"
     done

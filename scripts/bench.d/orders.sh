@@ -163,11 +163,7 @@ orders_report() {
     echo "| variant | orders/s | ratio | p50 | p99 | other answers and socket errors (all runs) | peak RSS (MB, per process) |"
     echo "|---|---:|---:|---:|---:|---|---|"
     for key in "${ORDER_VARIANTS[@]}"; do
-        selected "$key" || continue
-        if [[ ! -s $RESULTS/$key ]]; then
-            echo "| ${TITLE[$key]} | FAILED | - | - | - | - | - |"
-            continue
-        fi
+        row_due "$key" 7 || continue
         echo "| ${TITLE[$key]} | $(num "$(metric "$key" 1)" 0) | $(num "$(twin_ratio "$key")" 2) |" \
             "$(num "$(metric "$key" 2)" 2) ms | $(num "$(metric "$key" 3)" 2) ms | $(non201_cell "$key") | $(peak_cell "$key") |"
     done
