@@ -14,6 +14,7 @@ pub(super) async fn run(store: &dyn StateStore, prefix: &str) {
     applies_everything(store, &key("all"), &outbox).await;
     conflicts_apply_nothing(store, &key("conflict"), &outbox).await;
     bounded_adds_refuse(store, &key("bounded"), &outbox).await;
+    adds_to_text_refuse(store, &key("text"), &outbox).await;
     markers_apply_once(store, &key("marker"), &outbox).await;
     outbox_hands_out_by_age(store, &key("aged"), &key("aged-outbox")).await;
 }
@@ -177,6 +178,22 @@ async fn bounded_adds_refuse(store: &dyn StateStore, key: &str, outbox: &str) {
         Some(json("0")),
         "down to the minimum"
     );
+}
+
+async fn adds_to_text_refuse(store: &dyn StateStore, key: &str, outbox: &str) {
+    store.put(key, json("\"five\""), None).await.expect("put");
+    let other = format!("{key}:other");
+    let err = store
+        .commit(unit(outbox, vec![put(&other, "1"), add(key, 1, None)]))
+        .await
+        .expect_err("adding to text");
+    assert_eq!(err.kind(), crate::ErrorKind::Conflict, "{err}");
+    assert!(
+        err.to_string().contains(key),
+        "the error names the key: {err}"
+    );
+    assert_eq!(value(store, key).await, Some(json("\"five\"")), "unchanged");
+    assert_eq!(value(store, &other).await, None, "nothing else written");
 }
 
 async fn markers_apply_once(store: &dyn StateStore, key: &str, outbox: &str) {

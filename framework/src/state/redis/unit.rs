@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use redis::Script;
+use redis::{Cmd, ErrorKind, Script, ServerErrorKind};
 
 use super::RedisStore;
 use super::ttl_arg;
@@ -19,61 +19,63 @@ use crate::state::spi::{Commit, Marker, OutboxEntry, OutboxEvent, Outcome, Write
 /// reads `key, expected version ("" = absent)`; writes `op, key, a, b` (`put, key, value, ttl`,
 /// `del, key, "", ""`, `add, key, by, min or ""`); events `subject, headers (JSON), payload`;
 /// the marker `key, value, ttl`. Every check comes before the first write, because a script's
-/// writes are not undone when it returns early.
+/// writes are not undone when it returns early. `ARGV` is read in place, without building tables.
 const COMMIT: &str = r"
-local nr, nw, ne, has_marker = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] == '1'
-local a = 5
-local reads, writes, events, marker = {}, {}, {}, nil
-for i = 1, nr do reads[i] = {KEYS[tonumber(ARGV[a])], ARGV[a + 1]}; a = a + 2 end
-for i = 1, nw do writes[i] = {ARGV[a], KEYS[tonumber(ARGV[a + 1])], ARGV[a + 2], ARGV[a + 3]}; a = a + 4 end
-for i = 1, ne do events[i] = {ARGV[a], ARGV[a + 1], ARGV[a + 2]}; a = a + 3 end
-if has_marker then marker = {KEYS[tonumber(ARGV[a])], ARGV[a + 1], ARGV[a + 2]} end
+local nr, nw, ne = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local writes_at = 5 + 2 * nr
+local events_at = writes_at + 4 * nw
+local marker_at = events_at + 3 * ne
 
-for _, r in ipairs(reads) do
-  local version = redis.call('HGET', r[1], 'v')
-  if (r[2] == '' and version) or (r[2] ~= '' and version ~= r[2]) then
-    return {'conflict', r[1]}
+for a = 5, writes_at - 1, 2 do
+  local key, expected = KEYS[tonumber(ARGV[a])], ARGV[a + 1]
+  local version = redis.call('HGET', key, 'v')
+  if (expected == '' and version) or (expected ~= '' and version ~= expected) then
+    return {'conflict', key}
   end
 end
+local marker = ARGV[4] == '1' and KEYS[tonumber(ARGV[marker_at])]
 if marker then
-  local result = redis.call('HGET', marker[1], 'd')
+  local result = redis.call('HGET', marker, 'd')
   if result then return {'applied', result} end
 end
 local sums = {}
-for i, w in ipairs(writes) do
-  if w[1] == 'add' then
-    local key = w[2]
-    if sums[key] == nil then
-      local stored = redis.call('HGET', key, 'd')
-      sums[key] = stored and tonumber(stored) or 0
-      if sums[key] == nil or sums[key] ~= math.floor(sums[key]) then return {'not_integer', key} end
+for a = writes_at, events_at - 1, 4 do
+  if ARGV[a] == 'add' then
+    local key = KEYS[tonumber(ARGV[a + 1])]
+    local sum = sums[key]
+    if sum == nil then
+      sum = tonumber(redis.call('HGET', key, 'd') or '0')
+      if sum == nil or sum ~= math.floor(sum) then return {'not_integer', key} end
     end
-    sums[key] = sums[key] + tonumber(w[3])
-    if math.abs(sums[key]) > 9007199254740991 then return {'overflow', key} end
-    if w[4] ~= '' and sums[key] < tonumber(w[4]) then return {'below_min', tostring(i - 1)} end
+    sum = sum + tonumber(ARGV[a + 2])
+    if math.abs(sum) > 9007199254740991 then return {'overflow', key} end
+    if ARGV[a + 3] ~= '' and sum < tonumber(ARGV[a + 3]) then
+      return {'below_min', tostring((a - writes_at) / 4)}
+    end
+    sums[key] = sum
   end
 end
 
-for _, w in ipairs(writes) do
-  local key = w[2]
-  if w[1] == 'put' then
+for a = writes_at, events_at - 1, 4 do
+  local op, key = ARGV[a], KEYS[tonumber(ARGV[a + 1])]
+  if op == 'put' then
     redis.call('HINCRBY', key, 'v', 1)
-    redis.call('HSET', key, 'd', w[3])
-    if w[4] == '' then redis.call('PERSIST', key) else redis.call('PEXPIRE', key, w[4]) end
-  elseif w[1] == 'del' then
+    redis.call('HSET', key, 'd', ARGV[a + 2])
+    if ARGV[a + 3] == '' then redis.call('PERSIST', key) else redis.call('PEXPIRE', key, ARGV[a + 3]) end
+  elseif op == 'del' then
     redis.call('DEL', key)
   else
-    redis.call('HINCRBY', key, 'd', w[3])
+    redis.call('HINCRBY', key, 'd', ARGV[a + 2])
     redis.call('HINCRBY', key, 'v', 1)
   end
 end
 local reply = {'ok'}
-for i, e in ipairs(events) do
-  reply[i + 1] = redis.call('XADD', KEYS[1], '*', 's', e[1], 'h', e[2], 'p', e[3])
+for a = events_at, marker_at - 1, 3 do
+  reply[#reply + 1] = redis.call('XADD', KEYS[1], '*', 's', ARGV[a], 'h', ARGV[a + 1], 'p', ARGV[a + 2])
 end
 if marker then
-  redis.call('HSET', marker[1], 'd', marker[2], 'v', 1)
-  redis.call('PEXPIRE', marker[1], marker[3])
+  redis.call('HSET', marker, 'd', ARGV[marker_at + 1], 'v', 1)
+  redis.call('PEXPIRE', marker, ARGV[marker_at + 2])
 end
 return reply
 ";
@@ -102,72 +104,72 @@ impl Default for UnitScripts {
     }
 }
 
-/// The keys and arguments of the commit script.
-#[derive(Default)]
-struct Invocation {
-    keys: Vec<String>,
-    args: Vec<Vec<u8>>,
-}
-
-impl Invocation {
-    /// The index of `key` in `KEYS` (1-based, as Lua counts), added if new.
-    fn key(&mut self, key: &str) -> Vec<u8> {
-        let index = match self.keys.iter().position(|k| k == key) {
-            Some(index) => index,
-            None => {
-                self.keys.push(key.to_owned());
-                self.keys.len() - 1
-            }
-        };
-        (index + 1).to_string().into_bytes()
-    }
-
-    fn arg(&mut self, arg: impl Into<Vec<u8>>) {
-        self.args.push(arg.into());
-    }
-}
-
-fn invocation(commit: &Commit) -> Result<Invocation, Error> {
-    let mut call = Invocation::default();
-    call.key(&commit.outbox);
-    call.arg(commit.reads.len().to_string());
-    call.arg(commit.writes.len().to_string());
-    call.arg(commit.events.len().to_string());
-    call.arg(if commit.marker.is_some() { "1" } else { "" });
+/// The commit as one command: `EVALSHA` with the script's hash, or `EVAL` with its text for a
+/// server that does not have it. Written straight into the command's buffer: a unit's keys and
+/// arguments are a few dozen small pieces, each otherwise copied twice.
+fn commit_command(verb: &str, script: &str, commit: &Commit) -> Result<Cmd, Error> {
+    let keys = keys_of(commit);
+    // 1-based, as Lua counts; every key is in `keys`, which `keys_of` made sure of.
+    let index = |key: &str| keys.iter().position(|k| *k == key).map_or(0, |i| i + 1);
+    let mut cmd = redis::cmd(verb);
+    cmd.arg(script).arg(keys.len()).arg(&keys);
+    cmd.arg(commit.reads.len())
+        .arg(commit.writes.len())
+        .arg(commit.events.len())
+        .arg(if commit.marker.is_some() { "1" } else { "" });
     for (key, version) in &commit.reads {
-        let index = call.key(key);
-        call.arg(index);
-        call.arg(version.map(|v| v.to_string()).unwrap_or_default());
+        cmd.arg(index(key));
+        match version {
+            Some(version) => cmd.arg(version),
+            None => cmd.arg(""),
+        };
     }
     for write in &commit.writes {
-        let (op, key, a, b) = match write {
-            Write::Put { key, value, ttl } => ("put", key, value.to_vec(), ttl_arg(*ttl)),
-            Write::Delete { key } => ("del", key, Vec::new(), String::new()),
-            Write::Add { key, by, min } => (
-                "add",
-                key,
-                by.to_string().into_bytes(),
-                min.map(|m| m.to_string()).unwrap_or_default(),
-            ),
+        match write {
+            Write::Put { key, value, ttl } => cmd
+                .arg("put")
+                .arg(index(key))
+                .arg(value.as_ref())
+                .arg(ttl_arg(*ttl)),
+            Write::Delete { key } => cmd.arg("del").arg(index(key)).arg("").arg(""),
+            Write::Add { key, by, min } => {
+                cmd.arg("add").arg(index(key)).arg(by);
+                match min {
+                    Some(min) => cmd.arg(min),
+                    None => cmd.arg(""),
+                }
+            }
         };
-        call.arg(op);
-        let index = call.key(key);
-        call.arg(index);
-        call.arg(a);
-        call.arg(b);
     }
     for event in &commit.events {
-        call.arg(event.subject.as_str());
-        call.arg(headers_json(&event.message)?);
-        call.arg(event.message.payload.to_vec());
+        cmd.arg(event.subject.as_str())
+            .arg(headers_json(&event.message)?)
+            .arg(event.message.payload.as_ref());
     }
     if let Some(Marker { key, value, ttl }) = &commit.marker {
-        let index = call.key(key);
-        call.arg(index);
-        call.arg(value.to_vec());
-        call.arg(ttl_arg(Some(*ttl)));
+        cmd.arg(index(key))
+            .arg(value.as_ref())
+            .arg(ttl_arg(Some(*ttl)));
     }
-    Ok(call)
+    Ok(cmd)
+}
+
+/// Every key the commit touches, once each: the outbox, then in the order they first appear.
+fn keys_of(commit: &Commit) -> Vec<&str> {
+    let written = commit.writes.iter().map(|write| match write {
+        Write::Put { key, .. } | Write::Delete { key } | Write::Add { key, .. } => key,
+    });
+    let mut keys: Vec<&str> = Vec::with_capacity(2 + commit.reads.len() + commit.writes.len());
+    let touched = std::iter::once(&commit.outbox)
+        .chain(commit.reads.iter().map(|(key, _)| key))
+        .chain(written)
+        .chain(commit.marker.iter().map(|marker| &marker.key));
+    for key in touched {
+        if !keys.contains(&key.as_str()) {
+            keys.push(key);
+        }
+    }
+    keys
 }
 
 fn headers_json(message: &Message) -> Result<String, Error> {
@@ -183,19 +185,19 @@ fn headers_json(message: &Message) -> Result<String, Error> {
 
 impl RedisStore {
     pub(super) async fn commit_unit(&self, commit: Commit) -> Result<Outcome, Error> {
-        let call = invocation(&commit)?;
+        let script = &self.inner.units.commit;
+        let evalsha = commit_command("EVALSHA", script.get_hash(), &commit)?;
         let reply: Vec<Vec<u8>> = self
             .run(
                 || "committing a unit of work".to_owned(),
                 |mut c| async move {
-                    let mut script = self.inner.units.commit.prepare_invoke();
-                    for key in &call.keys {
-                        script.key(key);
+                    match evalsha.query_async(&mut c).await {
+                        Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                            let eval = commit_command("EVAL", COMMIT, &commit).map_err(|_| err)?;
+                            eval.query_async(&mut c).await
+                        }
+                        reply => reply,
                     }
-                    for arg in &call.args {
-                        script.arg(arg.as_slice());
-                    }
-                    script.invoke_async(&mut c).await
                 },
             )
             .await?;
