@@ -317,6 +317,19 @@ async fn relay(runtime: &Runtime, outbox: String, entries: Vec<OutboxEntry>) {
     if entries.is_empty() {
         return;
     }
+    let published = publish(runtime, entries).await;
+    // Off the caller's path: a store that stalls now must not hold up an answer that is ready.
+    let store = runtime.store.clone();
+    tokio::spawn(async move {
+        if let Err(err) = store.outbox_remove(&outbox, &published).await {
+            // Published twice later at worst, which the broker drops by the event's id.
+            tracing::warn!(error = %err, "could not remove published events from the outbox");
+        }
+    });
+}
+
+/// Publishes `entries` in order until one fails; the ids of those that went out.
+async fn publish(runtime: &Runtime, entries: Vec<OutboxEntry>) -> Vec<String> {
     let mut published = Vec::with_capacity(entries.len());
     for entry in entries {
         let OutboxEvent { subject, message } = entry.event;
@@ -328,14 +341,7 @@ async fn relay(runtime: &Runtime, outbox: String, entries: Vec<OutboxEntry>) {
             }
         }
     }
-    // Off the caller's path: a store that stalls now must not hold up an answer that is ready.
-    let store = runtime.store.clone();
-    tokio::spawn(async move {
-        if let Err(err) = store.outbox_remove(&outbox, &published).await {
-            // Published twice later at worst, which the broker drops by the event's id.
-            tracing::warn!(error = %err, "could not remove published events from the outbox");
-        }
-    });
+    published
 }
 
 /// The relay of this instance: publishes the entries of the outboxes of `services` whose writer
@@ -352,14 +358,32 @@ pub(crate) async fn relay_orphans(
             () = tokio::time::sleep(RELAY_INTERVAL) => {}
         }
         for outbox in &outboxes {
-            match runtime.store.outbox(outbox, ORPHAN_AGE, RELAY_BATCH).await {
-                Ok(entries) if entries.is_empty() => {}
-                Ok(entries) => {
-                    tracing::info!(events = entries.len(), outbox = %outbox, "relaying events from the outbox");
-                    relay(&runtime, outbox.clone(), entries).await;
-                }
-                Err(err) => tracing::debug!(error = %err, "could not read the outbox"),
+            // A full batch is a backlog (the broker was down): drain it now, not a batch a round.
+            while !stop.is_cancelled() && relay_orphans_once(&runtime, outbox).await == RELAY_BATCH
+            {
             }
+        }
+    }
+}
+
+/// Publishes and removes one batch of `outbox`'s orphaned entries; how many went out.
+async fn relay_orphans_once(runtime: &Runtime, outbox: &str) -> usize {
+    let entries = match runtime.store.outbox(outbox, ORPHAN_AGE, RELAY_BATCH).await {
+        Ok(entries) if entries.is_empty() => return 0,
+        Ok(entries) => entries,
+        Err(err) => {
+            tracing::debug!(error = %err, "could not read the outbox");
+            return 0;
+        }
+    };
+    tracing::info!(events = entries.len(), outbox = %outbox, "relaying events from the outbox");
+    let published = publish(runtime, entries).await;
+    // Removed before the next batch is read, so that it does not hand out the same entries.
+    match runtime.store.outbox_remove(outbox, &published).await {
+        Ok(()) => published.len(),
+        Err(err) => {
+            tracing::warn!(error = %err, "could not remove published events from the outbox");
+            0
         }
     }
 }

@@ -233,37 +233,75 @@ async fn a_redelivered_event_gets_its_first_result_though_its_work_now_fails() {
     );
 }
 
-#[tokio::test]
-async fn an_event_its_writer_never_published_is_relayed_by_another_instance() {
-    let broker = MemoryBroker::new();
-    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
-    let running = App::default()
+/// An instance of the units service on `store`, with its own in-process broker.
+async fn start_on(store: Arc<dyn StateStore>) -> Running {
+    App::default()
         .http_addr(None)
-        .broker(Arc::new(broker))
-        .store(store.clone())
+        .broker(Arc::new(MemoryBroker::new()))
+        .store(store)
         .start()
         .await
-        .expect("starts");
-    // What a writer that died right after its commit leaves behind: the event, only in the outbox.
-    let (subject, message) = {
-        let mut message = cohort::broker::spi::Message::new(r#"{"n":7}"#);
-        let id = cohort::broker::spi::header::MESSAGE_ID;
-        message.meta.set_header(id, "orphan-1");
-        ("cohort.evt.units.noted".to_owned(), message)
-    };
-    let mut orphan = Commit::default();
-    orphan.outbox = "{cohort:units}:outbox".to_owned();
-    orphan.events = vec![OutboxEvent { subject, message }];
+        .expect("starts")
+}
+
+/// What writers that died right after their commit leave behind: `Noted { n }` events with these
+/// ids, only in the outbox.
+async fn leave_orphans(store: &dyn StateStore, ids: impl Iterator<Item = String>, n: u64) {
+    let events = ids
+        .map(|id| {
+            let mut message = cohort::broker::spi::Message::new(format!(r#"{{"n":{n}}}"#));
+            message
+                .meta
+                .set_header(cohort::broker::spi::header::MESSAGE_ID, &id);
+            let subject = "cohort.evt.units.noted".to_owned();
+            OutboxEvent { subject, message }
+        })
+        .collect();
+    let mut orphans = Commit::default();
+    orphans.outbox = "{cohort:units}:outbox".to_owned();
+    orphans.events = events;
     assert!(matches!(
-        store.commit(orphan).await.expect("commit"),
+        store.commit(orphans).await.expect("commit"),
         Outcome::Committed(_)
     ));
+}
+
+#[tokio::test]
+async fn an_event_its_writer_never_published_is_relayed_by_another_instance() {
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+    let running = start_on(store.clone()).await;
+    leave_orphans(&*store, std::iter::once("orphan-1".to_owned()), 7).await;
     eventually(
         "the orphan is relayed and counted",
         Duration::from_secs(10),
         async || noted(&running).await == 7,
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_backlog_of_several_relay_batches_is_relayed_whole_and_counted_once() {
+    const BACKLOG: u64 = 700;
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+    let running = start_on(store.clone()).await;
+    leave_orphans(&*store, (0..BACKLOG).map(|i| format!("orphan-{i}")), 1).await;
+    eventually(
+        "the backlog is relayed and counted",
+        Duration::from_secs(20),
+        async || noted(&running).await == BACKLOG,
+    )
+    .await;
+    eventually(
+        "the outbox is emptied",
+        Duration::from_secs(5),
+        async || {
+            let left = store.outbox("{cohort:units}:outbox", Duration::ZERO, 1);
+            left.await.expect("outbox").is_empty()
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(noted(&running).await, BACKLOG, "each event counted once");
 }
 
 #[tokio::test]
