@@ -125,6 +125,7 @@ async fn orders_add_up_when_the_redis_cluster_master_of_orders_is_killed() {
     let books = open_books_on(&nats, &instances[0]).await;
     let load = warm_load_on_all(&books, &instances, Duration::from_secs(10), "failover").await;
     let master = redis.master_of(ORDERS_SLOT).await;
+    redis.until_replicated(master).await;
     let killed = Instant::now();
     redis.kill(master).await;
     let what = "a replica must take over the slot of orders";

@@ -149,6 +149,32 @@ impl RedisCluster {
         .await
     }
 
+    /// Waits until a replica of master `index` is online with every write the master had when
+    /// this was called: a crash of the master then loses at most the writes after it, as a crash
+    /// of a healthy cluster would, not a replica's whole data set in the middle of a resync.
+    ///
+    /// # Panics
+    ///
+    /// When no replica catches up within 30 s.
+    pub async fn until_replicated(&self, index: usize) {
+        let port = self.nodes[index].port();
+        let info = query(&mut connect(port).await, &["INFO", "replication"]).await;
+        let written = info_number(&info, "master_repl_offset:").unwrap_or(0);
+        eventually(
+            "a replica caught up with its master",
+            FORMS_WITHIN,
+            async || {
+                let info = query(&mut connect(port).await, &["INFO", "replication"]).await;
+                info.lines().any(|line| {
+                    line.starts_with("slave")
+                        && line.contains("state=online")
+                        && info_number(line, "offset=").is_some_and(|offset| offset >= written)
+                })
+            },
+        )
+        .await;
+    }
+
     /// Kills node `index` as a crash would (SIGKILL).
     pub async fn kill(&mut self, index: usize) {
         self.nodes[index].stop().await;
@@ -211,6 +237,13 @@ fn master_port(nodes: &str, slot: u16) -> Option<u16> {
         let address = fields.get(1)?.split('@').next()?;
         holds.then(|| address.rsplit(':').next()?.parse().ok())?
     })
+}
+
+/// The number after `field` in `text` (an `INFO` reply or one of its lines).
+fn info_number(text: &str, field: &str) -> Option<u64> {
+    let (_, after) = text.split_once(field)?;
+    let digits = after.split(|c: char| !c.is_ascii_digit()).next()?;
+    digits.parse().ok()
 }
 
 /// Waits until the master on `port` has a replica that caught up with it.
