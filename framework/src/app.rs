@@ -22,7 +22,7 @@ use crate::message::Subjects;
 use crate::metrics::{MeteredStore, Metrics, QualifiedName, Scraper, metrics_router};
 use crate::registry::{CommandDescriptor, Registry, SubscriptionDescriptor};
 use crate::running::{Running, shutdown_signal};
-use crate::runtime::Runtime;
+use crate::runtime::{Namespaces, Runtime};
 use crate::settings::{AppSettings, Settings, SharedVars};
 use crate::setup::{
     check_not_empty, check_state_is_shared, connect_broker, connect_store, validate_instance_id,
@@ -210,9 +210,11 @@ impl App {
             Some(metrics) => Arc::new(MeteredStore::new(store, metrics)),
             None => store,
         };
+        let areas = registry.services().into_iter().chain(["session"]);
         let runtime = Arc::new(Runtime {
             broker,
             store,
+            namespaces: Namespaces::new(subjects.prefix(), areas),
             subjects,
             instance_id: config.instance_id.clone().into(),
             config,

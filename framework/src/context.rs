@@ -13,7 +13,7 @@ use crate::contract::{Command, Event};
 use crate::error::Error;
 use crate::input::{Decode, Encode};
 use crate::message::{self, Message, Metadata};
-use crate::runtime::{Runtime, Target, reply_result};
+use crate::runtime::{Runtime, Target, joined, reply_result};
 use crate::session::{Session, SessionCell};
 use crate::settings::Settings;
 use crate::spans::{self, Scope, cohort_span};
@@ -202,7 +202,15 @@ impl Ctx {
     pub(crate) fn next_unit_marker(&self) -> Option<String> {
         let units = self.inner.units.as_ref()?;
         let n = units.started.fetch_add(1, Ordering::Relaxed);
-        Some(self.state().key(&format!("{}:{n}", units.scope)))
+        let namespace = self.inner.runtime.namespace(self.inner.service);
+        let mut digits = itoa::Buffer::new();
+        Some(joined(&[
+            &namespace,
+            ":",
+            &units.scope,
+            ":",
+            digits.format(n),
+        ]))
     }
 
     /// Calls another command, on whichever instance serves it, with its input and output types

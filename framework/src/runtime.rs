@@ -25,6 +25,8 @@ pub(crate) struct Runtime {
     pub(crate) broker: Arc<dyn Broker>,
     pub(crate) store: Arc<dyn StateStore>,
     pub(crate) subjects: Subjects,
+    /// The namespace of each service's keys and the sessions', made once.
+    pub(crate) namespaces: Namespaces,
     pub(crate) instance_id: Arc<str>,
     pub(crate) config: Config,
     /// The app's own settings, loaded at start.
@@ -266,16 +268,14 @@ impl Runtime {
         }
     }
 
-    /// The namespace of the keys of `area` (a service, the sessions, a task): `{prefix:area}`.
-    /// The braces are a Redis Cluster hash tag, so that all keys of one area live in one slot and
-    /// a unit of work can change them in one atomic script.
-    pub(crate) fn namespace(&self, area: &str) -> String {
-        format!("{{{}:{area}}}", self.subjects.prefix())
+    /// The namespace of the keys of `area` (a service, the sessions, a task): see [`Namespaces`].
+    pub(crate) fn namespace(&self, area: &str) -> Arc<str> {
+        self.namespaces.of(area)
     }
 
     /// The full key of `key` in `service`'s state.
     pub(crate) fn state_key(&self, service: &str, key: &str) -> String {
-        format!("{}:{key}", self.namespace(service))
+        joined(&[&self.namespace(service), ":", key])
     }
 
     /// The key of the outbox that `service`'s units of work write their events to: in the
@@ -294,6 +294,48 @@ impl Runtime {
         }
         self.store.ping().await
     }
+}
+
+/// The namespace of the keys of each area (a service, the sessions, a task): `{prefix:area}`. The
+/// braces are a Redis Cluster hash tag, so that all keys of one area live in one slot and a unit of
+/// work can change them in one atomic script. Those of the app's services and the sessions are
+/// made once: a handler asks for its service's on every use of its state.
+pub(crate) struct Namespaces {
+    prefix: String,
+    made: Vec<(&'static str, Arc<str>)>,
+}
+
+impl Namespaces {
+    pub(crate) fn new(prefix: &str, areas: impl IntoIterator<Item = &'static str>) -> Namespaces {
+        let mut namespaces = Namespaces {
+            prefix: prefix.to_owned(),
+            made: Vec::new(),
+        };
+        namespaces.made = (areas.into_iter())
+            .map(|area| (area, namespaces.make(area)))
+            .collect();
+        namespaces
+    }
+
+    /// The namespace of `area`.
+    pub(crate) fn of(&self, area: &str) -> Arc<str> {
+        match self.made.iter().find(|(made, _)| *made == area) {
+            Some((_, namespace)) => namespace.clone(),
+            None => self.make(area),
+        }
+    }
+
+    fn make(&self, area: &str) -> Arc<str> {
+        joined(&["{", &self.prefix, ":", area, "}"]).into()
+    }
+}
+
+/// The pieces of a key or subject, one after the other, in one allocation: `format!` grows its
+/// string as it goes, on every state access and emit.
+pub(crate) fn joined(pieces: &[&str]) -> String {
+    let mut key = String::with_capacity(pieces.iter().map(|piece| piece.len()).sum());
+    pieces.iter().for_each(|piece| key.push_str(piece));
+    key
 }
 
 fn unix_now() -> u64 {
@@ -315,5 +357,32 @@ pub(crate) fn reply_result(reply: &Message) -> Result<&Bytes, Error> {
     match reply.status() {
         200..=299 => Ok(&reply.payload),
         status => Err(Error::from_problem_json(status, &reply.payload)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_known_area_shares_its_namespace_and_another_gets_one_made() {
+        let namespaces = Namespaces::new("app", ["orders", "session"]);
+        let orders = namespaces.of("orders");
+        assert_eq!(&*orders, "{app:orders}");
+        assert!(Arc::ptr_eq(&orders, &namespaces.of("orders")));
+        assert_eq!(&*namespaces.of("session"), "{app:session}");
+        assert_eq!(
+            &*namespaces.of("task:orders.sweep"),
+            "{app:task:orders.sweep}"
+        );
+    }
+
+    #[test]
+    fn joined_puts_the_pieces_one_after_the_other() {
+        assert_eq!(
+            joined(&["{app:orders}", ":", "stock"]),
+            "{app:orders}:stock"
+        );
+        assert_eq!(joined(&[]), "");
     }
 }

@@ -61,7 +61,7 @@ pub struct Session {
 impl Session {
     pub(crate) fn new(
         store: Arc<dyn StateStore>,
-        namespace: String,
+        namespace: Arc<str>,
         ttl: Duration,
         cell: Arc<SessionCell>,
     ) -> Self {

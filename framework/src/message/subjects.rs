@@ -31,7 +31,7 @@ impl Subjects {
 
     /// `{prefix}.evt.{service}.{event}`: where `service` publishes `event`.
     pub fn event(&self, service: &str, event: &str) -> String {
-        format!("{}.evt.{service}.{event}", self.prefix)
+        crate::runtime::joined(&[&self.prefix, ".evt.", service, ".", event])
     }
 
     /// `{prefix}.evt.*.{event}`: the event from any service.

@@ -53,7 +53,7 @@ impl State {
 
     /// The full key in the store.
     pub(crate) fn key(&self, key: &str) -> String {
-        format!("{}:{key}", self.namespace)
+        crate::runtime::joined(&[&self.namespace, ":", key])
     }
 
     /// Reads and decodes `key`.

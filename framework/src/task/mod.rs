@@ -61,7 +61,7 @@ fn lease_ttl(period: Duration) -> Duration {
 
 /// The keys of a task in the store, all in the namespace `{prefix:task:service.name}`.
 pub(crate) struct Keys {
-    base: String,
+    base: Arc<str>,
 }
 
 impl Keys {

@@ -36,13 +36,18 @@ pub(super) async fn publish(inner: &Arc<Inner>, subject: &str, msg: Message) -> 
     if inner.client.connection_state() == State::Disconnected {
         return Err(inner.not_connected(&format!("publish to `{subject}`")));
     }
-    let mut headers = event_headers(&msg.meta);
-    inner.signer.sign(subject, &mut headers, &msg.payload);
+    // Made again for a second send rather than cloned for every first one: a header map clones
+    // each name and value apart.
+    let signed_headers = || {
+        let mut headers = event_headers(&msg.meta);
+        inner.signer.sign(subject, &mut headers, &msg.payload);
+        headers
+    };
     let mut sent = 0;
     loop {
         sent += 1;
         let err = match inner
-            .store(subject, headers.clone(), msg.payload.clone())
+            .store(subject, signed_headers(), msg.payload.clone())
             .await
         {
             Ok(()) => return Ok(()),

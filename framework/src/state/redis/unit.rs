@@ -111,8 +111,8 @@ fn commit_command(verb: &str, script: &str, commit: &Commit) -> Result<Cmd, Erro
     let keys = keys_of(commit);
     // 1-based, as Lua counts; every key is in `keys`, which `keys_of` made sure of.
     let index = |key: &str| keys.iter().position(|k| *k == key).map_or(0, |i| i + 1);
-    let mut cmd = redis::cmd(verb);
-    cmd.arg(script).arg(keys.len()).arg(&keys);
+    let mut cmd = Cmd::with_capacity(arg_count(commit, keys.len()), data_size(commit, &keys));
+    cmd.arg(verb).arg(script).arg(keys.len()).arg(&keys);
     cmd.arg(commit.reads.len())
         .arg(commit.writes.len())
         .arg(commit.events.len())
@@ -152,6 +152,37 @@ fn commit_command(verb: &str, script: &str, commit: &Commit) -> Result<Cmd, Erro
             .arg(ttl_arg(Some(*ttl)));
     }
     Ok(cmd)
+}
+
+/// The arguments of the commit command, to size its buffers once instead of growing them.
+fn arg_count(commit: &Commit, keys: usize) -> usize {
+    let marker = if commit.marker.is_some() { 3 } else { 0 };
+    3 + keys
+        + 4
+        + 2 * commit.reads.len()
+        + 4 * commit.writes.len()
+        + 3 * commit.events.len()
+        + marker
+}
+
+/// About the bytes of the commit command's arguments: its keys and values, and a few digits or
+/// letters for each other argument.
+fn data_size(commit: &Commit, keys: &[&str]) -> usize {
+    let values = commit.writes.iter().map(|write| match write {
+        Write::Put { value, .. } => value.len(),
+        Write::Delete { .. } | Write::Add { .. } => 0,
+    });
+    let events =
+        (commit.events.iter()).map(|event| event.subject.len() + event.message.payload.len() + 256);
+    let marker = commit
+        .marker
+        .as_ref()
+        .map_or(0, |marker| marker.value.len());
+    64 + keys.iter().map(|key| key.len()).sum::<usize>()
+        + values.sum::<usize>()
+        + events.sum::<usize>()
+        + marker
+        + 16 * arg_count(commit, keys.len())
 }
 
 /// Every key the commit touches, once each: the outbox, then in the order they first appear.
