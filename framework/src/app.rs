@@ -23,6 +23,7 @@ use crate::metrics::{MeteredStore, Metrics, QualifiedName, Scraper, metrics_rout
 use crate::registry::{CommandDescriptor, Registry, SubscriptionDescriptor};
 use crate::running::{Running, shutdown_signal};
 use crate::runtime::{Namespaces, Runtime};
+use crate::session::SESSIONS;
 use crate::settings::{AppSettings, Settings, SharedVars};
 use crate::setup::{
     check_not_empty, check_state_is_shared, connect_broker, connect_store, validate_instance_id,
@@ -210,7 +211,7 @@ impl App {
             Some(metrics) => Arc::new(MeteredStore::new(store, metrics)),
             None => store,
         };
-        let areas = registry.services().into_iter().chain(["session"]);
+        let areas = registry.services().into_iter().chain([SESSIONS]);
         let runtime = Arc::new(Runtime {
             broker,
             store,

@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::input::{Decode, Encode};
 use crate::message::{self, Message, Metadata};
 use crate::runtime::{Runtime, Target, joined, reply_result};
-use crate::session::{Session, SessionCell};
+use crate::session::{SESSIONS, Session, SessionCell};
 use crate::settings::Settings;
 use crate::spans::{self, Scope, cohort_span};
 use crate::state::State;
@@ -125,7 +125,7 @@ impl Ctx {
     pub fn session(&self) -> Session {
         Session::new(
             self.inner.runtime.store.clone(),
-            self.inner.runtime.namespace("session"),
+            self.inner.runtime.namespace(SESSIONS),
             self.inner.runtime.config.session_ttl,
             self.inner.session.clone(),
         )

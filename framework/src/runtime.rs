@@ -307,27 +307,26 @@ pub(crate) struct Namespaces {
 
 impl Namespaces {
     pub(crate) fn new(prefix: &str, areas: impl IntoIterator<Item = &'static str>) -> Namespaces {
-        let mut namespaces = Namespaces {
-            prefix: prefix.to_owned(),
-            made: Vec::new(),
-        };
-        namespaces.made = (areas.into_iter())
-            .map(|area| (area, namespaces.make(area)))
+        let made = (areas.into_iter())
+            .map(|area| (area, namespace(prefix, area)))
             .collect();
-        namespaces
+        Namespaces {
+            prefix: prefix.to_owned(),
+            made,
+        }
     }
 
     /// The namespace of `area`.
     pub(crate) fn of(&self, area: &str) -> Arc<str> {
         match self.made.iter().find(|(made, _)| *made == area) {
             Some((_, namespace)) => namespace.clone(),
-            None => self.make(area),
+            None => namespace(&self.prefix, area),
         }
     }
+}
 
-    fn make(&self, area: &str) -> Arc<str> {
-        joined(&["{", &self.prefix, ":", area, "}"]).into()
-    }
+fn namespace(prefix: &str, area: &str) -> Arc<str> {
+    joined(&["{", prefix, ":", area, "}"]).into()
 }
 
 /// The pieces of a key or subject, one after the other, in one allocation: `format!` grows its
@@ -363,14 +362,15 @@ pub(crate) fn reply_result(reply: &Message) -> Result<&Bytes, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::SESSIONS;
 
     #[test]
     fn a_known_area_shares_its_namespace_and_another_gets_one_made() {
-        let namespaces = Namespaces::new("app", ["orders", "session"]);
+        let namespaces = Namespaces::new("app", ["orders", SESSIONS]);
         let orders = namespaces.of("orders");
         assert_eq!(&*orders, "{app:orders}");
         assert!(Arc::ptr_eq(&orders, &namespaces.of("orders")));
-        assert_eq!(&*namespaces.of("session"), "{app:session}");
+        assert_eq!(&*namespaces.of(SESSIONS), "{app:session}");
         assert_eq!(
             &*namespaces.of("task:orders.sweep"),
             "{app:task:orders.sweep}"

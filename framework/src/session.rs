@@ -48,6 +48,9 @@ impl Principal {
     }
 }
 
+/// The area of the store the sessions live in: their keys are `{prefix:session}:...`.
+pub(crate) const SESSIONS: &str = "session";
+
 /// The session of the current caller. Get it with `ctx.session()`.
 ///
 /// Each write renews the session's time to live (`COHORT_SESSION_TTL`, default 24 h).

@@ -149,30 +149,15 @@ impl RedisCluster {
         .await
     }
 
-    /// Waits until a replica of master `index` is online with every write the master had when
-    /// this was called: a crash of the master then loses at most the writes after it, as a crash
-    /// of a healthy cluster would, not a replica's whole data set in the middle of a resync.
+    /// Waits until a replica of master `index` has every write the master had when this was
+    /// called: a crash of the master then loses at most the writes after it, as a crash of a
+    /// healthy cluster would, not a replica's whole data set in the middle of a resync.
     ///
     /// # Panics
     ///
     /// When no replica catches up within 30 s.
     pub async fn until_replicated(&self, index: usize) {
-        let port = self.nodes[index].port();
-        let info = query(&mut connect(port).await, &["INFO", "replication"]).await;
-        let written = info_number(&info, "master_repl_offset:").unwrap_or(0);
-        eventually(
-            "a replica caught up with its master",
-            FORMS_WITHIN,
-            async || {
-                let info = query(&mut connect(port).await, &["INFO", "replication"]).await;
-                info.lines().any(|line| {
-                    line.starts_with("slave")
-                        && line.contains("state=online")
-                        && info_number(line, "offset=").is_some_and(|offset| offset >= written)
-                })
-            },
-        )
-        .await;
+        until_replicated(self.nodes[index].port()).await;
     }
 
     /// Kills node `index` as a crash would (SIGKILL).
@@ -246,13 +231,23 @@ fn info_number(text: &str, field: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-/// Waits until the master on `port` has a replica that caught up with it.
-async fn until_replicated(port: u16) {
-    eventually("a replica caught up", FORMS_WITHIN, async || {
-        let info = query(&mut connect(port).await, &["INFO", "replication"]).await;
-        info.lines()
-            .any(|l| l.starts_with("slave0:") && l.contains("state=online"))
-    })
+/// Waits until the master on `port` has a replica online with every write the master had when
+/// this was called.
+pub(super) async fn until_replicated(port: u16) {
+    let info = query(&mut connect(port).await, &["INFO", "replication"]).await;
+    let written = info_number(&info, "master_repl_offset:").unwrap_or(0);
+    eventually(
+        "a replica caught up with its master",
+        FORMS_WITHIN,
+        async || {
+            let info = query(&mut connect(port).await, &["INFO", "replication"]).await;
+            info.lines().any(|line| {
+                line.starts_with("slave")
+                    && line.contains("state=online")
+                    && info_number(line, "offset=").is_some_and(|offset| offset >= written)
+            })
+        },
+    )
     .await;
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::eventually;
 use super::process::Process;
-use super::redis_cluster::{connect, query};
+use super::redis_cluster::{self, connect};
 use super::servers::{REDIS, RedisServer, free_port, greets};
 
 /// The name the sentinels know the master by.
@@ -94,20 +94,7 @@ impl RedisSentinel {
     ///
     /// When that does not happen within 30 s.
     pub async fn until_replicated(&self) {
-        let (master, replica) = (self.master.port(), self.replica.port());
-        eventually("the replica caught up", FORMS_WITHIN, async || {
-            let offset = |info: String| {
-                info.lines().find_map(|l| {
-                    l.trim()
-                        .strip_prefix("master_repl_offset:")
-                        .map(str::to_owned)
-                })
-            };
-            let m = offset(query(&mut connect(master).await, &["INFO", "replication"]).await);
-            let r = offset(query(&mut connect(replica).await, &["INFO", "replication"]).await);
-            m.is_some() && m == r
-        })
-        .await;
+        redis_cluster::until_replicated(self.master.port()).await;
     }
 
     /// Kills the master as a crash would (SIGKILL).

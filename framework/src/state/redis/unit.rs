@@ -111,7 +111,8 @@ fn commit_command(verb: &str, script: &str, commit: &Commit) -> Result<Cmd, Erro
     let keys = keys_of(commit);
     // 1-based, as Lua counts; every key is in `keys`, which `keys_of` made sure of.
     let index = |key: &str| keys.iter().position(|k| *k == key).map_or(0, |i| i + 1);
-    let mut cmd = Cmd::with_capacity(arg_count(commit, keys.len()), data_size(commit, &keys));
+    let args = arg_count(commit, keys.len());
+    let mut cmd = Cmd::with_capacity(args, data_size(commit, &keys, args));
     cmd.arg(verb).arg(script).arg(keys.len()).arg(&keys);
     cmd.arg(commit.reads.len())
         .arg(commit.writes.len())
@@ -167,7 +168,7 @@ fn arg_count(commit: &Commit, keys: usize) -> usize {
 
 /// About the bytes of the commit command's arguments: its keys and values, and a few digits or
 /// letters for each other argument.
-fn data_size(commit: &Commit, keys: &[&str]) -> usize {
+fn data_size(commit: &Commit, keys: &[&str], args: usize) -> usize {
     let values = commit.writes.iter().map(|write| match write {
         Write::Put { value, .. } => value.len(),
         Write::Delete { .. } | Write::Add { .. } => 0,
@@ -182,7 +183,7 @@ fn data_size(commit: &Commit, keys: &[&str]) -> usize {
         + values.sum::<usize>()
         + events.sum::<usize>()
         + marker
-        + 16 * arg_count(commit, keys.len())
+        + 16 * args
 }
 
 /// Every key the commit touches, once each: the outbox, then in the order they first appear.
