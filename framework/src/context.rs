@@ -155,6 +155,10 @@ impl Ctx {
         // An event is kept in the stream for its whole retention, and its handlers act for no
         // caller's session: the session id, a bearer secret, stays out of it.
         meta.session = None;
+        // Its handlers run whenever it is delivered, not within its emitter's caller's deadline.
+        meta.deadline = None;
+        // The subject names the emitting service; every header costs each delivery its parsing.
+        meta.service = None;
         meta.message_id = Some(message::random_hex(12));
         meta.instance = Some(self.instance_id().to_owned());
         let subject = self

@@ -303,6 +303,8 @@ pub(crate) fn event_handler(
 ) -> EventHandler {
     let processed = (runtime.metrics.as_ref()).map(|m| m.subscription(subscription.metrics_name()));
     Arc::new(move |mut msg: Message| {
+        // An older emitter sent its caller's deadline, which binds none of the event's handlers.
+        msg.meta.deadline = None;
         let traced = delivery_trace(&runtime, subscription, &mut msg.meta);
         let ctx = match msg.meta.message_id() {
             Some(id) => {

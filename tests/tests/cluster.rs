@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
-use cohort::testing::{Cluster, eventually};
+use cohort::testing::{Cluster, eventually, eventually_ok};
 use cohort::{App, Config};
 use cohort_tests::drift::{announced_events, drift_checked};
 use cohort_tests::logs::CapturedLogs;
@@ -316,4 +316,59 @@ async fn the_first_instance_creates_the_streams_with_the_configured_retention() 
         assert_eq!(config.max_age, Duration::from_secs(3600), "{name}");
         assert_eq!(config.num_replicas, 1, "{name}");
     }
+}
+
+#[tokio::test]
+async fn a_stored_event_carries_its_id_trace_sender_and_signature_only() {
+    let cluster = cluster(1).await;
+    let client = Client::new(cluster.http(0));
+    client.sign_in_admin().await;
+    assert_eq!(
+        client.put("/stock/wire", json!({"qty": 1})).await.status,
+        200
+    );
+    let order = client
+        .post("/orders", json!({"sku": "wire", "qty": 1}))
+        .await;
+    assert_eq!(order.status, 201, "{}", order.text);
+
+    let nats = async_nats::connect(cluster.nats.url())
+        .await
+        .expect("connect");
+    let events = async_nats::jetstream::new(nats)
+        .get_stream("COHORT_EVENTS")
+        .await
+        .expect("the events stream");
+    let placed = eventually_ok("the order's event is stored", PATIENCE, async || {
+        events
+            .get_last_raw_message_by_subject("cohort.evt.orders.order_placed")
+            .await
+    })
+    .await;
+    let mut names: Vec<&str> = placed
+        .headers
+        .iter()
+        .map(|(name, _)| name.as_ref())
+        .collect();
+    names.sort_unstable();
+    // No deadline (its handlers run whenever it is delivered), no service (the subject names
+    // it), no session (a bearer secret kept for the stream's retention).
+    assert_eq!(
+        names,
+        [
+            "Cohort-Instance",
+            "Cohort-Message-Id",
+            "Cohort-Principal",
+            "Cohort-Signature",
+            "Nats-Msg-Id",
+            "traceparent"
+        ],
+        "{:?}",
+        placed.headers
+    );
+    assert_eq!(
+        placed.headers.get("Nats-Msg-Id"),
+        placed.headers.get("Cohort-Message-Id"),
+        "JetStream deduplicates by the signed message id"
+    );
 }

@@ -1,7 +1,12 @@
 //! Trace context and deadlines: a request starts a trace or continues the caller's, and everything
-//! it causes shares it and the caller's deadline.
+//! it causes shares it and the caller's deadline, but for the events it emits, which are handled
+//! whenever they are delivered.
+
+use std::sync::Mutex;
+use std::time::Duration;
 
 use cohort::prelude::*;
+use cohort::testing::eventually_ok;
 use cohort_tests::{Client, Nothing, base_url, start_embedded};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -48,6 +53,32 @@ async fn context_chain(ctx: Ctx, _input: Nothing) -> Result<Chain, Error> {
     })
 }
 
+/// The timeout of `emit_late_work`: its event is handled after it.
+const EMITTER_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Emitted by `emit_late_work`, handled after that command's deadline has passed.
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+struct LateWork {}
+
+/// Emits `LateWork` (its timeout is `EMITTER_TIMEOUT`).
+#[command(service = "faults", timeout = "500ms")]
+async fn emit_late_work(ctx: Ctx, _input: Nothing) -> Result<(), Error> {
+    ctx.emit(&LateWork {}).await
+}
+
+/// What the handler of `LateWork` saw: whether it had a deadline, and what its call returned.
+static LATE_WORK: Mutex<Option<(bool, Result<Seen, String>)>> = Mutex::new(None);
+
+/// Handles `LateWork` once its emitter's deadline has passed, and calls a command then.
+#[subscription(service = "faults")]
+async fn do_late_work(ctx: Ctx, _event: LateWork) -> Result<(), Error> {
+    tokio::time::sleep(EMITTER_TIMEOUT + Duration::from_millis(300)).await;
+    let called = ctx.call::<inner_context>(Nothing {}).await;
+    let seen = (ctx.deadline().is_some(), called.map_err(|e| e.to_string()));
+    *LATE_WORK.lock().unwrap_or_else(|p| p.into_inner()) = Some(seen);
+    Ok(())
+}
+
 async fn app() -> (cohort::Running, Client) {
     let running = start_embedded(|_| {}).await;
     let client = Client::new(base_url(&running));
@@ -92,4 +123,32 @@ async fn a_request_with_a_trace_continues_it() {
     let body: Value = reply.json().await.expect("JSON");
     assert_eq!(body["outer"]["trace_id"], trace_id, "{body}");
     assert_eq!(body["inner"]["trace_id"], trace_id, "{body}");
+}
+
+#[tokio::test]
+async fn an_event_is_handled_on_its_own_time_not_its_emitters_deadline() {
+    let (running, _client) = app().await;
+    running
+        .call::<emit_late_work>(Nothing {})
+        .await
+        .expect("the event is emitted");
+    let (bounded, called) = eventually_ok(
+        "the event is handled",
+        Duration::from_secs(10),
+        async || {
+            let seen = LATE_WORK.lock().unwrap_or_else(|p| p.into_inner()).take();
+            seen.ok_or("not yet")
+        },
+    )
+    .await;
+    assert!(
+        !bounded,
+        "an event's handler is not bound by its emitter's caller's deadline"
+    );
+    let inner = called.expect("the handler's call runs after the emitter's deadline");
+    assert_eq!(
+        inner.deadline_ms.map(|_| ()),
+        Some(()),
+        "the call has its own deadline"
+    );
 }
