@@ -42,7 +42,8 @@ pub(super) async fn deliver(
     );
     let ack = match checked {
         Ok(()) => handle(&message, &subscription).await,
-        Err(rejection) => refuse(&message, &subscription, rejection).await,
+        // Boxed, as every rare path here: each delivery's task is made as large as its future.
+        Err(rejection) => Box::pin(refuse(&message, &subscription, rejection)).await,
     };
     if let Err(err) = message.ack_with(ack).await {
         let spec = &subscription.spec;
@@ -79,7 +80,7 @@ async fn handle(message: &jetstream::Message, subscription: &Subscription) -> Ac
                 tracing::warn!(subscription = %spec.durable, attempt, error = %err, "event handler failed; will retry");
                 AckKind::Nak(Some(wait))
             }
-            None => match dead_letter(message, subscription, &err).await {
+            None => match Box::pin(dead_letter(message, subscription, &err)).await {
                 Ok(()) => {
                     spec.report.dead_lettered();
                     tracing::error!(subscription = %spec.durable, attempts = attempt, error = %err, dead_letter = %spec.dead_letter_subject, "event handler gave up; event dead-lettered");
@@ -110,7 +111,7 @@ async fn refuse(
     );
     let err =
         Error::unauthorized(format!("the event is refused: {rejection}")).with_code(BAD_SIGNATURE);
-    match dead_letter(message, subscription, &err).await {
+    match Box::pin(dead_letter(message, subscription, &err)).await {
         Ok(()) => {
             spec.report.dead_lettered();
             AckKind::Term
@@ -140,7 +141,7 @@ async fn with_progress<T>(
             biased;
             outcome = &mut handling => return outcome,
             _ = ticks.tick() => {
-                if let Err(err) = message.ack_with(AckKind::Progress).await {
+                if let Err(err) = Box::pin(message.ack_with(AckKind::Progress)).await {
                     tracing::debug!(error = %err, "could not extend the ack wait of an event");
                 }
             }
