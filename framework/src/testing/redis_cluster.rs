@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 
-use super::servers::{RedisServer, free_port};
+use super::servers::RedisServer;
 use super::{eventually, eventually_some};
 
 /// The slots of a Redis Cluster.
@@ -185,18 +185,16 @@ impl RedisCluster {
 
 /// One node, in cluster mode with its bus on a free port of its own, and that port.
 async fn start_node() -> (RedisServer, u16) {
-    let bus = free_port();
-    let node = RedisServer::start_with(&[
+    let node = RedisServer::start_cluster_node(&[
         "--cluster-enabled",
         "yes",
         "--cluster-config-file",
         "nodes.conf",
-        "--cluster-port",
-        &bus.to_string(),
         "--cluster-node-timeout",
         NODE_TIMEOUT,
     ])
     .await;
+    let bus = node.cluster_bus().expect("a cluster node has a bus");
     (node, bus)
 }
 

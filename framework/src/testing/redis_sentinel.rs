@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::eventually;
 use super::process::Process;
 use super::redis_cluster::{self, connect};
-use super::servers::{REDIS, RedisServer, free_port, greets};
+use super::servers::{REDIS, RedisServer, greets, on_free_port};
 
 /// The name the sentinels know the master by.
 const MASTER_NAME: &str = "cohort";
@@ -130,24 +130,26 @@ impl RedisSentinel {
 /// configuration is a file of its own, which it rewrites as it learns.
 async fn start_sentinel(master_port: u16) -> (Process, u16) {
     let mut process = Process::new(&REDIS);
-    let port = free_port();
     let config = process.dir.path().join("sentinel.conf");
-    let text = format!(
-        "port {port}\nbind 127.0.0.1\n\
-         sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 2\n\
-         sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
-         sentinel failover-timeout {MASTER_NAME} 5000\n"
-    );
-    if let Err(e) = std::fs::write(&config, text) {
-        panic!("cannot write {}: {e}", config.display());
-    }
-    let args = [config.into_os_string(), OsString::from("--sentinel")];
-    process.spawn(&args).await;
-    if let Err(e) = process
-        .wait_for(|| greets(port, b"PING\r\n", b"+PONG"))
-        .await
-    {
-        process.fail("answering PING as a sentinel", e);
-    }
+    let started = async |process: &mut Process, port: u16| {
+        let text = format!(
+            "port {port}\nbind 127.0.0.1\n\
+             sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 2\n\
+             sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
+             sentinel failover-timeout {MASTER_NAME} 5000\n"
+        );
+        if let Err(e) = std::fs::write(&config, text) {
+            panic!("cannot write {}: {e}", config.display());
+        }
+        let args = [
+            config.clone().into_os_string(),
+            OsString::from("--sentinel"),
+        ];
+        process.spawn(&args).await;
+        process
+            .wait_for(|| greets(port, b"PING\r\n", b"+PONG"))
+            .await
+    };
+    let port = on_free_port(&mut process, "answering PING as a sentinel", started).await;
     (process, port)
 }

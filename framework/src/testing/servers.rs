@@ -19,7 +19,7 @@ use tokio::time::timeout;
 
 use super::process::{Binary, NotReady, Process, read_from};
 
-/// How often `RedisServer::start` picks another port when the free one it chose was taken.
+/// How often a server is started on another port when the free one it chose was taken.
 const PORT_ATTEMPTS: u32 = 5;
 pub(super) const NATS: Binary = Binary {
     name: "nats-server",
@@ -293,6 +293,9 @@ struct RedisSetup {
     extra: Vec<OsString>,
     /// Serves TLS only, on the port.
     tls: bool,
+    /// In cluster mode, the port of its cluster bus: chosen anew with the port on each attempt
+    /// to start, since either may be taken, then kept across restarts.
+    cluster_bus: Option<u16>,
 }
 
 impl RedisSetup {
@@ -346,6 +349,17 @@ impl RedisServer {
         .await
     }
 
+    /// Like [`start_with`](Self::start_with), in cluster mode (`args` enable it): its cluster bus
+    /// on a free port of its own, [`cluster_bus`](Self::cluster_bus).
+    pub(super) async fn start_cluster_node(args: &[&str]) -> Self {
+        Self::start_set_up(RedisSetup {
+            extra: args.iter().map(OsString::from).collect(),
+            cluster_bus: Some(0),
+            ..RedisSetup::default()
+        })
+        .await
+    }
+
     /// Like [`start`](Self::start), with an append-only file synced before each reply leaves the
     /// server, so whatever a client was told is stored survives [`stop`](Self::stop),
     /// [`terminate`](Self::terminate) and [`restart`](Self::restart).
@@ -361,31 +375,19 @@ impl RedisServer {
         .await
     }
 
-    async fn start_set_up(setup: RedisSetup) -> Self {
+    async fn start_set_up(mut setup: RedisSetup) -> Self {
         let mut process = Process::new(&REDIS);
-        let mut attempt = 1;
-        loop {
-            let port = free_port();
-            let log_start = process.log_len();
-            match start_redis(&mut process, port, &setup).await {
-                Ok(()) => {
-                    return RedisServer {
-                        process,
-                        port,
-                        setup,
-                    };
-                }
-                // Another process took the port between our probe and the server's bind.
-                Err(NotReady::Exited(_))
-                    if attempt < PORT_ATTEMPTS
-                        && process
-                            .log_since(log_start)
-                            .contains("Address already in use") =>
-                {
-                    attempt += 1;
-                }
-                Err(e) => process.fail("answering PING", e),
+        let port = on_free_port(&mut process, "answering PING", async |process, port| {
+            if setup.cluster_bus.is_some() {
+                setup.cluster_bus = Some(free_port());
             }
+            start_redis(process, port, &setup).await
+        })
+        .await;
+        RedisServer {
+            process,
+            port,
+            setup,
         }
     }
 
@@ -397,6 +399,11 @@ impl RedisServer {
     /// The port; it stays the same across [`restart`](Self::restart).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port of its cluster bus, when it is a cluster node; the same across restarts.
+    pub(super) fn cluster_bus(&self) -> Option<u16> {
+        self.setup.cluster_bus
     }
 
     /// Whether the server runs: started, and not stopped since.
@@ -482,6 +489,9 @@ async fn start_redis(process: &mut Process, port: u16, setup: &RedisSetup) -> Re
         .map(OsString::from)
         .collect();
     args.push(process.data_dir().into());
+    if let Some(bus) = setup.cluster_bus {
+        args.extend(["--cluster-port".into(), bus.to_string().into()]);
+    }
     args.extend(setup.extra.iter().cloned());
     let log_start = process.spawn(&args).await;
     let log = process.log_path();
@@ -506,6 +516,37 @@ async fn start_redis(process: &mut Process, port: u16, setup: &RedisSetup) -> Re
 /// The URL of a server listening on `port` of 127.0.0.1.
 pub(super) fn loopback_url(scheme: &str, port: u16) -> String {
     format!("{scheme}://127.0.0.1:{port}")
+}
+
+/// Starts `process` with `start` on a free port, and returns the port. Another process can take
+/// a port between the probe and the server's bind: then it tries again on another, up to
+/// [`PORT_ATTEMPTS`] times.
+///
+/// # Panics
+///
+/// When the server does not become ready, with `step` and its output.
+pub(super) async fn on_free_port(
+    process: &mut Process,
+    step: &str,
+    mut start: impl AsyncFnMut(&mut Process, u16) -> Result<(), NotReady>,
+) -> u16 {
+    let mut attempt = 1;
+    loop {
+        let port = free_port();
+        let log_start = process.log_len();
+        match start(process, port).await {
+            Ok(()) => return port,
+            Err(NotReady::Exited(_))
+                if attempt < PORT_ATTEMPTS
+                    && process
+                        .log_since(log_start)
+                        .contains("Address already in use") =>
+            {
+                attempt += 1;
+            }
+            Err(e) => process.fail(step, e),
+        }
+    }
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.
