@@ -327,7 +327,8 @@ impl Ctx {
         crate::task::fencing_token()
     }
 
-    /// When the caller stops waiting, if it set a deadline.
+    /// When the caller stops waiting, if it set a deadline; never in a subscription, whose event
+    /// has no caller waiting.
     pub fn deadline(&self) -> Option<SystemTime> {
         self.inner
             .meta
