@@ -1,11 +1,12 @@
-//! What the events stream still holds for a subscription, read from JetStream itself: whether a
+//! What the events stream holds, read from JetStream itself: the events as stored, whether a
 //! consumer has events out for delivery or unacknowledged, and how many were dead-lettered.
 
 use std::fmt;
 use std::time::Duration;
 
+use async_nats::jetstream::message::StreamMessage;
 use async_nats::jetstream::{self, stream::Stream};
-use cohort::testing::eventually;
+use cohort::testing::{eventually, eventually_ok};
 
 /// The stream of every event, with the default subject prefix.
 const EVENTS: &str = "COHORT_EVENTS";
@@ -91,6 +92,19 @@ impl EventStreams {
                 .is_ok_and(|progress| progress.ack_pending > 0)
         })
         .await;
+    }
+
+    /// The last event stored on `subject`, waiting (at most 10 s) until there is one.
+    pub async fn last_event(&self, subject: &str) -> StreamMessage {
+        let what = format!("an event must be stored on {subject}");
+        eventually_ok(&what, Duration::from_secs(10), async || {
+            let stream = self.stream(EVENTS).await?;
+            stream
+                .get_last_raw_message_by_subject(subject)
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await
     }
 
     async fn stream(&self, name: &str) -> Result<Stream, String> {

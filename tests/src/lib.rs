@@ -30,7 +30,7 @@ use reqwest::Method;
 use reqwest::header::{COOKIE, HeaderMap, SET_COOKIE};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// The username the example shop makes an admin when the tests run under cargo: `.cargo/config.toml`
 /// lists it in `SHOP_ADMINS`.
@@ -183,6 +183,15 @@ impl Client {
             "SHOP_ADMINS must list `{ADMIN}` (cargo sets it from .cargo/config.toml)"
         );
         self.sign_in_as(ADMIN).await;
+    }
+
+    /// As a signed-in admin, stocks one `sku` and orders it: the example app then emits an
+    /// `order_placed` event.
+    pub async fn place_one_order(&self, sku: &str) {
+        let stocked = self.put(&format!("/stock/{sku}"), json!({"qty": 1})).await;
+        assert_eq!(stocked.status, 200, "{}", stocked.text);
+        let order = self.post("/orders", json!({"sku": sku, "qty": 1})).await;
+        assert_eq!(order.status, 201, "{}", order.text);
     }
 
     /// The base URL.

@@ -4,9 +4,10 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
-use cohort::testing::{Cluster, eventually, eventually_ok};
+use cohort::testing::{Cluster, eventually};
 use cohort::{App, Config};
 use cohort_tests::drift::{announced_events, drift_checked};
+use cohort_tests::jetstream::EventStreams;
 use cohort_tests::logs::CapturedLogs;
 use cohort_tests::{Client, wait_for_audit};
 use futures_util::future::join_all;
@@ -323,28 +324,11 @@ async fn a_stored_event_carries_its_id_trace_sender_and_signature_only() {
     let cluster = cluster(1).await;
     let client = Client::new(cluster.http(0));
     client.sign_in_admin().await;
-    assert_eq!(
-        client.put("/stock/wire", json!({"qty": 1})).await.status,
-        200
-    );
-    let order = client
-        .post("/orders", json!({"sku": "wire", "qty": 1}))
+    client.place_one_order("wire").await;
+    let placed = EventStreams::connect(&cluster.nats.url())
+        .await
+        .last_event("cohort.evt.orders.order_placed")
         .await;
-    assert_eq!(order.status, 201, "{}", order.text);
-
-    let nats = async_nats::connect(cluster.nats.url())
-        .await
-        .expect("connect");
-    let events = async_nats::jetstream::new(nats)
-        .get_stream("COHORT_EVENTS")
-        .await
-        .expect("the events stream");
-    let placed = eventually_ok("the order's event is stored", PATIENCE, async || {
-        events
-            .get_last_raw_message_by_subject("cohort.evt.orders.order_placed")
-            .await
-    })
-    .await;
     let mut names: Vec<&str> = placed
         .headers
         .iter()

@@ -3,12 +3,10 @@
 //! reach the event stream: an event a signed-in caller causes keeps its principal, not its session.
 
 use cohort_tests::Client;
+use cohort_tests::jetstream::EventStreams;
 use cohort_tests::process::AppProcess;
 use cohort_tests::servers::Servers;
 use serde_json::json;
-
-use cohort::testing::eventually_some;
-use std::time::Duration;
 
 const PASSWORD: &str = "correct-horse-battery-staple-7f3a";
 
@@ -65,26 +63,11 @@ async fn an_event_a_signed_in_caller_causes_is_stored_without_its_session_id() {
     client.sign_in_admin().await;
     let session_id = client.cookie().expect("a session cookie");
     let session_id = session_id.trim_start_matches("cohort_session=");
-    assert_eq!(
-        client.put("/stock/bolt", json!({"qty": 5})).await.status,
-        200
-    );
-    let order = client
-        .post("/orders", json!({"sku": "bolt", "qty": 1}))
+    client.place_one_order("bolt").await;
+    let stored = EventStreams::connect(&servers.nats.url())
+        .await
+        .last_event("cohort.evt.orders.order_placed")
         .await;
-    assert_eq!(order.status, 201, "{}", order.text);
-
-    let nats = async_nats::connect(servers.nats.url()).await.expect("NATS");
-    let js = async_nats::jetstream::new(nats);
-    let stored = eventually_some("the event is stored", Duration::from_secs(10), async || {
-        js.get_stream("COHORT_EVENTS")
-            .await
-            .ok()?
-            .get_last_raw_message_by_subject("cohort.evt.orders.order_placed")
-            .await
-            .ok()
-    })
-    .await;
     let headers = &stored.headers;
     assert!(headers.get("Cohort-Principal").is_some(), "{headers:?}");
     assert!(headers.get("Cohort-Session").is_none(), "{headers:?}");

@@ -354,6 +354,7 @@ impl RedisServer {
     pub(super) async fn start_cluster_node(args: &[&str]) -> Self {
         Self::start_set_up(RedisSetup {
             extra: args.iter().map(OsString::from).collect(),
+            // A placeholder: `start_set_up` picks the port with the server's.
             cluster_bus: Some(0),
             ..RedisSetup::default()
         })
