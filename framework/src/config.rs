@@ -657,9 +657,10 @@ mod tests {
     }
 
     #[test]
-    fn zero_http_limits_are_refused_by_name() {
+    fn zero_limits_are_refused_by_name() {
         for (name, zero) in [
             ("COHORT_HTTP_HEADER_TIMEOUT", "0s"),
+            ("COHORT_DEDUPE_TTL", "0s"),
             ("COHORT_HTTP_IDLE_TIMEOUT", "0ms"),
             ("COHORT_HTTP_MAX_CONNECTIONS", "0"),
             ("COHORT_HTTP_MAX_HEADERS", "0"),

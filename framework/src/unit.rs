@@ -287,8 +287,8 @@ async fn applied_before<T: DeserializeOwned>(
     err: Error,
 ) -> Result<T, Error> {
     match marker_key {
-        Some(key) => match runtime.store.get(key).await? {
-            Some(applied) => replay(&applied.value),
+        Some(key) => match runtime.store.applied(key).await? {
+            Some(applied) => replay(&applied),
             None => Err(err),
         },
         None => Err(err),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cohort::ErrorKind;
-use cohort::state::spi::StateStore;
+use cohort::state::spi::{Commit, Marker, Outcome, StateStore, Write};
 use cohort::state::{MemoryStore, RedisStore};
 use cohort::testing::{RedisServer, eventually_ok, run_store_suite};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -34,6 +34,48 @@ async fn redis_store_passes_the_suite() {
     );
     store.ping().await.expect("ping");
     run_store_suite(Arc::new(store)).await;
+}
+
+/// Before markers were strings, a unit's marker was a hash holding its result in `d`: such a
+/// marker, within its TTL after an upgrade, still marks its unit as applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_marker_kept_as_a_hash_by_an_older_version_still_counts() {
+    let redis = RedisServer::start().await;
+    let store = connect(&redis.url()).await;
+    let mut raw = redis::Client::open(redis.url())
+        .and_then(|client| client.get_connection())
+        .expect("connect a plain client");
+    let (marker, result) = ("{old}:applied", Bytes::from_static(b"{\"n\":1}"));
+    let _: () = redis::cmd("HSET")
+        .arg(marker)
+        .arg("d")
+        .arg(result.as_ref())
+        .arg("v")
+        .arg(1)
+        .query(&mut raw)
+        .expect("write a hash marker");
+    let mut unit = Commit::default();
+    unit.outbox = "{old}:outbox".to_owned();
+    unit.writes = vec![Write::Add {
+        key: "{old}:n".to_owned(),
+        by: 1,
+        min: None,
+    }];
+    unit.marker = Some(Marker {
+        key: marker.to_owned(),
+        value: Bytes::from_static(b"{}"),
+        ttl: Duration::from_secs(60),
+    });
+    assert_eq!(
+        store.commit(unit).await.expect("commit"),
+        Outcome::Applied(result.clone())
+    );
+    assert_eq!(store.applied(marker).await.expect("read"), Some(result));
+    assert_eq!(
+        store.get("{old}:n").await.expect("get"),
+        None,
+        "not applied again"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -73,7 +73,7 @@ pub(super) fn read(vars: Vars) -> Result<Config, Error> {
     let table = Table::read(vars, TABLE, fields_of::<Keys>().unwrap_or_default())?;
     let keys: Keys = table.extract()?;
     let config = keys.into_config();
-    check_http_limits(&table, &config)?;
+    check_limits(&table, &config)?;
     check_metrics(&table, &config)?;
     Ok(config)
 }
@@ -170,13 +170,14 @@ fn duration(value: Option<Parsed<Span>>) -> Option<Duration> {
     value.map(|Parsed(Span(duration))| duration)
 }
 
-/// The limits against slow and greedy clients: zero would disable none of them but refuse every
-/// request, so it is refused here.
-fn check_http_limits(table: &Table, config: &Config) -> Result<(), Error> {
+/// Settings that zero makes useless, so it is refused here: the limits against slow and greedy
+/// clients would refuse every request, and a unit's marker would be gone as it is written.
+fn check_limits(table: &Table, config: &Config) -> Result<(), Error> {
     let durations = [
         ("http_header_timeout", config.http_header_timeout),
         ("http_body_timeout", config.http_body_timeout),
         ("http_idle_timeout", config.http_idle_timeout),
+        ("dedupe_ttl", config.dedupe_ttl),
     ];
     if let Some((key, _)) = durations.iter().find(|(_, limit)| limit.is_zero()) {
         return Err(table.invalid(key, "expected a duration above zero"));

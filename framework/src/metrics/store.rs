@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::state::spi::{Commit, OutboxEntry, Outcome, StateStore, Versioned};
 
 /// The operations of [`StateStore`], as `db_operation_name` labels.
-const OPERATIONS: [&str; 9] = [
+const OPERATIONS: [&str; 10] = [
     "get",
     "put",
     "delete",
@@ -22,6 +22,7 @@ const OPERATIONS: [&str; 9] = [
     "compare_and_delete",
     "increment",
     "commit",
+    "applied",
     "outbox",
     "outbox_remove",
 ];
@@ -36,6 +37,7 @@ enum Operation {
     CompareAndDelete,
     Increment,
     Commit,
+    Applied,
     Outbox,
     OutboxRemove,
 }
@@ -125,6 +127,11 @@ impl StateStore for MeteredStore {
 
     async fn commit(&self, commit: Commit) -> Result<Outcome, Error> {
         self.measured(Operation::Commit, self.store.commit(commit))
+            .await
+    }
+
+    async fn applied(&self, marker: &str) -> Result<Option<Bytes>, Error> {
+        self.measured(Operation::Applied, self.store.applied(marker))
             .await
     }
 

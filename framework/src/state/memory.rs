@@ -256,6 +256,10 @@ impl StateStore for MemoryStore {
         })
     }
 
+    async fn applied(&self, marker: &str) -> Result<Option<Bytes>, Error> {
+        Ok(self.get(marker).await?.map(|applied| applied.value))
+    }
+
     async fn outbox(
         &self,
         outbox: &str,

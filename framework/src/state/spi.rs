@@ -57,6 +57,10 @@ pub trait StateStore: Send + Sync + 'static {
     /// and writes the marker. Atomic: no other write comes in between.
     async fn commit(&self, commit: Commit) -> Result<Outcome, Error>;
 
+    /// The result that the marker at `marker` holds, if a unit with that marker was applied
+    /// (within the marker's TTL).
+    async fn applied(&self, marker: &str) -> Result<Option<Bytes>, Error>;
+
     /// Entries of the outbox at key `outbox` written at least `age` ago, oldest first, at most
     /// `limit`: events whose unit committed but which no one has published yet.
     async fn outbox(

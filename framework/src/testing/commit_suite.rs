@@ -16,6 +16,7 @@ pub(super) async fn run(store: &dyn StateStore, prefix: &str) {
     bounded_adds_refuse(store, &key("bounded"), &outbox).await;
     adds_to_text_refuse(store, &key("text"), &outbox).await;
     markers_apply_once(store, &key("marker"), &outbox).await;
+    refused_units_leave_no_marker(store, &key("unmarked"), &outbox).await;
     outbox_hands_out_by_age(store, &key("aged"), &key("aged-outbox")).await;
 }
 
@@ -67,6 +68,10 @@ async fn commit(store: &dyn StateStore, unit: Commit, what: &str) -> Outcome {
 
 async fn value(store: &dyn StateStore, key: &str) -> Option<Bytes> {
     store.get(key).await.expect("get").map(|v| v.value)
+}
+
+async fn applied(store: &dyn StateStore, marker: &str) -> Option<Bytes> {
+    store.applied(marker).await.expect("read the marker")
 }
 
 async fn applies_everything(store: &dyn StateStore, key: &str, outbox: &str) {
@@ -213,6 +218,43 @@ async fn markers_apply_once(store: &dyn StateStore, key: &str, outbox: &str) {
         "a unit whose marker exists replays its result"
     );
     assert_eq!(value(store, key).await, Some(json("1")), "applied once");
+    assert_eq!(
+        applied(store, &format!("{key}:applied")).await,
+        Some(json("{\"result\":7}")),
+        "the marker holds the result"
+    );
+    assert_eq!(applied(store, &format!("{key}:never")).await, None);
+}
+
+/// A unit refused by a check after its marker was looked at leaves no marker: the event it
+/// marks is applied when it comes again with a unit that passes.
+async fn refused_units_leave_no_marker(store: &dyn StateStore, key: &str, outbox: &str) {
+    let (stock, text) = (format!("{key}:stock"), format!("{key}:text"));
+    store.put(&text, json("\"five\""), None).await.expect("put");
+    let marked = |writes| Commit {
+        marker: Some(Marker {
+            key: format!("{key}:applied"),
+            value: json("1"),
+            ttl: Duration::from_secs(60),
+        }),
+        ..unit(outbox, writes)
+    };
+    assert_eq!(
+        commit(store, marked(vec![add(&stock, -1, Some(0))]), "below").await,
+        Outcome::BelowMin(0)
+    );
+    let err = (store.commit(marked(vec![add(&text, 1, None)])).await).expect_err("adding to text");
+    assert_eq!(err.kind(), crate::ErrorKind::Conflict, "{err}");
+    assert_eq!(
+        applied(store, &format!("{key}:applied")).await,
+        None,
+        "no marker after a refusal"
+    );
+    assert!(matches!(
+        commit(store, marked(vec![add(&stock, 1, Some(0))]), "passing").await,
+        Outcome::Committed(_)
+    ));
+    assert_eq!(value(store, &stock).await, Some(json("1")), "applied then");
 }
 
 async fn outbox_hands_out_by_age(store: &dyn StateStore, key: &str, outbox: &str) {

@@ -544,6 +544,10 @@ impl StateStore for RedisStore {
         self.commit_unit(commit).await
     }
 
+    async fn applied(&self, marker: &str) -> Result<Option<Bytes>, Error> {
+        self.read_marker(marker).await
+    }
+
     async fn outbox(
         &self,
         outbox: &str,

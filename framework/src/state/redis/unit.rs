@@ -13,14 +13,30 @@ use crate::error::Error;
 use crate::message::Message;
 use crate::state::spi::{Commit, Marker, OutboxEntry, OutboxEvent, Outcome, Write};
 
+/// The Lua function `applied(marker)`: the result a unit's marker holds (a string), or `false`.
+macro_rules! applied_function {
+    () => {
+        r"
+local function applied(marker)
+  -- A marker written before markers were strings is a hash holding the result in `d`.
+  if redis.call('TYPE', marker).ok == 'hash' then return redis.call('HGET', marker, 'd') end
+  return redis.call('GET', marker)
+end
+"
+    };
+}
+
 /// The commit. `KEYS` are every key the unit touches, the outbox first; `ARGV` holds the counts of
 /// reads, writes and events and whether there is a marker, then each of them, naming keys by
 /// their index in `KEYS`:
 /// reads `key, expected version ("" = absent)`; writes `op, key, a, b` (`put, key, value, ttl`,
 /// `del, key, "", ""`, `add, key, by, min or ""`); events `subject, headers (JSON), payload`;
-/// the marker `key, value, ttl`. Every check comes before the first write, because a script's
-/// writes are not undone when it returns early. `ARGV` is read in place, without building tables.
-const COMMIT: &str = r"
+/// the marker `key, value, ttl`. A script's writes are not undone when it returns early, so the
+/// only write before the last check is the marker's, which a refused unit deletes again. `ARGV`
+/// is read in place, without building tables.
+const COMMIT: &str = concat!(
+    applied_function!(),
+    r"
 local nr, nw, ne = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local writes_at = 5 + 2 * nr
 local events_at = writes_at + 4 * nw
@@ -33,10 +49,15 @@ for a = 5, writes_at - 1, 2 do
     return {'conflict', key}
   end
 end
+-- Claimed before the adds are checked: a redelivery gets the first result even where the first
+-- delivery's adds would now go below their minimum.
 local marker = ARGV[4] == '1' and KEYS[tonumber(ARGV[marker_at])]
-if marker then
-  local result = redis.call('HGET', marker, 'd')
-  if result then return {'applied', result} end
+if marker and not redis.call('SET', marker, ARGV[marker_at + 1], 'NX', 'PX', ARGV[marker_at + 2]) then
+  return {'applied', applied(marker)}
+end
+local function refuse(why, what)
+  if marker then redis.call('DEL', marker) end
+  return {why, what}
 end
 local sums = {}
 for a = writes_at, events_at - 1, 4 do
@@ -45,12 +66,12 @@ for a = writes_at, events_at - 1, 4 do
     local sum = sums[key]
     if sum == nil then
       sum = tonumber(redis.call('HGET', key, 'd') or '0')
-      if sum == nil or sum ~= math.floor(sum) then return {'not_integer', key} end
+      if sum == nil or sum ~= math.floor(sum) then return refuse('not_integer', key) end
     end
     sum = sum + tonumber(ARGV[a + 2])
-    if math.abs(sum) > 9007199254740991 then return {'overflow', key} end
+    if math.abs(sum) > 9007199254740991 then return refuse('overflow', key) end
     if ARGV[a + 3] ~= '' and sum < tonumber(ARGV[a + 3]) then
-      return {'below_min', tostring((a - writes_at) / 4)}
+      return refuse('below_min', tostring((a - writes_at) / 4))
     end
     sums[key] = sum
   end
@@ -73,12 +94,12 @@ local reply = {'ok'}
 for a = events_at, marker_at - 1, 3 do
   reply[#reply + 1] = redis.call('XADD', KEYS[1], '*', 's', ARGV[a], 'h', ARGV[a + 1], 'p', ARGV[a + 2])
 end
-if marker then
-  redis.call('HSET', marker, 'd', ARGV[marker_at + 1], 'v', 1)
-  redis.call('PEXPIRE', marker, ARGV[marker_at + 2])
-end
 return reply
-";
+"
+);
+
+/// The result the marker `KEYS[1]` holds, if it exists.
+const APPLIED: &str = concat!(applied_function!(), "return applied(KEYS[1])");
 
 /// Outbox entries at least `ARGV[1]` ms old by the server's clock, oldest first, at most
 /// `ARGV[2]`. `KEYS[1]` = the outbox.
@@ -92,6 +113,7 @@ return redis.call('XRANGE', KEYS[1], '-', tostring(before), 'COUNT', ARGV[2])
 /// The scripts of units of work, loaded once per store.
 pub(super) struct UnitScripts {
     commit: Script,
+    applied: Script,
     outbox: Script,
 }
 
@@ -99,6 +121,7 @@ impl Default for UnitScripts {
     fn default() -> Self {
         UnitScripts {
             commit: Script::new(COMMIT),
+            applied: Script::new(APPLIED),
             outbox: Script::new(OUTBOX),
         }
     }
@@ -234,6 +257,19 @@ impl RedisStore {
             )
             .await?;
         outcome(reply)
+    }
+
+    pub(super) async fn read_marker(&self, marker: &str) -> Result<Option<Bytes>, Error> {
+        let result: Option<Vec<u8>> = self
+            .run(
+                || format!("reading the marker `{marker}`"),
+                |mut c| async move {
+                    let script = &self.inner.units.applied;
+                    script.key(marker).invoke_async(&mut c).await
+                },
+            )
+            .await?;
+        Ok(result.map(Bytes::from))
     }
 
     pub(super) async fn read_outbox(
