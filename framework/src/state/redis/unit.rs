@@ -13,36 +13,37 @@ use crate::error::Error;
 use crate::message::Message;
 use crate::state::spi::{Commit, Marker, OutboxEntry, OutboxEvent, Outcome, Write};
 
-/// The Lua function `applied(marker)`: the result a unit's marker holds (a string), or `false`.
-macro_rules! applied_function {
+/// Lua that sets `result` to the result the unit's marker `marker` holds (a string), or `false`.
+macro_rules! read_marker {
     () => {
         r"
-local function applied(marker)
+  local result
   -- A marker written before markers were strings is a hash holding the result in `d`.
-  if redis.call('TYPE', marker).ok == 'hash' then return redis.call('HGET', marker, 'd') end
-  return redis.call('GET', marker)
-end
+  if redis.call('TYPE', marker).ok == 'hash' then
+    result = redis.call('HGET', marker, 'd')
+  else
+    result = redis.call('GET', marker)
+  end
 "
     };
 }
 
 /// The commit. `KEYS` are every key the unit touches, the outbox first; `ARGV` holds the counts of
-/// reads, writes and events and whether there is a marker, then each of them, naming keys by
+/// reads, writes and events, then each of them and the marker if there is one, naming keys by
 /// their index in `KEYS`:
 /// reads `key, expected version ("" = absent)`; writes `op, key, a, b` (`put, key, value, ttl`,
 /// `del, key, "", ""`, `add, key, by, min or ""`); events `subject, headers (JSON), payload`;
 /// the marker `key, value, ttl`. A script's writes are not undone when it returns early, so the
 /// only write before the last check is the marker's, which a refused unit deletes again. `ARGV`
-/// is read in place, without building tables.
+/// is read in place, and no function is made: each costs every call its allocation.
 const COMMIT: &str = concat!(
-    applied_function!(),
     r"
 local nr, nw, ne = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local writes_at = 5 + 2 * nr
+local writes_at = 4 + 2 * nr
 local events_at = writes_at + 4 * nw
 local marker_at = events_at + 3 * ne
 
-for a = 5, writes_at - 1, 2 do
+for a = 4, writes_at - 1, 2 do
   local key, expected = KEYS[tonumber(ARGV[a])], ARGV[a + 1]
   local version = redis.call('HGET', key, 'v')
   if (expected == '' and version) or (expected ~= '' and version ~= expected) then
@@ -51,14 +52,14 @@ for a = 5, writes_at - 1, 2 do
 end
 -- Claimed before the adds are checked: a redelivery gets the first result even where the first
 -- delivery's adds would now go below their minimum.
-local marker = ARGV[4] == '1' and KEYS[tonumber(ARGV[marker_at])]
+local marker = ARGV[marker_at] and KEYS[tonumber(ARGV[marker_at])]
 if marker and not redis.call('SET', marker, ARGV[marker_at + 1], 'NX', 'PX', ARGV[marker_at + 2]) then
-  return {'applied', applied(marker)}
+",
+    read_marker!(),
+    r"
+  return {'applied', result}
 end
-local function refuse(why, what)
-  if marker then redis.call('DEL', marker) end
-  return {why, what}
-end
+local refused
 local sums = {}
 for a = writes_at, events_at - 1, 4 do
   if ARGV[a] == 'add' then
@@ -66,15 +67,20 @@ for a = writes_at, events_at - 1, 4 do
     local sum = sums[key]
     if sum == nil then
       sum = tonumber(redis.call('HGET', key, 'd') or '0')
-      if sum == nil or sum ~= math.floor(sum) then return refuse('not_integer', key) end
+      if sum == nil or sum ~= math.floor(sum) then refused = {'not_integer', key} break end
     end
     sum = sum + tonumber(ARGV[a + 2])
-    if math.abs(sum) > 9007199254740991 then return refuse('overflow', key) end
+    if math.abs(sum) > 9007199254740991 then refused = {'overflow', key} break end
     if ARGV[a + 3] ~= '' and sum < tonumber(ARGV[a + 3]) then
-      return refuse('below_min', tostring((a - writes_at) / 4))
+      refused = {'below_min', tostring((a - writes_at) / 4)}
+      break
     end
     sums[key] = sum
   end
+end
+if refused then
+  if marker then redis.call('DEL', marker) end
+  return refused
 end
 
 for a = writes_at, events_at - 1, 4 do
@@ -99,7 +105,7 @@ return reply
 );
 
 /// The result the marker `KEYS[1]` holds, if it exists.
-const APPLIED: &str = concat!(applied_function!(), "return applied(KEYS[1])");
+const APPLIED: &str = concat!("local marker = KEYS[1]", read_marker!(), "return result");
 
 /// Outbox entries at least `ARGV[1]` ms old by the server's clock, oldest first, at most
 /// `ARGV[2]`. `KEYS[1]` = the outbox.
@@ -139,8 +145,7 @@ fn commit_command(verb: &str, script: &str, commit: &Commit) -> Result<Cmd, Erro
     cmd.arg(verb).arg(script).arg(keys.len()).arg(&keys);
     cmd.arg(commit.reads.len())
         .arg(commit.writes.len())
-        .arg(commit.events.len())
-        .arg(if commit.marker.is_some() { "1" } else { "" });
+        .arg(commit.events.len());
     for (key, version) in &commit.reads {
         cmd.arg(index(key));
         match version {
@@ -182,7 +187,7 @@ fn commit_command(verb: &str, script: &str, commit: &Commit) -> Result<Cmd, Erro
 fn arg_count(commit: &Commit, keys: usize) -> usize {
     let marker = if commit.marker.is_some() { 3 } else { 0 };
     3 + keys
-        + 4
+        + 3
         + 2 * commit.reads.len()
         + 4 * commit.writes.len()
         + 3 * commit.events.len()
