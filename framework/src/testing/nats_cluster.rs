@@ -14,8 +14,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use super::process::Process;
-use super::servers::{NATS, free_port, loopback_url};
+use super::process::{NotReady, Process};
+use super::servers::{NATS, PORT_ATTEMPTS, free_port, loopback_url};
 
 /// How long a monitoring request may take before the node counts as not answering.
 const MONITOR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -55,6 +55,25 @@ impl NatsCluster {
     /// When the binary is missing or a node does not become ready; the message includes its
     /// output.
     pub async fn start(size: usize) -> NatsCluster {
+        let mut attempt = 1;
+        loop {
+            let mut cluster = NatsCluster::spawn(size).await;
+            let Err((node, why)) = cluster.wait_until_all_current().await else {
+                return cluster;
+            };
+            let process = &cluster.nodes[node].process;
+            // Another process took a port between the probe and the node's bind: a node's peers
+            // know its ports, so the whole cluster starts again on new ones.
+            let taken = process.log_since(0).contains("Address already in use");
+            if !(taken && attempt < PORT_ATTEMPTS) {
+                process.fail("becoming current with its cluster", why);
+            }
+            attempt += 1;
+        }
+    }
+
+    /// Starts `size` nodes on free ports, routed to each other.
+    async fn spawn(size: usize) -> NatsCluster {
         let ports = distinct_free_ports(3 * size);
         let ports: Vec<(u16, u16, u16)> = ports
             .chunks_exact(3)
@@ -74,11 +93,15 @@ impl NatsCluster {
         for node in &mut nodes {
             node.process.spawn(&node.args).await;
         }
-        let mut cluster = NatsCluster { nodes };
-        for node in 0..size {
-            cluster.wait_until_current(node).await;
+        NatsCluster { nodes }
+    }
+
+    /// Waits until every node is current; the first that is not, and why.
+    async fn wait_until_all_current(&mut self) -> Result<(), (usize, NotReady)> {
+        for node in 0..self.nodes.len() {
+            self.current(node).await.map_err(|why| (node, why))?;
         }
-        cluster
+        Ok(())
     }
 
     /// The URLs of every node, comma-separated, as `COHORT_NATS_URL` takes them.
@@ -158,9 +181,22 @@ impl NatsCluster {
         self.nodes.iter().position(|node| node.name == name)
     }
 
+    /// Waits until node `node` is current with its cluster.
+    ///
+    /// # Panics
+    ///
+    /// When it does not become current in time.
+    async fn wait_until_current(&mut self, node: usize) {
+        if let Err(why) = self.current(node).await {
+            self.nodes[node]
+                .process
+                .fail("becoming current with its cluster", why);
+        }
+    }
+
     /// Waits until node `node` says it is healthy (current with its peers) and sees a meta
     /// leader.
-    async fn wait_until_current(&mut self, node: usize) {
+    async fn current(&mut self, node: usize) -> Result<(), NotReady> {
         let Node {
             process,
             monitor_port,
@@ -174,9 +210,7 @@ impl NatsCluster {
             let leader = jsz.pointer("/meta_cluster/leader")?.as_str()?;
             (!leader.is_empty()).then_some(())
         };
-        if let Err(e) = process.wait_for(current).await {
-            process.fail("becoming current with its cluster", e);
-        }
+        process.wait_for(current).await
     }
 }
 

@@ -20,7 +20,7 @@ use tokio::time::timeout;
 use super::process::{Binary, NotReady, Process, read_from};
 
 /// How often a server is started on another port when the free one it chose was taken.
-const PORT_ATTEMPTS: u32 = 5;
+pub(super) const PORT_ATTEMPTS: u32 = 5;
 pub(super) const NATS: Binary = Binary {
     name: "nats-server",
     env: "NATS_SERVER_BIN",
