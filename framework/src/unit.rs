@@ -132,6 +132,8 @@ impl Tx {
 
     /// Adds `by` to the integer at `key` (a missing key counts as 0) when the unit commits. Adds
     /// never conflict: two units adding to the same counter both commit, whatever their order.
+    /// The unit fails with a conflict error when `key` holds no integer or the sum would pass
+    /// ±(2⁵³ − 1), the integers a JSON number keeps exactly in every language.
     pub fn add(&self, key: &str, by: i64) {
         let key = self.state.key(key);
         self.pending()

@@ -8,7 +8,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::spi::{Commit, OutboxEntry, OutboxEvent, Outcome, StateStore, Versioned, Write};
+use super::spi::{
+    Commit, MAX_SUM, OutboxEntry, OutboxEvent, Outcome, StateStore, Versioned, Write,
+};
 use crate::error::Error;
 
 /// State in this process's memory. With many instances each would see its own data, which is why
@@ -115,7 +117,9 @@ impl MemoryStore {
         for (index, write) in commit.writes.iter().enumerate() {
             if let Write::Add { key, by, min } = write {
                 let sum = pending.entry(key).or_insert(Self::integer(entries, key)?);
-                *sum = sum.saturating_add(*by);
+                *sum = (sum.checked_add(*by))
+                    .filter(|sum| (-MAX_SUM..=MAX_SUM).contains(sum))
+                    .ok_or_else(|| Error::conflict(format!("adding to `{key}` overflows")))?;
                 if min.is_some_and(|min| *sum < min) {
                     return Ok(Some(Outcome::BelowMin(index)));
                 }

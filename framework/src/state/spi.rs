@@ -118,6 +118,8 @@ pub enum Write {
     },
     /// Adds `by` to the integer at `key` (a missing key counts as 0), keeping its TTL; with
     /// `min`, the unit fails with [`Outcome::BelowMin`] instead when the result would be less.
+    /// The unit fails with a conflict error naming the key when the key holds no integer or a
+    /// sum would pass [`MAX_SUM`] either way.
     Add {
         /// The full key.
         key: String,
@@ -127,6 +129,10 @@ pub enum Write {
         min: Option<i64>,
     },
 }
+
+/// The largest sum of a unit's adds, either way: the largest integer a double (a Lua number in a
+/// Redis script, a JavaScript number) holds exactly.
+pub const MAX_SUM: i64 = (1 << 53) - 1;
 
 /// An event a unit of work emits.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,7 +14,7 @@ pub(super) async fn run(store: &dyn StateStore, prefix: &str) {
     applies_everything(store, &key("all"), &outbox).await;
     conflicts_apply_nothing(store, &key("conflict"), &outbox).await;
     bounded_adds_refuse(store, &key("bounded"), &outbox).await;
-    adds_to_text_refuse(store, &key("text"), &outbox).await;
+    adds_to_no_integer_refuse(store, &key("text"), &outbox).await;
     markers_apply_once(store, &key("marker"), &outbox).await;
     refused_units_leave_no_marker(store, &key("unmarked"), &outbox).await;
     outbox_hands_out_by_age(store, &key("aged"), &key("aged-outbox")).await;
@@ -185,23 +185,40 @@ async fn bounded_adds_refuse(store: &dyn StateStore, key: &str, outbox: &str) {
     );
 }
 
-async fn adds_to_text_refuse(store: &dyn StateStore, key: &str, outbox: &str) {
-    store.put(key, json("\"five\""), None).await.expect("put");
-    let other = format!("{key}:other");
-    let err = store
-        .commit(unit(outbox, vec![put(&other, "1"), add(key, 1, None)]))
-        .await
-        .expect_err("adding to text");
-    assert_eq!(err.kind(), crate::ErrorKind::Conflict, "{err}");
-    assert!(
-        err.to_string().contains(key),
-        "the error names the key: {err}"
-    );
-    assert_eq!(value(store, key).await, Some(json("\"five\"")), "unchanged");
-    assert_eq!(value(store, &other).await, None, "nothing else written");
+/// Adding to text, to a fraction or past [`MAX_SUM`](crate::state::spi::MAX_SUM) refuses the whole unit, whatever its
+/// shape: with other writes, or alone with a marker (an event applied once).
+async fn adds_to_no_integer_refuse(store: &dyn StateStore, key: &str, outbox: &str) {
+    let (other, marker) = (format!("{key}:other"), format!("{key}:applied"));
+    let marked = |writes| Commit {
+        marker: Some(Marker {
+            key: marker.clone(),
+            value: json("1"),
+            ttl: Duration::from_secs(60),
+        }),
+        ..unit(outbox, writes)
+    };
+    for held in ["\"five\"", "5.0", "9007199254740991", "9223372036854775807"] {
+        store.put(key, json(held), None).await.expect("put");
+        for unit in [
+            marked(vec![put(&other, "1"), add(key, 1, None)]),
+            marked(vec![add(key, 1, None)]),
+        ] {
+            let err = (store.commit(unit).await).expect_err(&format!("adding 1 to {held}"));
+            assert_eq!(err.kind(), crate::ErrorKind::Conflict, "{err}");
+            assert!(
+                err.to_string().contains(key),
+                "the error names the key: {err}"
+            );
+            assert_eq!(value(store, key).await, Some(json(held)), "unchanged");
+            assert_eq!(value(store, &other).await, None, "nothing else written");
+            assert_eq!(applied(store, &marker).await, None, "no marker");
+        }
+    }
 }
 
 async fn markers_apply_once(store: &dyn StateStore, key: &str, outbox: &str) {
+    let mut read_as_absent = unit(outbox, vec![put(key, "9")]);
+    read_as_absent.reads = vec![(key.to_owned(), None)];
     let mut once = unit(outbox, vec![add(key, 1, None)]);
     once.marker = Some(Marker {
         key: format!("{key}:applied"),
@@ -218,6 +235,11 @@ async fn markers_apply_once(store: &dyn StateStore, key: &str, outbox: &str) {
         "a unit whose marker exists replays its result"
     );
     assert_eq!(value(store, key).await, Some(json("1")), "applied once");
+    assert_eq!(
+        commit(store, read_as_absent, "after the add").await,
+        Outcome::Conflict(key.to_owned()),
+        "the add gave the key a version"
+    );
     assert_eq!(
         applied(store, &format!("{key}:applied")).await,
         Some(json("{\"result\":7}")),

@@ -11,7 +11,7 @@ use super::RedisStore;
 use super::ttl_arg;
 use crate::error::Error;
 use crate::message::Message;
-use crate::state::spi::{Commit, Marker, OutboxEntry, OutboxEvent, Outcome, Write};
+use crate::state::spi::{Commit, MAX_SUM, Marker, OutboxEntry, OutboxEvent, Outcome, Write};
 
 /// Lua that sets `result` to the result the unit's marker `marker` holds (a string), or `false`.
 macro_rules! read_marker {
@@ -66,8 +66,10 @@ for a = writes_at, events_at - 1, 4 do
     local key = KEYS[tonumber(ARGV[a + 1])]
     local sum = sums[key]
     if sum == nil then
-      sum = tonumber(redis.call('HGET', key, 'd') or '0')
-      if sum == nil or sum ~= math.floor(sum) then refused = {'not_integer', key} break end
+      -- Digits only, as `HINCRBY` takes them: `5.0` would pass `tonumber` and then fail the add.
+      local held = redis.call('HGET', key, 'd') or '0'
+      if not string.find(held, '^-?%d+$') then refused = {'not_integer', key} break end
+      sum = tonumber(held)
     end
     sum = sum + tonumber(ARGV[a + 2])
     if math.abs(sum) > 9007199254740991 then refused = {'overflow', key} break end
@@ -104,6 +106,35 @@ return reply
 "
 );
 
+/// The commonest unit, an event applied once: one add without a minimum, a marker, no reads, no
+/// events. The same checks and outcomes as `COMMIT` in three commands, the sum taken from the add
+/// itself (undone on overflow; a fresh key cannot overflow, as the amount is checked beforehand).
+/// `KEYS` = the marker, the key; `ARGV` = the marker's value and ttl, the amount.
+const ADD_ONCE: &str = concat!(
+    r"
+local marker, key = KEYS[1], KEYS[2]
+if not redis.call('SET', marker, ARGV[1], 'NX', 'PX', ARGV[2]) then
+",
+    read_marker!(),
+    r"
+  return {'applied', result}
+end
+local sum = redis.pcall('HINCRBY', key, 'd', ARGV[3])
+if type(sum) == 'table' then
+  redis.call('DEL', marker)
+  if string.find(sum.err, 'overflow') then return {'overflow', key} end
+  return {'not_integer', key}
+end
+if math.abs(sum) > 9007199254740991 then
+  redis.call('HINCRBY', key, 'd', -tonumber(ARGV[3]))
+  redis.call('DEL', marker)
+  return {'overflow', key}
+end
+redis.call('HINCRBY', key, 'v', 1)
+return {'ok'}
+"
+);
+
 /// The result the marker `KEYS[1]` holds, if it exists.
 const APPLIED: &str = concat!("local marker = KEYS[1]", read_marker!(), "return result");
 
@@ -119,6 +150,7 @@ return redis.call('XRANGE', KEYS[1], '-', tostring(before), 'COUNT', ARGV[2])
 /// The scripts of units of work, loaded once per store.
 pub(super) struct UnitScripts {
     commit: Script,
+    add_once: Script,
     applied: Script,
     outbox: Script,
 }
@@ -127,15 +159,51 @@ impl Default for UnitScripts {
     fn default() -> Self {
         UnitScripts {
             commit: Script::new(COMMIT),
+            add_once: Script::new(ADD_ONCE),
             applied: Script::new(APPLIED),
             outbox: Script::new(OUTBOX),
         }
     }
 }
 
-/// The commit as one command: `EVALSHA` with the script's hash, or `EVAL` with its text for a
-/// server that does not have it. Written straight into the command's buffer: a unit's keys and
-/// arguments are a few dozen small pieces, each otherwise copied twice.
+/// A unit `ADD_ONCE` commits.
+struct AddOnce<'a> {
+    marker: &'a Marker,
+    key: &'a str,
+    by: i64,
+}
+
+impl<'a> AddOnce<'a> {
+    /// The unit as `ADD_ONCE` takes it, if it has that shape.
+    fn of(commit: &'a Commit) -> Option<Self> {
+        let shape = (&commit.reads[..], &commit.writes[..], &commit.events[..]);
+        match (shape, &commit.marker) {
+            (([], [Write::Add { key, by, min: None }], []), Some(marker))
+                if (-MAX_SUM..=MAX_SUM).contains(by) =>
+            {
+                Some(AddOnce {
+                    marker,
+                    key,
+                    by: *by,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    fn command(&self, verb: &str, script: &str) -> Cmd {
+        let Marker { key, value, ttl } = self.marker;
+        let mut cmd = Cmd::with_capacity(8, 96 + key.len() + self.key.len() + value.len());
+        cmd.arg(verb).arg(script).arg(2).arg(key).arg(self.key);
+        cmd.arg(value.as_ref())
+            .arg(ttl_arg(Some(*ttl)))
+            .arg(self.by);
+        cmd
+    }
+}
+
+/// The generic commit as one command. Written straight into the command's buffer: a unit's keys
+/// and arguments are a few dozen small pieces, each otherwise copied twice.
 fn commit_command(verb: &str, script: &str, commit: &Commit) -> Result<Cmd, Error> {
     let keys = keys_of(commit);
     // 1-based, as Lua counts; every key is in `keys`, which `keys_of` made sure of.
@@ -245,15 +313,23 @@ fn headers_json(message: &Message) -> Result<String, Error> {
 
 impl RedisStore {
     pub(super) async fn commit_unit(&self, commit: Commit) -> Result<Outcome, Error> {
-        let script = &self.inner.units.commit;
-        let evalsha = commit_command("EVALSHA", script.get_hash(), &commit)?;
+        let add_once = AddOnce::of(&commit);
+        let (script, code) = match add_once {
+            Some(_) => (&self.inner.units.add_once, ADD_ONCE),
+            None => (&self.inner.units.commit, COMMIT),
+        };
+        let command = |verb, script| match &add_once {
+            Some(unit) => Ok(unit.command(verb, script)),
+            None => commit_command(verb, script, &commit),
+        };
+        let evalsha = command("EVALSHA", script.get_hash())?;
         let reply: Vec<Vec<u8>> = self
             .run(
                 || "committing a unit of work".to_owned(),
                 |mut c| async move {
                     match evalsha.query_async(&mut c).await {
                         Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                            let eval = commit_command("EVAL", COMMIT, &commit).map_err(|_| err)?;
+                            let eval = command("EVAL", code).map_err(|_| err)?;
                             eval.query_async(&mut c).await
                         }
                         reply => reply,
