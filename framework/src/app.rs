@@ -30,6 +30,7 @@ use crate::setup::{
     validate_services, validate_subject_prefix,
 };
 use crate::state::spi::StateStore;
+use crate::sweeper::Sweeper;
 
 /// An instance of the application: every `#[command]`, `#[http]`, `#[subscription]` and `#[task]`
 /// in the binary, wired to a broker and a state store.
@@ -214,6 +215,7 @@ impl App {
         let areas = registry.services().into_iter().chain([SESSIONS]);
         let runtime = Arc::new(Runtime {
             broker,
+            sweeper: Sweeper::start(store.clone()),
             store,
             namespaces: Namespaces::new(subjects.prefix(), areas),
             subjects,

@@ -41,6 +41,7 @@ mod runtime;
 mod session;
 mod setup;
 mod spans;
+mod sweeper;
 mod task;
 mod timer;
 mod tls;

@@ -41,6 +41,8 @@ pub(crate) struct Runtime {
     pub(crate) tasks: crate::task::TaskBoard,
     /// What the last version drift check found.
     pub(crate) drift: crate::drift::DriftBoard,
+    /// Removes the events this instance published from their outboxes.
+    pub(crate) sweeper: crate::sweeper::Sweeper,
 }
 
 /// A command as a caller addresses it: its names, its subject and its own timeout.

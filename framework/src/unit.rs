@@ -320,14 +320,7 @@ async fn relay(runtime: &Runtime, outbox: String, entries: Vec<OutboxEntry>) {
         return;
     }
     let published = publish(runtime, entries).await;
-    // Off the caller's path: a store that stalls now must not hold up an answer that is ready.
-    let store = runtime.store.clone();
-    tokio::spawn(async move {
-        if let Err(err) = store.outbox_remove(&outbox, &published).await {
-            // Published twice later at worst, which the broker drops by the event's id.
-            tracing::warn!(error = %err, "could not remove published events from the outbox");
-        }
-    });
+    runtime.sweeper.sweep(outbox, published);
 }
 
 /// Publishes `entries` in order until one fails; the ids of those that went out.

@@ -279,6 +279,39 @@ async fn an_event_its_writer_never_published_is_relayed_by_another_instance() {
     .await;
 }
 
+/// The instance that published a unit's events removes them from the outbox itself, well before
+/// the relay would take them for orphans (at 2 s).
+#[tokio::test]
+async fn published_events_leave_the_outbox_without_the_relay() {
+    const EMITS: u64 = 50;
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+    let running = Arc::new(start_on(store.clone()).await);
+    let emits: Vec<_> = (0..EMITS)
+        .map(|_| {
+            let running = running.clone();
+            tokio::spawn(async move { running.call::<emit_noted>(Emit { n: 1 }).await })
+        })
+        .collect();
+    for emit in emits {
+        emit.await.expect("joined").expect("emitted");
+    }
+    eventually(
+        "the outbox is emptied by the publisher",
+        Duration::from_secs(1),
+        async || {
+            let left = store.outbox("{cohort:units}:outbox", Duration::ZERO, 1);
+            left.await.expect("outbox").is_empty()
+        },
+    )
+    .await;
+    eventually(
+        "each event is counted",
+        Duration::from_secs(10),
+        async || noted(&running).await == EMITS,
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn a_backlog_of_several_relay_batches_is_relayed_whole_and_counted_once() {
     const BACKLOG: u64 = 700;
