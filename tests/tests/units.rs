@@ -279,6 +279,16 @@ async fn an_event_its_writer_never_published_is_relayed_by_another_instance() {
     .await;
 }
 
+/// Waits at most `within` until the outbox of the units service is empty, emptied `by` whom.
+async fn outbox_emptied(store: &dyn StateStore, by: &str, within: Duration) {
+    let what = format!("the outbox is emptied {by}");
+    eventually(&what, within, async || {
+        let left = store.outbox("{cohort:units}:outbox", Duration::ZERO, 1);
+        left.await.expect("outbox").is_empty()
+    })
+    .await;
+}
+
 /// The instance that published a unit's events removes them from the outbox itself, well before
 /// the relay would take them for orphans (at 2 s).
 #[tokio::test]
@@ -295,15 +305,7 @@ async fn published_events_leave_the_outbox_without_the_relay() {
     for emit in emits {
         emit.await.expect("joined").expect("emitted");
     }
-    eventually(
-        "the outbox is emptied by the publisher",
-        Duration::from_secs(1),
-        async || {
-            let left = store.outbox("{cohort:units}:outbox", Duration::ZERO, 1);
-            left.await.expect("outbox").is_empty()
-        },
-    )
-    .await;
+    outbox_emptied(&*store, "by the publisher", Duration::from_secs(1)).await;
     eventually(
         "each event is counted",
         Duration::from_secs(10),
@@ -324,15 +326,7 @@ async fn a_backlog_of_several_relay_batches_is_relayed_whole_and_counted_once() 
         async || noted(&running).await == BACKLOG,
     )
     .await;
-    eventually(
-        "the outbox is emptied",
-        Duration::from_secs(5),
-        async || {
-            let left = store.outbox("{cohort:units}:outbox", Duration::ZERO, 1);
-            left.await.expect("outbox").is_empty()
-        },
-    )
-    .await;
+    outbox_emptied(&*store, "by the relay", Duration::from_secs(5)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(noted(&running).await, BACKLOG, "each event counted once");
 }
