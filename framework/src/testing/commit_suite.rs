@@ -185,8 +185,9 @@ async fn bounded_adds_refuse(store: &dyn StateStore, key: &str, outbox: &str) {
     );
 }
 
-/// Adding to text, to a fraction or past [`MAX_SUM`](crate::state::spi::MAX_SUM) refuses the whole unit, whatever its
-/// shape: with other writes, or alone with a marker (an event applied once).
+/// Adding to text, to a fraction or past [`MAX_SUM`](crate::state::spi::MAX_SUM) refuses the
+/// whole unit, whatever its shape: with other writes, or alone with a marker (an event applied
+/// once).
 async fn adds_to_no_integer_refuse(store: &dyn StateStore, key: &str, outbox: &str) {
     let (other, marker) = (format!("{key}:other"), format!("{key}:applied"));
     let marked = |writes| Commit {

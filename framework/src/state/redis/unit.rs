@@ -461,3 +461,14 @@ fn entry(id: String, fields: Vec<Vec<u8>>) -> Result<OutboxEntry, Error> {
         event: OutboxEvent { subject, message },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scripts_bound_sums_by_max_sum() {
+        let bound = format!("math.abs(sum) > {MAX_SUM} then");
+        assert!(COMMIT.contains(&bound) && ADD_ONCE.contains(&bound));
+    }
+}
