@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
+use async_nats::jetstream::consumer::pull::MessagesErrorKind;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
 use async_nats::jetstream::{self, Context};
@@ -41,6 +42,9 @@ const SUBJECT: &str = "bench.evt.tick";
 const CONSUMER: &str = "bench_sink";
 /// Events handled at once, and the largest pull: Cohort's per subscription and instance.
 const IN_FLIGHT: usize = 64;
+/// How often the server tells a waiting pull request that the consumer is fine; two silent
+/// intervals make a missed heartbeat.
+const HEARTBEAT: Duration = Duration::from_secs(2);
 /// How long an event's id is remembered, as Cohort's default `COHORT_DEDUPE_TTL`.
 const DEDUPE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// The counter the effect adds to.
@@ -191,39 +195,51 @@ impl Sink {
 }
 
 /// Pulls events and handles each on its own task, at most [`IN_FLIGHT`] at once.
+///
+/// async-nats's pull stream can, rarely, stop asking for events while events wait, and report
+/// nothing: idle heartbeats turn that silence into a missed heartbeat, and a new stream asks again.
 async fn consume(consumer: PullConsumer, sink: Arc<Sink>) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
-    let mut messages = match consumer
-        .stream()
-        .max_messages_per_batch(IN_FLIGHT)
-        .messages()
-        .await
-    {
-        Ok(messages) => messages,
-        Err(err) => {
-            eprintln!("events_baseline: cannot pull: {err}");
-            std::process::exit(1);
-        }
-    };
-    while let Some(message) = messages.next().await {
-        let message = match message {
-            Ok(message) => message,
+    loop {
+        let mut messages = match consumer
+            .stream()
+            .max_messages_per_batch(IN_FLIGHT)
+            .heartbeat(HEARTBEAT)
+            .messages()
+            .await
+        {
+            Ok(messages) => messages,
             Err(err) => {
-                eprintln!("events_baseline: pull error: {err}");
-                continue;
+                eprintln!("events_baseline: cannot pull: {err}");
+                std::process::exit(1);
             }
         };
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let sink = sink.clone();
-        tokio::spawn(async move {
-            if let Err(err) = handle(&sink, &message).await {
-                // Not acked: JetStream delivers it again after the ack wait.
-                eprintln!("events_baseline: event not handled: {err}");
-            }
-            drop(slot);
-        });
+        loop {
+            let message = match messages.next().await {
+                // The stream ended: the consumer or the connection is gone.
+                None => return,
+                Some(Ok(message)) => message,
+                Some(Err(err)) if err.kind() == MessagesErrorKind::MissingHeartbeat => {
+                    eprintln!("events_baseline: the pull went silent; pulling anew");
+                    break;
+                }
+                Some(Err(err)) => {
+                    eprintln!("events_baseline: pull error: {err}");
+                    continue;
+                }
+            };
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                if let Err(err) = handle(&sink, &message).await {
+                    // Not acked: JetStream delivers it again after the ack wait.
+                    eprintln!("events_baseline: event not handled: {err}");
+                }
+                drop(slot);
+            });
+        }
     }
 }
 
