@@ -11,11 +11,13 @@
 //! task per message would only add scheduling),
 //! `BENCH_SUBJECT` (default `bench.echo`; its queue group is the subject and
 //! `.q`) so that several baselines can share one NATS server,
-//! `BENCH_HEADERS=1` to answer with the header every Cohort reply carries
-//! (`Cohort-Instance`; a success has no `Cohort-Status`, and a request without
-//! a trace and with the default deadline carries none): the cost of Cohort's
-//! wire protocol, without the rest of Cohort.
+//! `BENCH_HEADERS=1` to send the headers of Cohort's signed cluster on the wire:
+//! a request its `traceparent` and `Cohort-Signature`, a reply `Cohort-Instance`
+//! and `Cohort-Signature` (a success has no `Cohort-Status`, a request with the
+//! default deadline no `Cohort-Deadline`). The values are made without hashing:
+//! the cost of Cohort's wire protocol, without the rest of Cohort.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::{Client, HeaderMap, Message, RequestErrorKind};
@@ -29,6 +31,9 @@ use cohort_bench::{EchoIn, echo_reply, env_or, json_error, json_response};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// A `Cohort-Signature` value of the right shape (`v1=` and 22 characters), not a real one.
+const SIGNATURE: &str = "v1=0syhDVIi5jPNYfeP03jdyA";
+
 /// Answers one request message. Malformed payloads get an empty reply so the
 /// requester fails fast instead of waiting for its timeout.
 async fn respond(client: &Client, instance: &str, headers: bool, msg: Message) {
@@ -40,6 +45,7 @@ async fn respond(client: &Client, instance: &str, headers: bool, msg: Message) {
     let sent = if headers {
         let mut headers = HeaderMap::new();
         headers.insert("Cohort-Instance", instance);
+        headers.insert("Cohort-Signature", SIGNATURE);
         client
             .publish_with_headers(reply, headers, out.into())
             .await
@@ -83,9 +89,26 @@ async fn run_responder(
 struct Requester {
     client: Client,
     subject: async_nats::Subject,
+    headers: bool,
 }
 
-async fn echo(State(Requester { client, subject }): State<Requester>, body: Bytes) -> Response {
+/// The headers of a request of Cohort's signed cluster: a new `traceparent` each (a counter for
+/// its ids) and a signature.
+fn request_headers() -> HeaderMap {
+    static SENT: AtomicU64 = AtomicU64::new(1);
+    let n = SENT.fetch_add(1, Ordering::Relaxed);
+    let mut headers = HeaderMap::new();
+    headers.insert("traceparent", format!("00-{n:032x}-{n:016x}-01").as_str());
+    headers.insert("Cohort-Signature", SIGNATURE);
+    headers
+}
+
+async fn echo(State(requester): State<Requester>, body: Bytes) -> Response {
+    let Requester {
+        client,
+        subject,
+        headers,
+    } = requester;
     // Validate and re-encode as a real app would before putting it on the wire.
     let Ok(input) = serde_json::from_slice::<EchoIn>(&body) else {
         return json_error(StatusCode::BAD_REQUEST, "malformed echo request");
@@ -96,7 +119,15 @@ async fn echo(State(Requester { client, subject }): State<Requester>, body: Byte
     let Ok(payload) = serde_json::to_vec(&input) else {
         return json_error(StatusCode::INTERNAL_SERVER_ERROR, "encode failed");
     };
-    match client.request(subject, payload.into()).await {
+    let answer = match headers {
+        true => {
+            client
+                .request_with_headers(subject, request_headers(), payload.into())
+                .await
+        }
+        false => client.request(subject, payload.into()).await,
+    };
+    match answer {
         Ok(msg) if msg.payload.is_empty() => {
             json_error(StatusCode::BAD_GATEWAY, "responder rejected request")
         }
@@ -141,6 +172,7 @@ async fn main() -> Result<(), BoxError> {
     let requester = Requester {
         client,
         subject: subject.into(),
+        headers,
     };
     let app = Router::new()
         .route("/echo", post(echo))
