@@ -103,12 +103,14 @@ fn request_headers() -> HeaderMap {
     headers
 }
 
-async fn echo(State(requester): State<Requester>, body: Bytes) -> Response {
-    let Requester {
+async fn echo(
+    State(Requester {
         client,
         subject,
         headers,
-    } = requester;
+    }): State<Requester>,
+    body: Bytes,
+) -> Response {
     // Validate and re-encode as a real app would before putting it on the wire.
     let Ok(input) = serde_json::from_slice::<EchoIn>(&body) else {
         return json_error(StatusCode::BAD_REQUEST, "malformed echo request");
