@@ -119,6 +119,10 @@ impl Head {
 
 /// The whole body, refused with a 413 past `limit` bytes and a 408 when it has not all arrived
 /// within `timeout` (a client that stalls must not hold its connection and this task forever).
+///
+/// The body is copied out of hyper's read buffer: a body that arrived with its head is a slice of
+/// the connection's whole buffer, and a request waiting on its command would hold that buffer while
+/// hyper reads the connection into a new one.
 pub(super) async fn read_body(body: Body, limit: usize, timeout: Duration) -> Result<Bytes, Error> {
     let read = axum::body::to_bytes(body, limit);
     let Ok(body) = tokio::time::timeout(timeout, read).await else {
@@ -128,7 +132,7 @@ pub(super) async fn read_body(body: Body, limit: usize, timeout: Duration) -> Re
         );
         return Err(Error::new(ErrorKind::RequestTimeout, late));
     };
-    body.map_err(|err| {
+    body.map(|body| Bytes::copy_from_slice(&body)).map_err(|err| {
         let too_large = std::error::Error::source(&err)
             .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
         match too_large {
