@@ -132,7 +132,7 @@ pub(super) async fn read_body(body: Body, limit: usize, timeout: Duration) -> Re
         );
         return Err(Error::new(ErrorKind::RequestTimeout, late));
     };
-    body.map(|body| Bytes::copy_from_slice(&body)).map_err(|err| {
+    let body = body.map_err(|err| {
         let too_large = std::error::Error::source(&err)
             .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
         match too_large {
@@ -142,7 +142,8 @@ pub(super) async fn read_body(body: Body, limit: usize, timeout: Duration) -> Re
             ),
             false => Error::bad_request(format!("cannot read the body: {err}")),
         }
-    })
+    })?;
+    Ok(Bytes::copy_from_slice(&body))
 }
 
 /// The metadata an HTTP request gives its command: the session cookie and the idempotency key
@@ -223,6 +224,19 @@ pub(super) fn build_input(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_body_does_not_share_the_buffer_it_was_read_from() {
+        // What hyper hands over: a slice of the connection's buffer, which hyper still holds.
+        let buffer = Bytes::from(vec![b'x'; 8192]);
+        let body = Body::from(buffer.slice(..64));
+        let read = read_body(body, 1024, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(read, buffer.slice(..64));
+        assert!(
+            read.is_unique(),
+            "the body still holds the connection's buffer"
+        );
+    }
 
     #[test]
     fn params_take_the_type_of_their_field() {
