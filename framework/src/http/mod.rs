@@ -15,14 +15,17 @@ mod route;
 mod server;
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::Request;
 use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodFilter, MethodRouter, get, on};
+use axum::routing::{MethodFilter, MethodRouter, get, on_service};
 use bytes::Bytes;
+use futures_util::FutureExt;
+use tower::service_fn;
 
 pub use cookie::SESSION_COOKIE;
 pub use openapi::ApiInfo;
@@ -52,9 +55,11 @@ pub(crate) fn router(
         let Some(http) = command.http else { continue };
         let route = Arc::new(Route::new(runtime.clone(), command, http, instance.clone()));
         let filter = method_filter(http.method)?;
-        let handler = on(filter, move |request: Request| {
-            handle(route.clone(), request)
+        // A service rather than a handler: axum's handler would box the request with the future.
+        let service = service_fn(move |request: Request| {
+            handle(route.clone(), request).map(Ok::<_, Infallible>)
         });
+        let handler = on_service(filter, service);
         let entry = by_path
             .remove(http.path)
             .map_or(handler.clone(), |existing| existing.merge(handler));

@@ -9,6 +9,7 @@ use axum::extract::{FromRequestParts, RawPathParams};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName};
 use bytes::Bytes;
+use futures_util::FutureExt;
 use serde_json::{Map, Value};
 
 use super::cookie::session_cookie;
@@ -96,14 +97,10 @@ pub(super) struct Head {
 }
 
 impl Head {
-    pub(super) async fn read(shape: &InputShape, mut parts: Parts) -> Result<Head, Error> {
+    pub(super) fn read(shape: &InputShape, mut parts: Parts) -> Result<Head, Error> {
         let path_params = match shape.has_params {
             false => None,
-            true => Some(
-                RawPathParams::from_request_parts(&mut parts, &())
-                    .await
-                    .map_err(|rejection| Error::bad_request(rejection.body_text()))?,
-            ),
+            true => Some(path_params(&mut parts)?),
         };
         Ok(Head {
             path_params,
@@ -114,6 +111,15 @@ impl Head {
 
     pub(super) fn params(&self) -> Vec<(&str, &str)> {
         self.path_params.iter().flat_map(|p| p.iter()).collect()
+    }
+}
+
+/// The route's path parameters. axum's extractor reads them from the request's extensions without
+/// waiting, so it is ready when first polled.
+fn path_params(parts: &mut Parts) -> Result<RawPathParams, Error> {
+    match RawPathParams::from_request_parts(parts, &()).now_or_never() {
+        Some(params) => params.map_err(|rejection| Error::bad_request(rejection.body_text())),
+        None => Err(Error::internal("the path parameters were not ready")),
     }
 }
 
@@ -230,7 +236,9 @@ mod tests {
         // What hyper hands over: a slice of the connection's buffer, which hyper still holds.
         let buffer = Bytes::from(vec![b'x'; 8192]);
         let body = Body::from(buffer.slice(..64));
-        let read = read_body(body, 1024, Duration::from_secs(1)).await.unwrap();
+        let read = read_body(body, 1024, Duration::from_secs(1))
+            .await
+            .expect("a short body within its limit is read");
         assert_eq!(read, buffer.slice(..64));
         assert!(
             read.is_unique(),

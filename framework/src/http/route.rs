@@ -4,14 +4,16 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
+use futures_util::FutureExt;
 use tracing::field::Empty;
 
 use super::request::{Head, InputShape, build_input, read_body};
 use super::response::{problem, respond};
-use crate::error::ErrorKind;
+use crate::error::{Error, ErrorKind};
 use crate::message::{header as meta_header, trace_id_of};
 use crate::metrics::{CommandTimer, RouteTimer};
 use crate::registry::{CommandDescriptor, HttpRoute};
@@ -64,7 +66,10 @@ impl Route {
 
 /// Serves one request inside its span, which continues the caller's trace when the request has
 /// a valid `traceparent`.
-pub(super) async fn handle(route: Arc<Route>, request: Request) -> Response {
+///
+/// Not an `async fn`: the request is taken apart before anything waits, so that the future of a
+/// request in flight holds only what its command needs.
+pub(super) fn handle(route: Arc<Route>, request: Request) -> impl Future<Output = Response> {
     let incoming = request
         .headers()
         .get(&TRACEPARENT)
@@ -87,54 +92,69 @@ pub(super) async fn handle(route: Arc<Route>, request: Request) -> Response {
         },
         || format!("{} {}", http.method, http.path),
     );
+    let (parts, body) = request.into_parts();
+    let head = Head::read(&route.shape, parts);
     let started = route.timers.as_ref().map(|_| Instant::now());
-    let answer = async move {
-        let response = serve(&route, request, traceparent).await;
+    let served = serve(Arc::clone(&route), head, body, traceparent).map(move |response| {
         let status = response.status().as_u16();
         spans::record("http.response.status_code", status);
         if let (Some(timers), Some(started)) = (&route.timers, started) {
             timers.request.observe(status, started);
         }
         response
-    };
-    traced.run(answer).await
+    });
+    traced.run(served)
 }
 
 /// The response to one request: its command's reply, or the problem that kept it from running.
-async fn serve(route: &Route, request: Request, traceparent: String) -> Response {
-    let (parts, body) = request.into_parts();
-    let mut head = match Head::read(&route.shape, parts).await {
-        Ok(head) => head,
-        Err(err) => return problem(&route.instance, &err),
-    };
-    head.meta.traceparent = Some(traceparent);
-    let config = &route.runtime.config;
-    let body = match read_body(body, config.body_limit, config.http_body_timeout).await {
-        Ok(body) => body,
-        Err(err) if err.kind() == ErrorKind::RequestTimeout => {
-            return closing(problem(&route.instance, &err));
-        }
-        Err(err) => return problem(&route.instance, &err),
-    };
-    let input = match build_input(&route.shape, &head.params(), head.query.as_deref(), body) {
-        Ok(input) => input,
-        Err(err) => return problem(&route.instance, &err),
-    };
-    // Kept for the log line of a 500: the metadata itself goes with the command.
-    let trace_id = head.meta.trace_id().map(TraceId::of);
-    let timer = route.timers.as_ref().map(|timers| &timers.command);
-    let runtime = &route.runtime;
-    match runtime
-        .invoke_timed(&route.target, timer, input, head.meta)
-        .await
-    {
-        Ok(reply) => respond(config, route.status, &route.instance, reply),
-        Err(err) => {
-            let err = err.logged(
-                trace_id.as_ref().map(TraceId::as_str),
-                "HTTP request failed",
-            );
-            problem(&route.instance, &err)
+///
+/// An `async` block rather than an `async fn`, which would keep a second copy of what it takes
+/// (rust-lang/rust#62958).
+#[allow(clippy::manual_async_fn)]
+fn serve(
+    route: Arc<Route>,
+    mut head: Result<Head, Error>,
+    body: Body,
+    traceparent: String,
+) -> impl Future<Output = Response> {
+    async move {
+        let head = match &mut head {
+            Ok(head) => head,
+            Err(err) => return problem(&route.instance, err),
+        };
+        let config = &route.runtime.config;
+        let body = match read_body(body, config.body_limit, config.http_body_timeout).await {
+            Ok(body) => body,
+            Err(err) if err.kind() == ErrorKind::RequestTimeout => {
+                return closing(problem(&route.instance, &err));
+            }
+            Err(err) => return problem(&route.instance, &err),
+        };
+        let input = match build_input(&route.shape, &head.params(), head.query.as_deref(), body) {
+            Ok(input) => input,
+            Err(err) => return problem(&route.instance, &err),
+        };
+        let timer = route.timers.as_ref().map(|timers| &timers.command);
+        // In a block of its own, so that the metadata is not kept beside the command that took it.
+        let (trace_id, invoked) = {
+            let mut meta = std::mem::take(&mut head.meta);
+            meta.traceparent = Some(traceparent);
+            // Kept for the log line of a 500: the metadata itself goes with the command.
+            let trace_id = meta.trace_id().map(TraceId::of);
+            let invoked = route
+                .runtime
+                .invoke_timed(&route.target, timer, input, meta);
+            (trace_id, invoked)
+        };
+        match invoked.await {
+            Ok(reply) => respond(config, route.status, &route.instance, reply),
+            Err(err) => {
+                let err = err.logged(
+                    trace_id.as_ref().map(TraceId::as_str),
+                    "HTTP request failed",
+                );
+                problem(&route.instance, &err)
+            }
         }
     }
 }
