@@ -215,24 +215,29 @@ impl Runtime {
 
     /// Sends a command that may run twice, and sends it once more when the instance running it
     /// is lost.
-    async fn send_resending(
-        &self,
-        target: &Target,
+    ///
+    /// Not an `async fn`, which would hold the message twice more while its first copy is sent.
+    fn send_resending<'a>(
+        &'a self,
+        target: &'a Target,
         msg: Message,
         deadline: u64,
         timeout: Duration,
-    ) -> Result<Message, Error> {
+    ) -> impl Future<Output = Result<Message, Error>> + Send + 'a {
         let again = msg.clone();
-        let err = match self.send(target, msg, timeout).await {
-            Err(err) if err.code() == EXECUTOR_LOST => err,
-            result => return result,
-        };
-        let left = Duration::from_millis(deadline.saturating_sub(unix_now()));
-        tracing::info!(command = %target.subject, "the instance running an idempotent command was lost; sending it again");
-        match self.send(target, again, left).await {
-            // Nobody else serves it: what the caller must learn is that its executor died.
-            Err(resent) if resent.kind() == ErrorKind::NoResponders => Err(err),
-            result => result,
+        let first = self.send(target, msg, timeout);
+        async move {
+            let err = match first.await {
+                Err(err) if err.code() == EXECUTOR_LOST => err,
+                result => return result,
+            };
+            let left = Duration::from_millis(deadline.saturating_sub(unix_now()));
+            tracing::info!(command = %target.subject, "the instance running an idempotent command was lost; sending it again");
+            match self.send(target, again, left).await {
+                // Nobody else serves it: what the caller must learn is that its executor died.
+                Err(resent) if resent.kind() == ErrorKind::NoResponders => Err(err),
+                result => result,
+            }
         }
     }
 

@@ -34,22 +34,34 @@ use crate::runtime::problem_reply;
 /// within [`SILENCE_LIMIT`]. Only silence fails a request early: a reply that arrives is taken,
 /// whatever happened to the connection meanwhile. A connection that drops makes the request silent like a
 /// dead executor does, and a reply sent while it was down is lost with it.
-pub(super) async fn request(
+pub(super) fn request<'a>(
+    inner: &'a Inner,
+    subject: &'a str,
+    msg: Message,
+    timeout: Duration,
+) -> impl Future<Output = Result<Message, Error>> + Send + 'a {
+    let mut headers = into_header_map(msg.meta);
+    inner.signer.sign(subject, &mut headers, &msg.payload);
+    exchange(inner, subject, headers, msg.payload, timeout)
+}
+
+/// [`request`] once its message is signed. It takes the headers and the payload rather than the
+/// message, which is several times their size, so that every command in flight holds less.
+async fn exchange(
     inner: &Inner,
     subject: &str,
-    msg: Message,
+    headers: HeaderMap,
+    payload: Bytes,
     timeout: Duration,
 ) -> Result<Message, Error> {
     if inner.client.connection_state() == State::Disconnected {
         return Err(inner.not_connected(&format!("send the command to `{subject}`")));
     }
-    let mut headers = into_header_map(msg.meta);
-    inner.signer.sign(subject, &mut headers, &msg.payload);
     let (reply_to, pending) = inner.replies.expect();
     let sent = Instant::now();
     let published = inner
         .client
-        .publish_with_reply_and_headers(subject.to_owned(), reply_to, headers, msg.payload)
+        .publish_with_reply_and_headers(subject.to_owned(), reply_to, headers, payload)
         .await;
     if let Err(err) = published {
         return Err(match err.kind() {

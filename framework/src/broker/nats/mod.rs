@@ -30,6 +30,7 @@ use async_nats::jetstream;
 use async_nats::{Client, ConnectOptions, Event};
 use async_trait::async_trait;
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use tokio::sync::watch;
 use tokio::time::timeout;
 
@@ -250,13 +251,19 @@ impl Inner {
 
 #[async_trait]
 impl Broker for NatsBroker {
-    async fn request(
-        &self,
-        subject: &str,
+    // Not `async`, which would keep a copy of the message in every command's future.
+    fn request<'life0, 'life1, 'async_trait>(
+        &'life0 self,
+        subject: &'life1 str,
         msg: Message,
         timeout: Duration,
-    ) -> Result<Message, Error> {
-        commands::request(&self.inner, subject, msg, timeout).await
+    ) -> BoxFuture<'async_trait, Result<Message, Error>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(commands::request(&self.inner, subject, msg, timeout))
     }
 
     async fn publish(&self, subject: &str, msg: Message) -> Result<(), Error> {
