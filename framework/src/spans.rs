@@ -16,7 +16,7 @@ use tokio::task::futures::TaskLocalFuture;
 use tracing::Span;
 use tracing::instrument::{Instrument, Instrumented};
 
-use crate::message::child_traceparent;
+use crate::message::{child_traceparent, trace_id_of};
 
 /// The target of Cohort's spans. The log filter always lets them through, at `info`: they are not
 /// log lines but what places the lines logged inside them (and OpenTelemetry's spans) in a trace.
@@ -105,24 +105,41 @@ pub(crate) fn write_bare_trace_id(write: impl FnOnce(&str) -> fmt::Result) -> fm
 /// The traceparent of a new span under `parent` (a new trace when there is none), and the scope
 /// of the work: the span made by `span` from the new span's trace id and tied to both ids for
 /// OpenTelemetry, whose name for it `name` makes (only when spans are exported); or, when
-/// nothing reads spans beyond their trace id, that trace id alone.
+/// nothing reads spans beyond their trace id, that trace id alone, and then work under a valid
+/// parent continues the parent's traceparent: it has no span of its own for a child to point at.
 pub(crate) fn open(
     parent: Option<&str>,
     span: impl FnOnce(&str) -> Span,
     name: impl FnOnce() -> String,
 ) -> (Scope, String) {
-    let own = child_traceparent(parent);
-    // `00-{trace id}-...`, as just made.
-    let trace_id = &own[3..35];
     if !detailed() {
-        return (Scope::Trace(TraceId::of(trace_id)), own);
+        let (trace_id, traceparent) = continued(parent);
+        return (Scope::Trace(trace_id), traceparent);
     }
-    let span = span(trace_id);
+    let own = child_traceparent(parent);
+    let span = span(own_trace_id(&own));
     #[cfg(feature = "otel")]
     let own = crate::otel::adopt(&span, name, own, parent);
     #[cfg(not(feature = "otel"))]
     let _ = name;
     (Scope::Span(span), own)
+}
+
+/// The trace id and traceparent of work without a span of its own: its parent's, when it has a
+/// valid one, else a new trace's.
+fn continued(parent: Option<&str>) -> (TraceId, String) {
+    match parent.and_then(|parent| Some((parent, trace_id_of(parent)?))) {
+        Some((parent, trace_id)) => (TraceId::of(trace_id), parent.to_owned()),
+        None => {
+            let own = child_traceparent(None);
+            (TraceId::of(own_trace_id(&own)), own)
+        }
+    }
+}
+
+/// The trace id of a traceparent [`child_traceparent`] made: `00-{trace id}-...`.
+fn own_trace_id(own: &str) -> &str {
+    &own[3..35]
 }
 
 /// Whether anything reads spans beyond their trace id: an export, the JSON log, or a subscriber
@@ -147,5 +164,25 @@ pub(crate) fn detailed() -> bool {
 pub(crate) fn record(field: &'static str, value: impl tracing::Value) {
     if detailed() {
         Span::current().record(field, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn work_without_a_span_continues_a_valid_parent_and_starts_a_trace_otherwise() {
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let (trace_id, traceparent) = continued(Some(parent));
+        assert_eq!(traceparent, parent);
+        assert_eq!(trace_id.as_str(), "4bf92f3577b34da6a3ce929d0e0e4736");
+
+        let zero = "00-00000000000000000000000000000000-00f067aa0ba902b7-01";
+        for parent in [None, Some(zero), Some("not a traceparent")] {
+            let (trace_id, traceparent) = continued(parent);
+            assert_eq!(trace_id_of(&traceparent), Some(trace_id.as_str()));
+            assert_ne!(trace_id.as_str(), "00000000000000000000000000000000");
+        }
     }
 }
