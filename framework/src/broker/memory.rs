@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, ready};
 use tokio::sync::mpsc;
 
 use super::spi::{
@@ -213,21 +213,29 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[async_trait]
 impl Broker for MemoryBroker {
-    async fn request(
-        &self,
-        subject: &str,
+    // Not `async`: the message goes to its handler before the future is made, which then does
+    // not carry a copy of it.
+    fn request<'life0, 'life1, 'async_trait>(
+        &'life0 self,
+        subject: &'life1 str,
         msg: Message,
         timeout: Duration,
-    ) -> Result<Message, Error> {
-        let handling = self
-            .inner
-            .start(subject, msg)
-            .ok_or_else(|| no_responders(subject))?;
-        // The handler runs right here until it first waits, so the time limit starts there: a
-        // command that never waits needs no timer.
-        within(|| timeout, handling)
-            .await
-            .map_err(|_| timed_out(subject, timeout))
+    ) -> BoxFuture<'async_trait, Result<Message, Error>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        let Some(handling) = self.inner.start(subject, msg) else {
+            return Box::pin(ready(Err(no_responders(subject))));
+        };
+        // The handler runs when first polled until it first waits, so the time limit starts
+        // there: a command that never waits needs no timer.
+        Box::pin(async move {
+            within(|| timeout, handling)
+                .await
+                .map_err(|_| timed_out(subject, timeout))
+        })
     }
 
     async fn publish(&self, subject: &str, msg: Message) -> Result<(), Error> {
