@@ -281,7 +281,7 @@ mod in_process {
             <echo as Command>::NAME,
         );
         let request = Message {
-            meta: typical_metadata(),
+            meta: Box::new(typical_metadata()),
             payload: Bytes::from_static(BODY),
         };
         let reply = rt

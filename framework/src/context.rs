@@ -172,7 +172,7 @@ impl Ctx {
             span
         });
         let message = Message {
-            meta,
+            meta: Box::new(meta),
             payload: Bytes::from(payload),
         };
         Ok((subject, message, producer))

@@ -205,7 +205,7 @@ fn execute(
         match outcome {
             // A success goes without a status: absent means 200, one header less on the wire.
             Ok(body) => Message {
-                meta: reply_meta(&ctx),
+                meta: Box::new(reply_meta(&ctx)),
                 payload: body,
             },
             Err(err) => error_reply(ctx.runtime(), err, Some(&ctx)),
@@ -238,8 +238,8 @@ fn start(
     // A trace the caller did not send starts in the context, when something first needs it.
     let service = served.command.service;
     let ctx = match scope {
-        None => Ctx::new(runtime, service, meta),
-        Some(scope) => Ctx::applying_once(runtime, service, scope, meta),
+        None => Ctx::new(runtime, service, *meta),
+        Some(scope) => Ctx::applying_once(runtime, service, scope, *meta),
     };
     let handler = served.command.handler;
     let run = match served.command.guard {
@@ -309,10 +309,10 @@ pub(crate) fn event_handler(
         let ctx = match msg.meta.message_id() {
             Some(id) => {
                 let scope = delivery_scope(&runtime, subscription, id);
-                Ctx::applying_once(runtime.clone(), subscription.service, scope, msg.meta)
+                Ctx::applying_once(runtime.clone(), subscription.service, scope, *msg.meta)
             }
             // An event published without an id by a client of its own: nothing to know it by.
-            None => Ctx::new(runtime.clone(), subscription.service, msg.meta),
+            None => Ctx::new(runtime.clone(), subscription.service, *msg.meta),
         };
         let run = AssertUnwindSafe((subscription.handler)(ctx.clone(), msg.payload)).catch_unwind();
         let processed = processed.clone();

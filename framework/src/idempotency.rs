@@ -158,7 +158,7 @@ fn answer(runtime: &Runtime, stored: Stored, input: &str) -> Message {
     meta.status = Some(reply.status);
     meta.content_type = reply.problem.then(|| PROBLEM_JSON.to_owned());
     Message {
-        meta,
+        meta: Box::new(meta),
         payload: Bytes::from(reply.body),
     }
 }

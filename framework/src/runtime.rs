@@ -183,7 +183,10 @@ impl Runtime {
         // No message id and no sender instance on commands: every header costs throughput on the
         // hot path, the traceparent already names the call, and the reply names the executor.
         meta.status = None;
-        let msg = Message { meta, payload };
+        let msg = Message {
+            meta: Box::new(meta),
+            payload,
+        };
         if target.idempotent || msg.meta.idempotency_key.is_some() {
             // Boxed: rare, and every request's future would otherwise make room for it.
             return Either::Left(Box::pin(
@@ -353,7 +356,7 @@ pub(crate) fn problem_reply(mut meta: Metadata, err: &Error) -> Message {
     meta.status = Some(err.status());
     meta.content_type = Some(PROBLEM_JSON.to_owned());
     Message {
-        meta,
+        meta: Box::new(meta),
         payload: Bytes::from(err.to_problem_json()),
     }
 }

@@ -175,7 +175,10 @@ async fn a_plain_nats_client_calls_a_command() {
         let by = msg.meta.header(header::PRINCIPAL);
         let output = serde_json::json!({ "placed": input["sku"], "by": by });
         Message {
-            meta: Metadata::from_headers([(header::STATUS, "201"), (header::CONTENT_TYPE, JSON)]),
+            meta: Box::new(Metadata::from_headers([
+                (header::STATUS, "201"),
+                (header::CONTENT_TYPE, JSON),
+            ])),
             payload: Bytes::from(output.to_string()),
         }
     });
@@ -874,7 +877,7 @@ async fn a_plain_client_gets_progress_only_when_it_asks() {
     let slow = request_handler(|msg: Message| async move {
         tokio::time::sleep(TWO_PROGRESS_MESSAGES).await;
         Message {
-            meta: Metadata::from_headers([(header::STATUS, "200")]),
+            meta: Box::new(Metadata::from_headers([(header::STATUS, "200")])),
             payload: msg.payload,
         }
     });

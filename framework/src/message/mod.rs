@@ -189,8 +189,9 @@ impl Metadata {
 /// A command, reply or event: metadata plus the JSON body.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Message {
-    /// Everything but the body, carried in headers.
-    pub meta: Metadata,
+    /// Everything but the body, carried in headers. Boxed: a message is moved from layer to layer
+    /// on its way, and its metadata is most of its size.
+    pub meta: Box<Metadata>,
     /// The JSON body.
     pub payload: Bytes,
 }
@@ -199,7 +200,7 @@ impl Message {
     /// A message with a body and empty metadata.
     pub fn new(payload: impl Into<Bytes>) -> Self {
         Message {
-            meta: Metadata::default(),
+            meta: Box::default(),
             payload: payload.into(),
         }
     }

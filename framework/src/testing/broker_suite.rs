@@ -158,11 +158,11 @@ where
 /// An event with a message id, as the runtime publishes it.
 pub fn event(id: &str, body: &str) -> Message {
     Message {
-        meta: Metadata {
+        meta: Box::new(Metadata {
             message_id: Some(id.to_owned()),
             content_type: Some(JSON.to_owned()),
             ..Metadata::default()
-        },
+        }),
         payload: Bytes::from(body.to_owned()),
     }
 }
@@ -246,22 +246,22 @@ fn echo_or_conflict(seen: Arc<Mutex<Option<Message>>>) -> RequestHandler {
             if conflict {
                 let err = Error::conflict("taken").with_code("taken");
                 return Message {
-                    meta: Metadata {
+                    meta: Box::new(Metadata {
                         status: Some(err.status()),
                         content_type: Some(PROBLEM_JSON.to_owned()),
                         ..Metadata::default()
-                    },
+                    }),
                     payload: Bytes::from(err.to_problem_json()),
                 };
             }
             Message {
-                meta: Metadata {
+                meta: Box::new(Metadata {
                     status: Some(201),
                     content_type: Some(JSON.to_owned()),
                     session_set: Some("session-2".to_owned()),
                     instance: Some("server".to_owned()),
                     ..Metadata::default()
-                },
+                }),
                 payload: msg.payload,
             }
         }
@@ -294,7 +294,7 @@ async fn request_reply_round_trip(run: &Run, [server, client]: [Arc<dyn Broker>;
     let sent = caller_metadata();
     let body = Bytes::from_static(br#"{"n":1,"s":"h\u00e9"}"#);
     let request_msg = Message {
-        meta: sent.clone(),
+        meta: Box::new(sent.clone()),
         payload: body.clone(),
     };
     let reply = request(&*client, &subject, request_msg).await;
@@ -302,7 +302,7 @@ async fn request_reply_round_trip(run: &Run, [server, client]: [Arc<dyn Broker>;
         .take()
         .unwrap_or_else(|| panic!("a reply came back, but the handler of `{subject}` never ran"));
     assert_eq!(
-        received.meta, sent,
+        *received.meta, sent,
         "the handler must see every metadata header the caller sent"
     );
     assert_eq!(

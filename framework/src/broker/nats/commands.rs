@@ -40,7 +40,7 @@ pub(super) fn request<'a>(
     msg: Message,
     timeout: Duration,
 ) -> impl Future<Output = Result<Message, Error>> + Send + 'a {
-    let mut headers = into_header_map(msg.meta);
+    let mut headers = into_header_map(*msg.meta);
     inner.signer.sign(subject, &mut headers, &msg.payload);
     exchange(inner, subject, headers, msg.payload, timeout)
 }
@@ -87,7 +87,7 @@ async fn exchange(
                 return Err(refused_reply(subject));
             }
             Ok(Message {
-                meta: metadata_of(reply.headers.as_ref()),
+                meta: Box::new(metadata_of(reply.headers.as_ref())),
                 payload: reply.payload,
             })
         }
@@ -442,7 +442,7 @@ fn answer(
     );
     let handling = match checked {
         Ok(()) => (served.handler)(Message {
-            meta: metadata_of(request.headers.as_ref()),
+            meta: Box::new(metadata_of(request.headers.as_ref())),
             payload: request.payload,
         }),
         Err(rejection) => {
@@ -464,7 +464,7 @@ fn answer(
                 true => with_progress(handling, &served, &reply_to).await,
             };
             served.stats.record(&reply, started.elapsed());
-            let mut headers = served.plain_success.headers(reply.meta);
+            let mut headers = served.plain_success.headers(*reply.meta);
             served.signer.sign(&reply_to, &mut headers, &reply.payload);
             (headers, reply.payload)
         };

@@ -64,7 +64,7 @@ async fn handle(message: &jetstream::Message, subscription: &Subscription) -> Ac
         spec.report.redelivered();
     }
     let event = Message {
-        meta: metadata_of(message.headers.as_ref()),
+        meta: Box::new(metadata_of(message.headers.as_ref())),
         payload: message.payload.clone(),
     };
     let handling = AssertUnwindSafe((subscription.handler)(event)).catch_unwind();
