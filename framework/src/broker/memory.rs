@@ -213,19 +213,13 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[async_trait]
 impl Broker for MemoryBroker {
-    // Not `async`: the message goes to its handler before the future is made, which then does
-    // not carry a copy of it.
-    fn request<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        subject: &'life1 str,
+    // The message goes to its handler before the future is made.
+    fn request<'a>(
+        &'a self,
+        subject: &'a str,
         msg: Message,
         timeout: Duration,
-    ) -> BoxFuture<'async_trait, Result<Message, Error>>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
+    ) -> BoxFuture<'a, Result<Message, Error>> {
         let Some(handling) = self.inner.start(subject, msg) else {
             return Box::pin(ready(Err(no_responders(subject))));
         };

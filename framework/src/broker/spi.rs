@@ -282,12 +282,15 @@ pub trait Broker: Send + Sync + 'static {
     /// is alive must still get its reply. The NATS broker does it with progress messages
     /// (`Cohort-Status: 100`); the embedded broker runs the command inside the caller's own
     /// process, where it cannot be lost alone, and never fails this way.
-    async fn request(
-        &self,
-        subject: &str,
+    ///
+    /// Not an `async fn`: a broker can take the message apart before the request waits, so that
+    /// the future of every command in flight does not carry it.
+    fn request<'a>(
+        &'a self,
+        subject: &'a str,
         msg: Message,
         timeout: Duration,
-    ) -> Result<Message, Error>;
+    ) -> BoxFuture<'a, Result<Message, Error>>;
 
     /// Publishes an event and returns once the broker has stored it.
     async fn publish(&self, subject: &str, msg: Message) -> Result<(), Error>;

@@ -251,18 +251,12 @@ impl Inner {
 
 #[async_trait]
 impl Broker for NatsBroker {
-    // Not `async`, which would keep a copy of the message in every command's future.
-    fn request<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        subject: &'life1 str,
+    fn request<'a>(
+        &'a self,
+        subject: &'a str,
         msg: Message,
         timeout: Duration,
-    ) -> BoxFuture<'async_trait, Result<Message, Error>>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
+    ) -> BoxFuture<'a, Result<Message, Error>> {
         Box::pin(commands::request(&self.inner, subject, msg, timeout))
     }
 
