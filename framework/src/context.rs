@@ -166,11 +166,8 @@ impl Ctx {
             .runtime
             .subjects
             .event(self.inner.service, E::NAME);
-        let producer = spans::detailed().then(|| {
-            let (span, traceparent) = self.producer_span(E::NAME, meta.traceparent.as_deref());
-            meta.traceparent = Some(traceparent);
-            span
-        });
+        let producer =
+            spans::detailed().then(|| self.producer_span(E::NAME, &mut meta.traceparent));
         let message = Message {
             meta: Box::new(meta),
             payload: Bytes::from(payload),
@@ -178,10 +175,11 @@ impl Ctx {
         Ok((subject, message, producer))
     }
 
-    /// The producer span of an event named `event` emitted under `parent`, and its traceparent.
-    fn producer_span(&self, event: &'static str, parent: Option<&str>) -> (Span, String) {
-        let (scope, traceparent) = spans::open(
-            parent,
+    /// The producer span of an event named `event` emitted under `traceparent`, which becomes
+    /// the span's own.
+    fn producer_span(&self, event: &'static str, traceparent: &mut Option<String>) -> Span {
+        let scope = spans::open(
+            traceparent,
             |trace_id| {
                 cohort_span!(
                     "emit",
@@ -194,11 +192,10 @@ impl Ctx {
             },
             || format!("emit {}.{event}", self.inner.service),
         );
-        let span = match scope {
+        match scope {
             Scope::Span(span) => span,
             Scope::Trace(_) => Span::none(),
-        };
-        (span, traceparent)
+        }
     }
 
     /// The full key of the marker of the next unit of work this work starts, if its units apply

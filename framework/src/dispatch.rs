@@ -131,8 +131,8 @@ fn watched(
 /// The scope of one run of `command` here, a child of its caller's span: `meta` then carries the
 /// run's own traceparent, which its context, calls and events continue.
 fn command_trace(runtime: &Runtime, command: &CommandDescriptor, meta: &mut Metadata) -> Scope {
-    let (scope, traceparent) = spans::open(
-        meta.traceparent.as_deref(),
+    spans::open(
+        &mut meta.traceparent,
         |trace_id| {
             cohort_span!(
                 parent: None,
@@ -146,9 +146,7 @@ fn command_trace(runtime: &Runtime, command: &CommandDescriptor, meta: &mut Meta
             )
         },
         || format!("{}.{}", command.service, command.name),
-    );
-    meta.traceparent = Some(traceparent);
-    scope
+    )
 }
 
 /// Runs a command that came with an idempotency key: at most once per key and input.
@@ -341,8 +339,8 @@ fn delivery_trace(
     subscription: &SubscriptionDescriptor,
     meta: &mut Metadata,
 ) -> Scope {
-    let (scope, traceparent) = spans::open(
-        meta.traceparent.as_deref(),
+    spans::open(
+        &mut meta.traceparent,
         |trace_id| {
             cohort_span!(
                 parent: None,
@@ -357,9 +355,7 @@ fn delivery_trace(
             )
         },
         || format!("{}.{}", subscription.service, subscription.name),
-    );
-    meta.traceparent = Some(traceparent);
-    scope
+    )
 }
 
 /// What a delivery's units of work are known by: the subscription and the event, and for an

@@ -140,9 +140,8 @@ impl Runtime {
         if !spans::detailed() {
             return Either::Left(self.send_command(target, payload, meta));
         }
-        let parent = meta.traceparent.take();
-        let (traced, traceparent) = spans::open(
-            parent.as_deref(),
+        let traced = spans::open(
+            &mut meta.traceparent,
             |_| {
                 tracing::info_span!(
                     target: SPANS,
@@ -155,7 +154,6 @@ impl Runtime {
             },
             || format!("call {}.{}", target.service, target.name),
         );
-        meta.traceparent = Some(traceparent);
         let sending = self.send_command(target, payload, meta);
         let call = async move {
             let reply = sending.await;

@@ -102,39 +102,40 @@ pub(crate) fn write_bare_trace_id(write: impl FnOnce(&str) -> fmt::Result) -> fm
     TRACE_ID.try_with(|id| write(id.as_str())).unwrap_or(Ok(()))
 }
 
-/// The traceparent of a new span under `parent` (a new trace when there is none), and the scope
-/// of the work: the span made by `span` from the new span's trace id and tied to both ids for
-/// OpenTelemetry, whose name for it `name` makes (only when spans are exported); or, when
-/// nothing reads spans beyond their trace id, that trace id alone, and then work under a valid
-/// parent continues the parent's traceparent: it has no span of its own for a child to point at.
+/// The scope of new work under `traceparent`, its parent's (none starts a trace), which then
+/// becomes the work's own: the span made by `span` from the trace id, with a new span id in the
+/// traceparent, tied to both for OpenTelemetry, whose name for it `name` makes (only when spans
+/// are exported); or, when nothing reads spans beyond their trace id, that trace id alone, and
+/// the parent's traceparent stays: the work has no span of its own for a child to point at.
 pub(crate) fn open(
-    parent: Option<&str>,
+    traceparent: &mut Option<String>,
     span: impl FnOnce(&str) -> Span,
     name: impl FnOnce() -> String,
-) -> (Scope, String) {
+) -> Scope {
     if !detailed() {
-        let (trace_id, traceparent) = continued(parent);
-        return (Scope::Trace(trace_id), traceparent);
+        return Scope::Trace(continued(traceparent));
     }
-    let own = child_traceparent(parent);
+    let parent = traceparent.take();
+    let own = child_traceparent(parent.as_deref());
     let span = span(own_trace_id(&own));
     #[cfg(feature = "otel")]
-    let own = crate::otel::adopt(&span, name, own, parent);
+    let own = crate::otel::adopt(&span, name, own, parent.as_deref());
     #[cfg(not(feature = "otel"))]
     let _ = name;
-    (Scope::Span(span), own)
+    *traceparent = Some(own);
+    Scope::Span(span)
 }
 
-/// The trace id and traceparent of work without a span of its own: its parent's, when it has a
-/// valid one, else a new trace's.
-fn continued(parent: Option<&str>) -> (TraceId, String) {
-    match parent.and_then(|parent| Some((parent, trace_id_of(parent)?))) {
-        Some((parent, trace_id)) => (TraceId::of(trace_id), parent.to_owned()),
-        None => {
-            let own = child_traceparent(None);
-            (TraceId::of(own_trace_id(&own)), own)
-        }
+/// The trace id of work without a span of its own: its parent's, whose `traceparent` it keeps,
+/// when that is valid; else a new trace's, whose traceparent replaces it.
+fn continued(traceparent: &mut Option<String>) -> TraceId {
+    if let Some(trace_id) = traceparent.as_deref().and_then(trace_id_of) {
+        return TraceId::of(trace_id);
     }
+    let own = child_traceparent(None);
+    let trace_id = TraceId::of(own_trace_id(&own));
+    *traceparent = Some(own);
+    trace_id
 }
 
 /// The trace id of a traceparent [`child_traceparent`] made: `00-{trace id}-...`.
@@ -174,13 +175,16 @@ mod tests {
     #[test]
     fn work_without_a_span_continues_a_valid_parent_and_starts_a_trace_otherwise() {
         let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let (trace_id, traceparent) = continued(Some(parent));
-        assert_eq!(traceparent, parent);
+        let mut traceparent = Some(parent.to_owned());
+        let trace_id = continued(&mut traceparent);
+        assert_eq!(traceparent.as_deref(), Some(parent));
         assert_eq!(trace_id.as_str(), "4bf92f3577b34da6a3ce929d0e0e4736");
 
         let zero = "00-00000000000000000000000000000000-00f067aa0ba902b7-01";
         for parent in [None, Some(zero), Some("not a traceparent")] {
-            let (trace_id, traceparent) = continued(parent);
+            let mut traceparent = parent.map(str::to_owned);
+            let trace_id = continued(&mut traceparent);
+            let traceparent = traceparent.expect("a new trace's traceparent");
             assert_eq!(trace_id_of(&traceparent), Some(trace_id.as_str()));
             assert_ne!(trace_id.as_str(), "00000000000000000000000000000000");
         }

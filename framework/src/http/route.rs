@@ -70,14 +70,15 @@ impl Route {
 /// Not an `async fn`: the request is taken apart before anything waits, so that the future of a
 /// request in flight holds only what its command needs.
 pub(super) fn handle(route: Arc<Route>, request: Request) -> impl Future<Output = Response> {
-    let incoming = request
+    let mut traceparent = request
         .headers()
         .get(&TRACEPARENT)
         .and_then(|value| value.to_str().ok())
-        .filter(|parent| trace_id_of(parent).is_some());
+        .filter(|parent| trace_id_of(parent).is_some())
+        .map(str::to_owned);
     let http = route.http;
-    let (traced, traceparent) = spans::open(
-        incoming,
+    let traced = spans::open(
+        &mut traceparent,
         |trace_id| {
             cohort_span!(
                 "http",
@@ -115,7 +116,7 @@ fn serve(
     route: Arc<Route>,
     mut head: Result<Head, Error>,
     body: Body,
-    traceparent: String,
+    traceparent: Option<String>,
 ) -> impl Future<Output = Response> {
     async move {
         let head = match &mut head {
@@ -138,7 +139,7 @@ fn serve(
         // In a block of its own, so that the metadata is not kept beside the command that took it.
         let (trace_id, invoked) = {
             let mut meta = std::mem::take(&mut head.meta);
-            meta.traceparent = Some(traceparent);
+            meta.traceparent = traceparent;
             // Kept for the log line of a 500: the metadata itself goes with the command.
             let trace_id = meta.trace_id().map(TraceId::of);
             let invoked = route
